@@ -1,0 +1,61 @@
+"""The `lpm` command: simulate a cohort, or run the notebooks and build the book."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lpmlib.errors import CohortError
+from lpmlib.params import ParameterError, load_params, parse_override
+
+
+def _simulate(args: argparse.Namespace) -> None:
+    from lpmlib.simulate import SimulationConfig, simulate_cohort, write_simulated_cohort
+
+    config = SimulationConfig(n_patients=args.n_patients, seed=args.seed)
+    folder = write_simulated_cohort(simulate_cohort(config), args.out)
+    print(f"simulated {args.n_patients} patients (seed {args.seed}) into {folder}")
+
+
+def _run(args: argparse.Namespace) -> None:
+    from lpmlib.runner import run
+
+    overrides = dict(parse_override(item) for item in args.param)
+    params = load_params(args.params, overrides)
+    run(params, Path(args.project).resolve(), notebooks=args.notebooks, book=not args.no_book)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lpm", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    simulate = commands.add_parser("simulate", help="write a simulated cohort with planted truth")
+    simulate.add_argument("--out", default="data/simulated", help="cohort folder to write")
+    simulate.add_argument("--n-patients", type=int, default=160)
+    simulate.add_argument("--seed", type=int, default=42)
+    simulate.set_defaults(handler=_simulate)
+
+    run = commands.add_parser("run", help="execute the notebooks with papermill, then build the book")
+    run.add_argument("--params", help="YAML file of run parameters")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="override one parameter (repeatable)")  # fmt: skip
+    run.add_argument("--notebooks", nargs="+", metavar="NN", help="only these notebooks, by number prefix")
+    run.add_argument("--no-book", action="store_true", help="execute the notebooks but skip the book build")
+    run.add_argument("--project", default=".", help="project folder (holds notebooks/ and _toc.yml)")
+    run.set_defaults(handler=_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except (CohortError, ParameterError) as error:
+        print(f"lpm: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

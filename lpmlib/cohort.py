@@ -1,0 +1,413 @@
+"""The cohort data contract, and the reader and writer of the seed layout.
+
+A `Cohort` holds, aligned on one `case_id` index, the clinical table (with the grade), a binary
+driver matrix and named omic layers, each a patients x features float matrix with a role: `target`
+(RNA, protein, metabolome: decoded by the model) or `ptm` (post-translational modification layers:
+the model's inputs). Validation happens here, once, at the boundary.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from lpmlib.errors import (
+    AllMissingColumnError,
+    CohortError,
+    DuplicateCaseIdError,
+    EmptyFileError,
+    InvalidGradeError,
+    MissingCaseIdError,
+    MissingFileError,
+    MissingValueError,
+    NonFiniteValueError,
+    NonNumericValueError,
+    NoCommonPatientsError,
+    TooFewPatientsError,
+    UnknownDriverError,
+)
+
+Role = Literal["target", "ptm"]
+
+SEED_DRIVERS: tuple[str, ...] = (
+    "ERG", "ETV1", "ETV4", "FOXA1", "SPOP", "CDK12", "BRAF", "RAF1", "FGFR2", "SKIL",
+    "BRCA2", "IDH1", "MSI", "CUL3", "CHD1", "MYC", "PTEN", "TP53", "rare",
+)  # fmt: skip
+SEED_PTMS: tuple[str, ...] = ("pY", "acetyl", "methyl", "ubiq", "phospho")
+
+METADATA_FILE = "FinalMetaData.csv"
+GRADE_COLUMN = "BCR_Gleason_Score_in_GleasonGradeColumn"
+CASE_ID = "case_id"
+TARGET_FILES = {
+    "rna": "LPM_rna_pc_scores.csv",
+    "protein": "LPM_protein_pc_top50.csv",
+    "metabolome": "LPM_metabo_pc_top50.csv",
+}
+PTM_FILE_PATTERN = re.compile(r"^LPM_(?P<name>.+)_pc_top50\.csv$")
+LOADINGS_SUFFIX = "_loadings.csv"
+
+GRADE_LABELS = {
+    0: "unknown",
+    1: "Gleason <=6 (grade group 1)",
+    2: "Gleason 7 (grade groups 2-3)",
+    3: "Gleason 8 (grade group 4)",
+    4: "Gleason 9-10 (grade group 5)",
+}
+N_GRADES = len(GRADE_LABELS)
+_NOT_ALTERED = {"", "0", "nan", "na", "none", "false", "no"}
+
+
+@dataclass
+class Layer:
+    """One omic layer: patients x features values, its role, and optional PCA loadings."""
+
+    name: str
+    role: Role
+    values: pd.DataFrame
+    loadings: pd.DataFrame | None = None  # components x original features, when values are PC scores
+
+    @property
+    def n_features(self) -> int:
+        return self.values.shape[1]
+
+
+@dataclass
+class Cohort:
+    """Patients aligned across clinical data, drivers and omic layers.
+
+    `dropped` lists the patients that were in some input file but not in all of them (the inner
+    join), with the files they were missing from.
+    """
+
+    clinical: pd.DataFrame
+    drivers: pd.DataFrame
+    layers: dict[str, Layer]
+    dropped: pd.DataFrame = field(default_factory=lambda: _dropped_frame([]))
+
+    def __post_init__(self) -> None:
+        index = self.clinical.index
+        if index.name != CASE_ID or not index.is_unique:
+            raise ValueError("clinical must be indexed by unique case_id")
+        if "grade" not in self.clinical.columns:
+            raise ValueError("clinical needs a 'grade' column (0 = unknown)")
+        frames = {"drivers": self.drivers} | {n: layer.values for n, layer in self.layers.items()}
+        for name, frame in frames.items():
+            if not frame.index.equals(index):
+                raise ValueError(f"{name} is not aligned on the clinical case_id index")
+        if not self.drivers.isin([0, 1]).all().all():
+            raise ValueError("drivers must be a binary 0/1 matrix")
+        for layer in self.layers.values():
+            if layer.role not in ("target", "ptm"):
+                raise ValueError(f"layer {layer.name}: role must be 'target' or 'ptm'")
+        if not self.ptm_names:
+            raise ValueError("a cohort needs at least one PTM layer")
+
+    @property
+    def case_ids(self) -> pd.Index:
+        return self.clinical.index
+
+    @property
+    def n_patients(self) -> int:
+        return len(self.clinical)
+
+    @property
+    def driver_names(self) -> list[str]:
+        return list(self.drivers.columns)
+
+    @property
+    def ptm_names(self) -> list[str]:
+        return [n for n, layer in self.layers.items() if layer.role == "ptm"]
+
+    @property
+    def target_names(self) -> list[str]:
+        return [n for n, layer in self.layers.items() if layer.role == "target"]
+
+    def driver(self, name: str) -> pd.Series:
+        """The 0/1 column of one driver; an unknown name is an error listing the valid ones."""
+        check_drivers([name], self.driver_names)
+        return self.drivers[name]
+
+    def summary(self) -> pd.DataFrame:
+        """One row per layer: role, patients, features, and whether loadings are kept."""
+        rows = [
+            {
+                "layer": n,
+                "role": layer.role,
+                "patients": layer.values.shape[0],
+                "features": layer.n_features,
+                "loadings": None if layer.loadings is None else layer.loadings.shape[1],
+            }
+            for n, layer in self.layers.items()
+        ]
+        return pd.DataFrame(rows).set_index("layer")
+
+    def equals(self, other: Cohort) -> bool:
+        """True when both cohorts hold the same patients, values, roles and loadings."""
+        if set(self.layers) != set(other.layers):
+            return False
+        same = self.clinical.equals(other.clinical) and self.drivers.equals(other.drivers)
+        for name, layer in self.layers.items():
+            theirs = other.layers[name]
+            same &= layer.role == theirs.role and layer.values.equals(theirs.values)
+            same &= (layer.loadings is None) == (theirs.loadings is None)
+            if layer.loadings is not None and theirs.loadings is not None:
+                same &= layer.loadings.equals(theirs.loadings)
+        return bool(same)
+
+
+def check_drivers(names: Sequence[str], available: Sequence[str], file: str | None = None) -> None:
+    """Raise UnknownDriverError for the first name not in `available`, listing the valid names."""
+    for name in names:
+        if name not in available:
+            raise UnknownDriverError(
+                "no such driver", file=file, column=name,
+                hint=f"Valid drivers: {', '.join(available)}.",
+            )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing rules of the seed layout
+
+
+def parse_grade(value: str, file: str | Path = METADATA_FILE, case_id: str = "") -> int:
+    """Grade category of one cell: a Gleason score ('7'), a pattern ('3+4') or 'Grade Group N'.
+
+    Categories: 0 unknown (empty), 1 Gleason <=6 / grade group 1, 2 Gleason 7 / grade groups 2-3,
+    3 Gleason 8 / grade group 4, 4 Gleason 9-10 / grade group 5. The whole number is read, so a
+    score of 10 is 10, not 1.
+    """
+    text = value.strip().lower()
+    if text in ("", "nan", "na", "none", "unknown"):
+        return 0
+    pattern = re.fullmatch(r"(\d+)\s*\+\s*(\d+)(?:\s*=\s*\d+)?", text)
+    group = re.fullmatch(r"(?:isup\s*)?grade\s*group\s*(\d+)", text)
+    number = re.fullmatch(r"(\d+)(?:\.0+)?", text)
+    if pattern and all(1 <= int(p) <= 5 for p in pattern.groups()):
+        return _grade_of_score(int(pattern[1]) + int(pattern[2]))
+    if group and 1 <= int(group[1]) <= 5:
+        return {1: 1, 2: 2, 3: 2, 4: 3, 5: 4}[int(group[1])]
+    if number and 2 <= int(number[1]) <= 10:
+        return _grade_of_score(int(number[1]))
+    raise InvalidGradeError(
+        f"cannot read the grade of case_id '{case_id}'", file=file, column=GRADE_COLUMN,
+        value=value, hint="Use a Gleason score 2-10, a pattern like '3+4', 'Grade Group 1-5' or leave it empty.",
+    )  # fmt: skip
+
+
+def _grade_of_score(score: int) -> int:
+    return 1 if score <= 6 else min(score - 5, 4)
+
+
+def parse_driver_cell(value: str) -> int:
+    """1 when a driver cell says altered: any non-empty value that is not zero, 'nan', 'no' or 'false'."""
+    text = value.strip().lower()
+    if text in _NOT_ALTERED:
+        return 0
+    try:
+        return int(float(text) != 0)
+    except ValueError:
+        return 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_seed_layout(
+    folder: str | Path, drivers: Sequence[str] | None = None, n_folds: int = 5
+) -> Cohort:
+    """Read a cohort in the seed layout (see the module docstring of the book's data chapter).
+
+    `drivers` selects driver columns of FinalMetaData.csv (default: every column but case_id and
+    the grade). Patients are the inner join of all files; the others are listed in `Cohort.dropped`.
+    """
+    folder = Path(folder)
+    meta_path = folder / METADATA_FILE
+    meta = _read_table(meta_path, case_id_column=CASE_ID)
+    if GRADE_COLUMN not in meta.columns:
+        raise CohortError("missing grade column", file=meta_path, column=GRADE_COLUMN)
+    driver_columns = [c for c in meta.columns if c != GRADE_COLUMN]
+    names = list(drivers) if drivers is not None else driver_columns
+    check_drivers(names, driver_columns, file=str(meta_path))
+
+    layers: dict[str, tuple[Role, Path]] = {}
+    for name, file_name in TARGET_FILES.items():
+        layers[name] = ("target", folder / file_name)
+    for path in sorted(folder.glob("LPM_*_pc_top50.csv")):
+        match = PTM_FILE_PATTERN.match(path.name)
+        if match and path.name not in TARGET_FILES.values():
+            layers[match["name"]] = ("ptm", path)
+    if not any(role == "ptm" for role, _ in layers.values()):
+        raise MissingFileError(
+            "no PTM layer file found", file=folder / "LPM_<ptm>_pc_top50.csv",
+            hint="The seed layout needs at least one LPM_<name>_pc_top50.csv besides protein and metabo.",
+        )  # fmt: skip
+
+    values = {name: _read_layer(path) for name, (_, path) in layers.items()}
+    tables = {str(meta_path): meta.index} | {str(p): values[n].index for n, (_, p) in layers.items()}
+    kept, dropped = _inner_join(tables)
+    if len(kept) < n_folds:
+        raise TooFewPatientsError(
+            f"{len(kept)} patients are common to all files, fewer than the {n_folds} folds",
+            file=folder, hint="Add patients or lower the number of folds.",
+        )  # fmt: skip
+
+    grades = [parse_grade(meta.at[c, GRADE_COLUMN], meta_path, c) for c in kept]
+    clinical = pd.DataFrame(
+        {"grade": np.array(grades, dtype=np.int64), "grade_label": meta.loc[kept, GRADE_COLUMN]},
+        index=kept,
+    )
+    driver_matrix = meta.loc[kept, names].map(parse_driver_cell).astype(np.int64)
+    return Cohort(
+        clinical=clinical,
+        drivers=driver_matrix,
+        layers={
+            name: Layer(name, role, values[name].loc[kept], _read_loadings(path))
+            for name, (role, path) in layers.items()
+        },
+        dropped=dropped,
+    )
+
+
+def _read_table(path: Path, case_id_column: str | None) -> pd.DataFrame:
+    """A CSV as strings, indexed by case_id, with the file-level checks every input shares."""
+    if not path.is_file():
+        raise MissingFileError("file not found", file=path)
+    if path.stat().st_size == 0:
+        raise EmptyFileError("file is empty", file=path)
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if table.empty:
+        raise EmptyFileError("file has a header but no rows", file=path)
+    if case_id_column is None:  # omic layer: the first column is the case_id, unnamed or 'case_id'
+        first = table.columns[0]
+        if not (first.startswith("Unnamed: 0") or first.strip() in ("", CASE_ID)):
+            raise MissingCaseIdError(
+                "the first column must hold the case_id (unnamed or named 'case_id')",
+                file=path, column=first,
+            )  # fmt: skip
+        case_id_column = first
+    elif case_id_column not in table.columns:
+        raise MissingCaseIdError(
+            "no case_id column", file=path, column=CASE_ID,
+            hint=f"Columns found: {', '.join(table.columns[:10])}.",
+        )  # fmt: skip
+    ids = table[case_id_column].str.strip()
+    if (ids == "").any():
+        row = int(np.flatnonzero(ids == "")[0]) + 2
+        raise MissingCaseIdError(f"empty case_id on line {row}", file=path, column=CASE_ID)
+    duplicated = ids[ids.duplicated()]
+    if not duplicated.empty:
+        raise DuplicateCaseIdError("duplicate case_id", file=path, column=CASE_ID, value=duplicated.iloc[0])
+    return table.drop(columns=case_id_column).set_axis(pd.Index(ids, name=CASE_ID))
+
+
+def _read_layer(path: Path) -> pd.DataFrame:
+    """An omic layer file: every cell a finite number, no column entirely empty."""
+    return _to_numeric(_read_table(path, case_id_column=None), path)
+
+
+def _to_numeric(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    numeric = table.apply(lambda col: pd.to_numeric(col.str.strip(), errors="coerce"))
+    blank = table.apply(lambda col: col.str.strip().str.lower().isin(["", "nan", "na"]))
+    for column in table.columns:
+        if blank[column].all():
+            raise AllMissingColumnError("every value is missing", file=path, column=column)
+    bad = numeric.isna() & ~blank
+    if bad.any().any():
+        case_id, column = _first_true(bad)
+        raise NonNumericValueError(
+            f"not a number (case_id '{case_id}')", file=path, column=column, value=table.at[case_id, column]
+        )  # fmt: skip
+    if blank.any().any():
+        case_id, column = _first_true(blank)
+        raise MissingValueError(
+            f"missing value (case_id '{case_id}')", file=path, column=column,
+            value=table.at[case_id, column],
+            hint="Leave a patient who lacks this layer out of the file, or impute the value.",
+        )  # fmt: skip
+    infinite = np.isinf(numeric.to_numpy())
+    if infinite.any():
+        case_id, column = _first_true(pd.DataFrame(infinite, numeric.index, numeric.columns))
+        raise NonFiniteValueError(
+            f"infinite value (case_id '{case_id}')", file=path, column=column, value=table.at[case_id, column]
+        )  # fmt: skip
+    return numeric.astype(np.float64)
+
+
+def _first_true(mask: pd.DataFrame) -> tuple[str, str]:
+    row, col = np.argwhere(mask.to_numpy())[0]
+    return mask.index[row], mask.columns[col]
+
+
+def _read_loadings(layer_path: Path) -> pd.DataFrame | None:
+    path = loadings_path(layer_path)
+    if not path.exists():
+        return None
+    return _to_numeric(_read_table(path, case_id_column=None), path).rename_axis("component")
+
+
+def loadings_path(layer_path: Path) -> Path:
+    """Where the loadings of a layer file live: `<stem>_loadings.csv` beside it."""
+    return layer_path.with_name(layer_path.stem + LOADINGS_SUFFIX)
+
+
+def _inner_join(tables: dict[str, pd.Index]) -> tuple[pd.Index, pd.DataFrame]:
+    """Patients present in every file (in the order of the first file) and a report of the rest."""
+    first = next(iter(tables.values()))
+    common = set.intersection(*(set(ids) for ids in tables.values()))
+    if not common:
+        counts = ", ".join(f"{Path(f).name} ({len(ids)})" for f, ids in tables.items())
+        raise NoCommonPatientsError(f"no case_id is present in every file: {counts}", file=Path(next(iter(tables))).parent)
+    kept = pd.Index([c for c in first if c in common], name=CASE_ID)
+    everyone = list(dict.fromkeys(c for ids in tables.values() for c in ids))
+    rows = [
+        (case_id, ";".join(Path(f).name for f, ids in tables.items() if case_id not in set(ids)))
+        for case_id in everyone
+        if case_id not in common
+    ]
+    return kept, _dropped_frame(rows)
+
+
+def _dropped_frame(rows: list[tuple[str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=[CASE_ID, "missing_from"])
+
+
+def dropped_by_file(cohort: Cohort) -> pd.DataFrame:
+    """How many patients the inner join dropped because they were missing from each file."""
+    files = cohort.dropped["missing_from"].str.split(";").explode()
+    return files.value_counts().rename_axis("missing_from").rename("patients_dropped").to_frame()
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_seed_layout(cohort: Cohort, folder: str | Path) -> Path:
+    """Write `cohort` in the seed layout (plus `<layer>_loadings.csv` where loadings exist)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = pd.concat(
+        [cohort.clinical["grade_label"].rename(GRADE_COLUMN), cohort.drivers], axis=1
+    ).reset_index()
+    meta.to_csv(folder / METADATA_FILE, index=False)
+    for name, layer in cohort.layers.items():
+        path = folder / layer_file_name(name, layer.role)
+        layer.values.rename_axis(None).to_csv(path)
+        if layer.loadings is not None:
+            layer.loadings.rename_axis(None).to_csv(loadings_path(path))
+    return folder
+
+
+def layer_file_name(name: str, role: Role) -> str:
+    """The seed-layout file name of a layer."""
+    if role == "target":
+        if name not in TARGET_FILES:
+            raise ValueError(f"the seed layout has no file for target layer '{name}'")
+        return TARGET_FILES[name]
+    return f"LPM_{name}_pc_top50.csv"

@@ -1,0 +1,191 @@
+"""Cross-validated training: folds, checkpoints that resume, and held-out predictions.
+
+Each fold trains one model on its training patients (with 10% of them held back for early
+stopping), writes a checkpoint (weights + a JSON record) atomically, and stores the predictions of
+every layer for its held-out patients under every masking pattern the questions use. A finished
+fold is reused when the data, configuration and split are unchanged and its weights are intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from joblib import Parallel, delayed
+from sklearn.model_selection import KFold, train_test_split
+
+from lpmlib.artifacts import atomic_write, sha256, write_json, write_table
+from lpmlib.cohort import N_GRADES, Cohort
+from lpmlib.model import LatentPerturbationModel, ModelConfig, masking_patterns
+from lpmlib.tensors import CohortTensors, LayerScaler
+from lpmlib.train import TrainSettings, fit, make_deterministic
+
+Log = Callable[[str], None]
+
+
+def fold_splits(n_patients: int, n_folds: int = 5, seed: int = 42) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Training and held-out row indices of each fold: KFold with shuffling."""
+    return list(KFold(n_folds, shuffle=True, random_state=seed).split(np.arange(n_patients)))
+
+
+def model_config(cohort: Cohort, **hyperparameters) -> ModelConfig:
+    """The model's shape for a cohort: every PTM layer in and out, every target out.
+
+    Protein is decoded from the state and the predicted RNA when the cohort has both (the flow).
+    """
+    targets = cohort.target_names
+    parents = {"protein": ["rna"]} if {"rna", "protein"} <= set(targets) else {}
+    order = sorted(targets, key=lambda t: t == "protein")  # parents before children
+    return ModelConfig(
+        n_drivers=len(cohort.driver_names),
+        n_grades=N_GRADES,
+        ptm_dims={n: cohort.layers[n].n_features for n in cohort.ptm_names},
+        target_dims={n: cohort.layers[n].n_features for n in order},
+        target_parents=parents,
+        **hyperparameters,
+    )
+
+
+def cohort_fingerprint(cohort: Cohort) -> str:
+    """A hash of every value the model sees, so a checkpoint is reused only on the same data."""
+    digest = hashlib.sha256()
+    for frame in [cohort.clinical[["grade"]], cohort.drivers] + [cohort.layers[n].values for n in cohort.layers]:
+        digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+        digest.update(",".join(map(str, frame.columns)).encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class FoldResult:
+    """One trained fold: its model, scaler, split, history and held-out predictions."""
+
+    fold: int
+    model: LatentPerturbationModel
+    scaler: LayerScaler
+    train_rows: np.ndarray
+    test_rows: np.ndarray
+    history: pd.DataFrame
+    predictions: dict[str, dict[str, np.ndarray]]  # pattern -> layer -> (n_test, n_features), original units
+    reused: bool = False
+
+
+class FoldStore:
+    """The files of one fold under `<run>/cv/fold<k>/`."""
+
+    def __init__(self, run_dir: str | Path, fold: int) -> None:
+        self.folder = Path(run_dir) / "cv" / f"fold{fold}"
+        self.weights = self.folder / "model.pt"
+        self.record = self.folder / "model.json"
+        self.history = self.folder / "history.csv"
+        self.predictions = self.folder / "predictions.npz"
+
+    def load_if_valid(self, key: str) -> tuple[LatentPerturbationModel, dict] | None:
+        """The saved model when its key matches and its weights are intact; None otherwise."""
+        try:
+            record = json.loads(self.record.read_text())
+            if record["key"] != key or sha256(self.weights) != record["weights_sha256"]:
+                return None
+            model = LatentPerturbationModel(ModelConfig.from_dict(record["config"]))
+            model.load_state_dict(torch.load(self.weights, map_location="cpu", weights_only=True))
+            return model.eval(), record
+        except (OSError, ValueError, KeyError, RuntimeError, EOFError):
+            return None
+
+
+def _fold_key(fingerprint: str, config: ModelConfig, settings: TrainSettings, seed: int, train_rows) -> str:
+    payload = json.dumps(
+        {"data": fingerprint, "config": config.to_dict(), "settings": settings.to_dict(), "seed": seed,
+         "train_rows": [int(r) for r in train_rows]},
+        sort_keys=True,
+    )  # fmt: skip
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def train_fold(
+    cohort: Cohort, fold: int, train_rows: np.ndarray, test_rows: np.ndarray, config: ModelConfig,
+    settings: TrainSettings, seed: int, run_dir: str | Path, fingerprint: str, log: Log | None = None,
+) -> FoldResult:  # fmt: skip
+    """Train (or reuse) the model of one fold and predict its held-out patients."""
+    store = FoldStore(run_dir, fold)
+    key = _fold_key(fingerprint, config, settings, seed, train_rows)
+    scaler = LayerScaler.fit(cohort, train_rows)
+    loaded = store.load_if_valid(key)
+    if loaded is not None:
+        model, _ = loaded
+        history = pd.read_csv(store.history)
+        if log:
+            log(f"fold {fold}: reusing the finished checkpoint")
+    else:
+        inner_train, inner_validation = train_test_split(
+            train_rows, test_size=settings.validation_fraction, random_state=seed + fold
+        )
+        progress = None
+        if log:
+            progress = lambda row: _log_epoch(log, fold, row)  # noqa: E731
+        result = fit(config, CohortTensors.build(cohort, inner_train, scaler),
+                     CohortTensors.build(cohort, inner_validation, scaler), settings, seed + fold, progress)  # fmt: skip
+        model, history = result.model, result.history
+        _save(store, model, history, key, config, fold, result.best_epoch)
+    predictions = predict_patterns(model, CohortTensors.build(cohort, test_rows, scaler), scaler, cohort.ptm_names)
+    atomic_write(store.predictions, lambda tmp: _save_npz(tmp, predictions, cohort.case_ids[test_rows]))
+    return FoldResult(fold, model, scaler, train_rows, test_rows, history, predictions, reused=loaded is not None)
+
+
+def _log_epoch(log: Log, fold: int, row: dict) -> None:
+    if row["epoch"] == 1 or row["epoch"] % 10 == 0:
+        log(f"fold {fold} epoch {row['epoch']:3d}: train {row['train_loss']:.4f}  "
+            f"validation {row['validation_loss']:.4f}")  # fmt: skip
+
+
+def _save(store: FoldStore, model, history: pd.DataFrame, key: str, config: ModelConfig, fold: int, best_epoch: int) -> None:
+    store.folder.mkdir(parents=True, exist_ok=True)
+    write_table(store.history, history, index=False)
+    atomic_write(store.weights, lambda tmp: torch.save(model.state_dict(), tmp))
+    write_json(store.record, {"key": key, "fold": fold, "config": config.to_dict(), "best_epoch": best_epoch,
+                              "weights_sha256": sha256(store.weights)})  # fmt: skip
+
+
+def _save_npz(path: Path, predictions: dict[str, dict[str, np.ndarray]], case_ids: pd.Index) -> None:
+    arrays = {f"{pattern}/{layer}": values for pattern, layers in predictions.items() for layer, values in layers.items()}
+    with open(path, "wb") as handle:
+        np.savez(handle, case_id=np.asarray(case_ids, dtype=str), **arrays)
+
+
+@torch.no_grad()
+def predict_patterns(
+    model: LatentPerturbationModel, data: CohortTensors, scaler: LayerScaler, ptm_names: list[str]
+) -> dict[str, dict[str, np.ndarray]]:
+    """Predictions of every layer, in original units, under every named masking pattern (full batch)."""
+    model.eval()
+    ptms = {name: data.layers[name] for name in ptm_names}
+    out = {}
+    for pattern, row in masking_patterns(ptm_names).items():
+        mask = row.expand(len(data), -1)
+        predictions = model(data.drivers, data.grade, ptms, mask).predictions
+        out[pattern] = {n: scaler.original_units(n, p.double().numpy()) for n, p in predictions.items()}
+    return out
+
+
+def run_cv(
+    cohort: Cohort, run_dir: str | Path, settings: TrainSettings = TrainSettings(), n_folds: int = 5,
+    seed: int = 42, n_jobs: int = 1, log: Log | None = print, **hyperparameters,
+) -> list[FoldResult]:  # fmt: skip
+    """Train every fold (in parallel with `n_jobs`), reusing those already finished."""
+    make_deterministic(seed)
+    config = model_config(cohort, **hyperparameters)
+    fingerprint = cohort_fingerprint(cohort)
+    jobs = (
+        delayed(train_fold)(cohort, k + 1, tr, te, config, settings, seed, run_dir, fingerprint, log if n_jobs == 1 else None)
+        for k, (tr, te) in enumerate(fold_splits(cohort.n_patients, n_folds, seed))
+    )  # fmt: skip
+    results = Parallel(n_jobs=n_jobs)(jobs)
+    if log and n_jobs != 1:
+        for result in results:
+            log(f"fold {result.fold}: {'reused' if result.reused else 'trained'}, {len(result.history)} epochs")
+    return results

@@ -1,0 +1,147 @@
+"""The parameters of a run: one schema, validated before any notebook executes.
+
+Every notebook declares the subset it uses in its `parameters` cell; `lpm run` resolves the full set
+(defaults < parameters file < command line), checks names and types here, and hands each notebook
+only the names it declares.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lpmlib.train import TrainSettings
+
+
+class ParameterError(ValueError):
+    """An unknown parameter name or a value of the wrong type."""
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """Everything a run of the book can be told; the defaults build the book on the simulated cohort."""
+
+    data_dir: str = "data/simulated"  # cohort folder (seed layout)
+    simulate_if_missing: bool = True  # simulate the default cohort into data_dir when it is absent
+    n_patients: int = 160  # patients of a simulated cohort
+    simulation_seed: int = 42  # seed of the simulated cohort
+    seed: int = 42  # global seed of every random step of the analysis
+    n_folds: int = 5  # cross-validation folds
+    run_dir: str = "results/default"  # where tables, figures and executed notebooks of the run go
+    # training (defaults of the method's reference implementation)
+    epochs: int = 100
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 10  # early-stopping patience, in epochs
+    grad_clip: float = 1.0
+    modality_dropout: float = 0.2
+    n_jobs: int = 1  # folds trained side by side (joblib)
+    device: str = "auto"  # "auto": CUDA when present, else the CPU
+    # the model
+    latent_dim: int = 128
+    vae_latent_dim: int = 64
+    n_heads: int = 4
+    dropout: float = 0.1
+    beta_kl: float = 0.01
+    contrastive_weight: float = 0.1
+    temperature: float = 0.07
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any], source: str = "parameters") -> RunParams:
+        """Validated parameters; an unknown name or a wrongly typed value is an error naming it."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = dict(values)
+        for name, value in values.items():
+            if name not in fields:
+                raise ParameterError(
+                    f"{source}: unknown parameter '{name}'. Accepted: {', '.join(fields)}."
+                )
+            expected = type(getattr(cls(), name))
+            value = values[name] = _yaml_float(value, expected)
+            if not _is_instance(value, expected):
+                raise ParameterError(
+                    f"{source}: parameter '{name}' must be {expected.__name__}, got {value!r}"
+                )
+        params = cls(**values)
+        params.check()
+        return params
+
+    @classmethod
+    def from_namespace(cls, namespace: dict[str, Any]) -> RunParams:
+        """The parameters a notebook declared (its globals), the rest at their defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls.from_mapping({k: v for k, v in namespace.items() if k in names}, source="notebook parameters")
+
+    def check(self) -> None:
+        """Value checks that types alone cannot express."""
+        if self.n_patients < self.n_folds:
+            raise ParameterError(f"n_patients ({self.n_patients}) must be >= n_folds ({self.n_folds})")
+        if self.n_folds < 2:
+            raise ParameterError(f"n_folds must be >= 2, got {self.n_folds}")
+
+    def train_settings(self) -> TrainSettings:
+        return TrainSettings(
+            epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay, patience=self.patience, grad_clip=self.grad_clip,
+            modality_dropout=self.modality_dropout, device=self.device,
+        )  # fmt: skip
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The model's hyperparameters, as ModelConfig takes them."""
+        names = ("latent_dim", "vae_latent_dim", "n_heads", "dropout", "beta_kl", "contrastive_weight", "temperature")
+        return {name: getattr(self, name) for name in names}
+
+    def replace(self, **changes: Any) -> RunParams:
+        return RunParams.from_mapping({**dataclasses.asdict(self), **changes})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _yaml_float(value: Any, expected: type) -> Any:
+    """YAML 1.1 reads '1e-3' as a string; take it as the float it means."""
+    if expected is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _is_instance(value: Any, expected: type) -> bool:
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def load_params(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunParams:
+    """Defaults, updated by a YAML parameters file, updated by explicit overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ParameterError(f"parameters file '{path}' not found")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ParameterError(f"parameters file '{path}' must hold a mapping of names to values")
+        RunParams.from_mapping(loaded, source=str(path))
+        values.update(loaded)
+    values.update(overrides or {})
+    return RunParams.from_mapping(values, source=str(path) if path and not overrides else "parameters")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`name=value` from the command line, the value read as YAML (so 3 is int, true is bool)."""
+    if "=" not in text:
+        raise ParameterError(f"expected name=value, got '{text}'")
+    name, raw = text.split("=", 1)
+    return name.strip(), yaml.safe_load(raw)

@@ -1,0 +1,138 @@
+"""Executing the notebooks with papermill into the run folder, and building the book from them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import papermill
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+from lpmlib.artifacts import atomic_write, write_json
+from lpmlib.params import RunParams
+
+KERNEL_NAME = "lpm"
+GENERATED = Path("book") / "_generated"
+
+
+class ProjectLayoutError(FileNotFoundError):
+    """The folder given as the project root lacks the notebooks or the book configuration."""
+
+
+def find_notebooks(project: Path) -> list[Path]:
+    """The numbered notebooks of the project, in order."""
+    notebooks = sorted((project / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if not notebooks or not (project / "_toc.yml").is_file():
+        raise ProjectLayoutError(
+            f"'{project}' is not an LPM project folder (needs notebooks/NN_*.ipynb and _toc.yml)"
+        )
+    return notebooks
+
+
+def ensure_kernel() -> str:
+    """Register this environment's Python as the `lpm` Jupyter kernel, so papermill runs it.
+
+    A kernel of the same name that points at another Python (a stale user-level one, say) would
+    shadow it; that is an error with the path to remove.
+    """
+    manager = KernelSpecManager()
+    try:
+        spec = manager.get_kernel_spec(KERNEL_NAME)
+    except NoSuchKernel:
+        spec = None
+    if spec is None:
+        from ipykernel.kernelspec import install
+
+        install(kernel_name=KERNEL_NAME, display_name="Python (lpm)", prefix=sys.prefix)
+        spec = manager.get_kernel_spec(KERNEL_NAME)
+    if Path(spec.argv[0]).resolve() != Path(sys.executable).resolve():
+        raise RuntimeError(
+            f"the Jupyter kernel '{KERNEL_NAME}' at {spec.resource_dir} runs {spec.argv[0]}, "
+            f"not this environment's {sys.executable}: remove that folder and re-run"
+        )
+    return KERNEL_NAME
+
+
+def declared_parameters(notebook: Path) -> set[str]:
+    """Names assigned in the notebook's `parameters` cell."""
+    return set(papermill.inspect_notebook(str(notebook)).keys())
+
+
+def execute_notebook(notebook: Path, params: RunParams, project: Path, log=print) -> Path:
+    """Execute one notebook with the run's parameters; the executed copy goes into the run folder."""
+    wanted = declared_parameters(notebook)
+    given = {k: v for k, v in params.as_dict().items() if k in wanted}
+    run_dir = project / params.run_dir
+    output = run_dir / "notebooks" / notebook.name
+    output.parent.mkdir(parents=True, exist_ok=True)
+    log(f"[lpm] executing {notebook.name} ...")
+    start = time.perf_counter()
+    papermill.execute_notebook(
+        str(notebook), str(output), parameters=given, kernel_name=ensure_kernel(),
+        cwd=str(project), progress_bar=False, log_output=False, stdout_file=sys.stdout,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    log(f"[lpm] {notebook.name} done in {seconds:.1f} s")
+    _record_timing(run_dir, notebook.name, seconds)
+    return output
+
+
+def _record_timing(run_dir: Path, name: str, seconds: float) -> None:
+    path = run_dir / "timings.json"
+    timings = json.loads(path.read_text()) if path.exists() else {}
+    timings[name] = round(seconds, 2)
+    write_json(path, timings)
+
+
+def stage_for_book(executed: Path, project: Path) -> Path:
+    """Copy an executed notebook where the book reads it, hiding papermill's injected cell."""
+    notebook = nbformat.read(executed, as_version=4)
+    for cell in notebook.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    target = project / GENERATED / executed.name
+    return atomic_write(target, lambda tmp: nbformat.write(notebook, tmp))
+
+
+def read_glued(notebook: Path) -> dict[str, str]:
+    """The values an executed notebook glued for the book (their plain-text form), by key."""
+    values = {}
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            record = output.get("metadata", {}).get("scrapbook", {})
+            if "name" in record:
+                values[record["name"]] = output["data"][record.get("mime_prefix", "") + "text/plain"]
+    return values
+
+
+def build_book(project: Path, log=print) -> Path:
+    """Build the HTML book from the staged notebooks; warnings are errors."""
+    jupyter_book = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
+    if jupyter_book is None:
+        raise RuntimeError("jupyter-book is not installed in this environment")
+    log("[lpm] building the book ...")
+    command = [jupyter_book, "build", "--all", "-W", "-n", "--keep-going", str(project)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"the book build failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    index = project / "_build" / "html" / "index.html"
+    log(f"[lpm] book: {index}")
+    return index
+
+
+def run(params: RunParams, project: Path, notebooks: list[str] | None = None, book: bool = True, log=print) -> None:
+    """Execute the notebooks in order (all, or those named), stage them, and build the book."""
+    selected = [
+        nb for nb in find_notebooks(project) if notebooks is None or any(nb.name.startswith(n) for n in notebooks)
+    ]  # fmt: skip
+    write_json(project / params.run_dir / "params.json", params.as_dict())
+    for notebook in selected:
+        stage_for_book(execute_notebook(notebook, params, project, log), project)
+    if book:
+        build_book(project, log)

@@ -1,0 +1,262 @@
+"""The Latent Perturbation Model: shapes, the masking invariant, the loss terms, masks and configuration."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lpmlib.model import (
+    LatentPerturbationModel,
+    LPMOutput,
+    ModelConfig,
+    count_parameters,
+    lpm_loss,
+    masking_patterns,
+    sample_ptm_mask,
+)
+
+PTMS = {"a": 7, "b": 5, "c": 6}
+TARGETS = {"rna": 8, "protein": 4, "met": 3}
+
+
+def make_config(**overrides: object) -> ModelConfig:
+    values = dict(n_drivers=5, n_grades=3, ptm_dims=PTMS, target_dims=TARGETS,
+                  target_parents={"protein": ["rna"]}, latent_dim=16, vae_latent_dim=8, n_heads=4,
+                  recon_weights={"rna": 2.0, "b": 0.5})
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+def make_model(config: ModelConfig | None = None) -> LatentPerturbationModel:
+    torch.manual_seed(0)
+    return LatentPerturbationModel(config or make_config())
+
+
+def make_batch(n: int = 10, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+    gen = torch.Generator().manual_seed(seed)
+    drivers = (torch.rand(n, 5, generator=gen) < 0.5).float()
+    grade = torch.randint(0, 3, (n,), generator=gen)
+    ptms = {name: torch.randn(n, dim, generator=gen) for name, dim in PTMS.items()}
+    targets = {name: torch.randn(n, dim, generator=gen) for name, dim in TARGETS.items()}
+    targets.update({name: x.clone() for name, x in ptms.items()})
+    return drivers, grade, ptms, targets
+
+
+def mask_rows(row: list[bool], n: int = 10) -> torch.Tensor:
+    return torch.tensor(row, dtype=torch.bool).expand(n, -1).clone()
+
+
+def output_tensors(out: LPMOutput) -> dict[str, torch.Tensor]:
+    tensors = {f"pred_{k}": v for k, v in out.predictions.items()}
+    tensors.update({f"mu_{k}": v for k, v in out.ptm_mu.items()})
+    tensors.update({f"logvar_{k}": v for k, v in out.ptm_logvar.items()})
+    tensors.update(z_state=out.z_state, z_seed=out.z_seed, joint_mu=out.joint_mu,
+                   joint_logvar=out.joint_logvar, attention=out.attention)
+    return tensors
+
+
+def test_output_shapes() -> None:
+    config = make_config()
+    drivers, grade, ptms, _ = make_batch()
+    out = make_model(config)(drivers, grade, ptms, mask_rows([True, False, True]))
+    assert {k: tuple(v.shape) for k, v in out.predictions.items()} == {
+        k: (10, d) for k, d in {**TARGETS, **PTMS}.items()}
+    assert out.z_state.shape == out.z_seed.shape == (10, 16)
+    assert out.joint_mu.shape == out.joint_logvar.shape == (10, 8)
+    assert all(out.ptm_mu[k].shape == out.ptm_logvar[k].shape == (10, 8) for k in PTMS)
+    assert out.attention.shape == (10, 6, 6)
+
+
+MASKED_ROWS = pytest.mark.parametrize(
+    "row", [[True, False, True], [False, False, False]], ids=["without_b", "genomics_only"]
+)
+
+
+@MASKED_ROWS
+def test_masked_layers_receive_no_gradient(row: list[bool]) -> None:
+    config = make_config()
+    model = make_model(config).train()
+    drivers, grade, ptms, targets = make_batch()
+    mask = mask_rows(row)
+    for x in ptms.values():
+        x.requires_grad_(True)
+    out = model(drivers, grade, ptms, mask)
+    total = sum(t.sum() for t in output_tensors(out).values()) + lpm_loss(out, targets, mask, config)["total"]
+    total.backward()
+    for i, name in enumerate(PTMS):
+        grad = ptms[name].grad
+        if row[i]:
+            assert grad is not None and grad.abs().sum() > 0, name
+        else:
+            assert grad is None or torch.count_nonzero(grad) == 0, name
+
+
+@MASKED_ROWS
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_masked_values_change_no_output(row: list[bool], training: bool) -> None:
+    model = make_model().train(training)
+    drivers, grade, ptms, _ = make_batch()
+    mask = mask_rows(row)
+    changed = {name: x if row[i] else torch.full_like(x, float("nan")) if i % 2 else 100 * torch.randn_like(x)
+               for i, (name, x) in enumerate(ptms.items())}
+    torch.manual_seed(5)
+    first = output_tensors(model(drivers, grade, ptms, mask))
+    torch.manual_seed(5)
+    second = output_tensors(model(drivers, grade, changed, mask))
+    assert [k for k in first if not torch.equal(first[k], second[k])] == []
+
+
+def test_observed_layer_values_change_outputs() -> None:
+    model = make_model().eval()
+    drivers, grade, ptms, _ = make_batch()
+    mask = mask_rows([True, True, True])
+    first = model(drivers, grade, ptms, mask)
+    second = model(drivers, grade, {**ptms, "b": ptms["b"] + 1.0}, mask)
+    assert not torch.allclose(first.z_state, second.z_state)
+    assert not torch.allclose(first.predictions["rna"], second.predictions["rna"])
+
+
+def _kl_numpy(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
+    return -0.5 * np.sum(1 + logvar - mu**2 - np.exp(logvar), axis=1)
+
+
+def _info_nce_numpy(a: np.ndarray, b: np.ndarray, temperature: float) -> float:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    logits = a @ b.T / temperature
+
+    def diagonal_cross_entropy(m: np.ndarray) -> float:
+        log_softmax = m - m.max(axis=1, keepdims=True)
+        log_softmax = log_softmax - np.log(np.exp(log_softmax).sum(axis=1, keepdims=True))
+        return float(-np.mean(np.diag(log_softmax)))
+
+    return 0.5 * (diagonal_cross_entropy(logits) + diagonal_cross_entropy(logits.T))
+
+
+def test_loss_terms_match_hand_computation() -> None:
+    config = make_config(beta_kl=0.3, contrastive_weight=0.7, temperature=0.5)
+    model = make_model(config).eval()
+    drivers, grade, ptms, targets = make_batch(n=4)
+    mask = torch.tensor([[True, False, True], [False, False, False],
+                         [True, True, True], [False, True, False]])
+    out = model(drivers, grade, ptms, mask)
+    loss = lpm_loss(out, targets, mask, config)
+    to_np = lambda t: t.detach().double().numpy()  # noqa: E731
+
+    mse = {name: float(np.mean((to_np(out.predictions[name]) - to_np(targets[name])) ** 2))
+           for name in targets}
+    reconstruction = sum(config.recon_weights.get(name, 1.0) * v for name, v in mse.items())
+    per_ptm = np.stack([_kl_numpy(to_np(out.ptm_mu[n]), to_np(out.ptm_logvar[n])) for n in PTMS], axis=1)
+    observed = mask.numpy()
+    kl = 0.3 * (per_ptm[observed].sum() / observed.sum()
+                + _kl_numpy(to_np(out.joint_mu), to_np(out.joint_logvar)).mean())
+    contrastive = 0.7 * _info_nce_numpy(to_np(out.z_seed), to_np(out.z_state), 0.5)
+
+    expected = {"reconstruction": reconstruction, "kl": kl, "contrastive": contrastive,
+                "total": reconstruction + kl + contrastive, **{f"recon_{k}": v for k, v in mse.items()}}
+    assert set(loss) == set(expected)
+    for key, value in expected.items():
+        assert loss[key].dim() == 0
+        expected_value = torch.tensor(value, dtype=torch.float64)
+        assert torch.allclose(loss[key].double(), expected_value, rtol=1e-5, atol=1e-6), key
+    assert loss["recon_b"] > 0 and kl > 0 and contrastive > 0
+
+
+def test_eval_is_deterministic_and_training_samples() -> None:
+    model = make_model()
+    drivers, grade, ptms, _ = make_batch()
+    mask = mask_rows([True, True, False])
+    model.eval()
+    first = output_tensors(model(drivers, grade, ptms, mask))
+    second = output_tensors(model(drivers, grade, ptms, mask))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    model.train()
+    first, second = model(drivers, grade, ptms, mask), model(drivers, grade, ptms, mask)
+    assert not torch.allclose(first.z_state, second.z_state)
+
+
+def test_each_driver_is_a_token_that_matters() -> None:
+    model = make_model().eval()
+    drivers, grade, ptms, _ = make_batch()
+    mask = mask_rows([True, True, True])
+    drivers.requires_grad_(True)
+    out = model(drivers, grade, ptms, mask)
+    assert out.attention.shape == (10, 6, 6)
+    assert torch.allclose(out.attention.sum(dim=-1), torch.ones(10, 6), atol=1e-5)
+    (out.z_state.sum() + sum(p.sum() for p in out.predictions.values())).backward()
+    assert (drivers.grad.abs().sum(dim=0) > 0).all()
+    for j in range(5):
+        flipped = drivers.detach().clone()
+        flipped[:, j] = 1.0 - flipped[:, j]
+        changed = model(flipped, grade, ptms, mask)
+        assert not torch.allclose(changed.predictions["protein"], out.predictions["protein"]), j
+        assert not torch.allclose(changed.attention, out.attention), j
+
+
+def test_protein_is_decoded_from_predicted_rna() -> None:
+    model = make_model().eval()
+    drivers, grade, ptms, _ = make_batch()
+    mask = mask_rows([True, True, True])
+    before = model(drivers, grade, ptms, mask).predictions
+    with torch.no_grad():
+        model.target_decoders["rna"][-1].bias += 1.0
+    after = model(drivers, grade, ptms, mask).predictions
+    assert not torch.allclose(before["protein"], after["protein"])
+    assert torch.equal(before["met"], after["met"]) and torch.equal(before["a"], after["a"])
+
+
+def test_initialisation_is_deterministic() -> None:
+    first, second = make_model().state_dict(), make_model().state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_sample_ptm_mask_is_seeded_and_covers_every_pattern_kind() -> None:
+    masks = [sample_ptm_mask(2000, 4, torch.Generator().manual_seed(s)) for s in (3, 3, 4)]
+    assert masks[0].dtype == torch.bool and masks[0].shape == (2000, 4)
+    assert torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], masks[2])
+    assert (masks[0].sum(dim=1) == 2).any()  # only independent dropout keeps two of four layers
+    kept = sample_ptm_mask(4000, 4, torch.Generator().manual_seed(0), modality_dropout=0.0).sum(dim=1)
+    fractions = {k: (kept == k).float().mean().item() for k in range(5)}
+    assert fractions[2] == 0.0  # without dropout: all kept, genomics-only, keep-one, drop-one, a quarter each
+    assert all(0.22 < fractions[k] < 0.28 for k in (0, 1, 3, 4)), fractions
+
+
+def test_masking_patterns() -> None:
+    patterns = masking_patterns(["pY", "acetyl", "methyl"])
+    assert list(patterns) == ["all", "genomics_only", "without_pY", "without_acetyl", "without_methyl",
+                              "only_pY", "only_acetyl", "only_methyl"]
+    rows = {k: v.tolist() for k, v in patterns.items()}
+    assert rows["all"] == [True] * 3 and rows["genomics_only"] == [False] * 3
+    assert rows["without_acetyl"] == [True, False, True] and rows["only_methyl"] == [False, False, True]
+    assert all(v.dtype == torch.bool for v in patterns.values())
+
+
+def test_config_round_trip_through_json() -> None:
+    config = make_config()
+    restored = ModelConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert restored == config and list(restored.target_dims) == list(TARGETS)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"latent_dim": 18}, r"latent_dim \(18\) must be divisible by n_heads \(4\)"),
+    ({"target_parents": {"rna": ["protein"]}}, "parent 'protein' of target 'rna' must be a target earlier"),
+    ({"target_parents": {"protein": ["a"]}}, "parent 'a' of target 'protein'"),
+    ({"target_parents": {"dna": ["rna"]}}, "'dna', which is not a target layer"),
+    ({"recon_weights": {"lipids": 1.0}}, "recon_weights names unknown layers"),
+])
+def test_invalid_config_is_an_error_naming_the_problem(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_config(**overrides)
+
+
+def test_count_parameters_covers_every_parameter() -> None:
+    model = make_model()
+    blocks = count_parameters(model)
+    assert [name for name, _ in blocks] == ["genomics", "seed_head", "ptm_encoders", "joint_encoder",
+                                            "fusion", "target_decoders", "ptm_decoders"]
+    assert sum(n for _, n in blocks) == sum(p.numel() for p in model.parameters())
+    assert all(n > 0 for _, n in blocks)

@@ -1,0 +1,50 @@
+"""Run parameters: defaults, files, overrides and the errors for bad ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lpmlib.params import ParameterError, RunParams, load_params, parse_override
+
+
+def test_defaults_build_the_book_on_the_simulated_cohort() -> None:
+    params = load_params()
+    assert params == RunParams()
+    assert params.seed == 42 and params.n_patients == 160 and params.data_dir == "data/simulated"
+
+
+def test_file_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("n_patients: 60\nseed: 7\n")
+    params = load_params(path, {"seed": 8})
+    assert (params.n_patients, params.seed) == (60, 8)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [({"n_patient": 3}, "unknown parameter 'n_patient'. Accepted: data_dir"),
+     ({"n_patients": "many"}, "'n_patients' must be int, got 'many'"),
+     ({"simulate_if_missing": 1}, "'simulate_if_missing' must be bool"),
+     ({"n_patients": 3}, "n_patients (3) must be >= n_folds (5)")],
+)  # fmt: skip
+def test_bad_parameters_name_the_parameter(values: dict, message: str) -> None:
+    with pytest.raises(ParameterError) as info:
+        RunParams.from_mapping(values)
+    assert message in str(info.value)
+
+
+def test_bad_parameter_in_a_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("epochz: 3\n")
+    with pytest.raises(ParameterError, match=r"p\.yaml: unknown parameter 'epochz'"):
+        load_params(path)
+
+
+def test_overrides_are_read_as_yaml() -> None:
+    assert parse_override("n_patients=40") == ("n_patients", 40)
+    assert parse_override("simulate_if_missing=false") == ("simulate_if_missing", False)
+    assert parse_override("data_dir=data/x") == ("data_dir", "data/x")
+    with pytest.raises(ParameterError, match="name=value"):
+        parse_override("n_patients")

@@ -1,0 +1,90 @@
+"""Cross-validated training: learning, reproducibility, resuming and corrupt checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lpmlib.cv import FoldStore, run_cv
+from lpmlib.performance import q0_per_fold
+from lpmlib.simulate import SimulationConfig, simulate_cohort
+from lpmlib.train import TrainSettings
+
+SETTINGS = TrainSettings(epochs=12, patience=5)
+SMALL = {"latent_dim": 32, "vae_latent_dim": 16}
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    return simulate_cohort(SimulationConfig()).cohort
+
+
+def q0_csv(cohort, run_dir: Path, n_jobs: int = 1, settings: TrainSettings = SETTINGS) -> tuple[bytes, list]:
+    folds = run_cv(cohort, run_dir, settings, n_jobs=n_jobs, log=None, **SMALL)
+    path = run_dir / "q0.csv"
+    q0_per_fold(cohort, folds).to_csv(path, index=False)
+    return path.read_bytes(), folds
+
+
+def test_training_beats_the_mean_predictor_on_held_out_patients(cohort, tmp_path: Path) -> None:
+    folds = run_cv(cohort, tmp_path, log=None)  # the default settings and model
+    q0 = q0_per_fold(cohort, folds)
+    lpm = q0[(q0["method"] == "lpm_all") & (q0["metric"] == "r2_variance_weighted")]
+    by_layer = lpm.groupby("layer")["value"].mean()
+    # the held-out mean predictor scores 0; the training-fold mean scores slightly below
+    assert by_layer[["rna", "protein", "pY", "phospho"]].min() > 0.1, by_layer
+    assert all(len(f.history) >= 2 for f in folds)
+    assert all(f.history["validation_loss"].iloc[-1] < f.history["validation_loss"].iloc[0] for f in folds)
+
+
+def test_same_seed_gives_a_byte_identical_q0_table(cohort, tmp_path: Path) -> None:
+    first, _ = q0_csv(cohort, tmp_path / "a")
+    second, _ = q0_csv(cohort, tmp_path / "b")
+    assert first == second
+
+
+def test_one_or_two_jobs_give_the_same_table(cohort, tmp_path: Path) -> None:
+    serial, _ = q0_csv(cohort, tmp_path / "serial", n_jobs=1)
+    parallel, _ = q0_csv(cohort, tmp_path / "parallel", n_jobs=2)
+    assert serial == parallel
+
+
+def test_rerun_reuses_finished_folds_and_resumes_a_deleted_one(cohort, tmp_path: Path) -> None:
+    original, _ = q0_csv(cohort, tmp_path)
+    FoldStore(tmp_path, 2).weights.unlink()
+    resumed, folds = q0_csv(cohort, tmp_path)
+    assert [f.reused for f in folds] == [True, False, True, True, True]
+    assert resumed == original
+
+
+def test_a_corrupt_checkpoint_is_retrained_not_loaded(cohort, tmp_path: Path) -> None:
+    original, _ = q0_csv(cohort, tmp_path)
+    weights = FoldStore(tmp_path, 3).weights
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    again, folds = q0_csv(cohort, tmp_path)
+    assert [f.reused for f in folds] == [True, True, False, True, True]
+    assert again == original
+
+
+def test_changed_settings_retrain_every_fold(cohort, tmp_path: Path) -> None:
+    q0_csv(cohort, tmp_path)
+    _, folds = q0_csv(cohort, tmp_path, settings=TrainSettings(epochs=3, patience=5))
+    assert not any(f.reused for f in folds)
+    assert all(len(f.history) <= 3 for f in folds)
+
+
+def test_held_out_predictions_cover_every_pattern_and_patient(cohort, tmp_path: Path) -> None:
+    _, folds = q0_csv(cohort, tmp_path, settings=TrainSettings(epochs=2))
+    held_out = np.sort(np.concatenate([f.test_rows for f in folds]))
+    assert np.array_equal(held_out, np.arange(cohort.n_patients))
+    fold = folds[0]
+    assert {"all", "genomics_only", "without_pY", "only_acetyl"} <= set(fold.predictions)
+    for layer in cohort.layers:
+        assert fold.predictions["all"][layer].shape == (len(fold.test_rows), cohort.layers[layer].n_features)
+    saved = np.load(FoldStore(tmp_path, 1).predictions)
+    assert list(saved["case_id"]) == list(cohort.case_ids[fold.test_rows])
+    np.testing.assert_array_equal(saved["genomics_only/rna"], fold.predictions["genomics_only"]["rna"])
+    assert not np.allclose(fold.predictions["genomics_only"]["pY"], fold.predictions["all"]["pY"])
