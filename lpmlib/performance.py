@@ -13,8 +13,6 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from lpmlib.cohort import N_GRADES, Cohort
 from lpmlib.cv import FoldResult
@@ -31,19 +29,23 @@ def genomic_design(cohort: Cohort) -> np.ndarray:
     return np.hstack([cohort.drivers.to_numpy(dtype=float), grade])
 
 
-def ridge_inputs(cohort: Cohort, layer: str, genomics_only: bool) -> np.ndarray:
-    """Ridge's inputs for predicting `layer`: genomics, plus every PTM layer other than `layer`."""
+def ridge_inputs(cohort: Cohort, layer: str, fold: FoldResult, genomics_only: bool) -> np.ndarray:
+    """Ridge's inputs for predicting `layer`, as the LPM sees them: genomics, plus every PTM layer
+    other than `layer` scaled like the model's inputs (a fold's training statistics, one scale per layer).
+    """
     blocks = [genomic_design(cohort)]
     if not genomics_only:
-        blocks += [cohort.layers[p].values.to_numpy() for p in cohort.ptm_names if p != layer]
+        blocks += [
+            fold.scaler.standardise(p, cohort.layers[p].values.to_numpy()) for p in cohort.ptm_names if p != layer
+        ]
     return np.hstack(blocks)
 
 
 def ridge_prediction(cohort: Cohort, layer: str, fold: FoldResult, genomics_only: bool) -> np.ndarray:
     """Held-out prediction of `layer` by RidgeCV fitted on the fold's training patients."""
-    x = ridge_inputs(cohort, layer, genomics_only)
+    x = ridge_inputs(cohort, layer, fold, genomics_only)
     y = cohort.layers[layer].values.to_numpy()
-    model = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
+    model = RidgeCV(alphas=RIDGE_ALPHAS)
     return model.fit(x[fold.train_rows], y[fold.train_rows]).predict(x[fold.test_rows])
 
 
@@ -97,3 +99,10 @@ def headline(summary: pd.DataFrame, metric: str = "r2_variance_weighted") -> dic
     """`<method>_<layer>` -> cross-fold mean R^2, the numbers the book quotes in its prose."""
     chosen = summary[summary["metric"] == metric]
     return {f"{row.method}_{row.layer}": float(row.mean) for row in chosen.itertuples()}
+
+
+def r2_table(summary: pd.DataFrame, metric: str = "r2_variance_weighted") -> pd.DataFrame:
+    """Layers x methods: the cross-fold mean R^2, layers and methods in the order they were computed."""
+    chosen = summary[summary["metric"] == metric]
+    table = chosen.pivot(index="layer", columns="method", values="mean")
+    return table.reindex(index=list(dict.fromkeys(chosen["layer"])), columns=list(dict.fromkeys(chosen["method"])))

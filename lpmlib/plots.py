@@ -43,7 +43,7 @@ def layer_pcs_by_driver(cohort: Cohort, layer: str, driver: str) -> Figure:
 
 def learning_curves(histories: dict[int, pd.DataFrame]) -> Figure:
     """Training and validation loss per epoch, one panel per fold."""
-    fig, axes = plt.subplots(1, len(histories), figsize=(3.0 * len(histories), 2.8), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(histories), figsize=(2.6 * len(histories), 3.2), sharey=True, squeeze=False)
     for ax, (fold, history) in zip(axes[0], histories.items()):
         ax.plot(history["epoch"], history["train_loss"], label="training")
         ax.plot(history["epoch"], history["validation_loss"], label="validation")

@@ -90,11 +90,15 @@ def _record_timing(run_dir: Path, name: str, seconds: float) -> None:
 
 
 def stage_for_book(executed: Path, project: Path) -> Path:
-    """Copy an executed notebook where the book reads it, hiding papermill's injected cell."""
+    """Copy an executed notebook where the book reads it, without its parameter cells.
+
+    The parameters cell shows the defaults and papermill's injected cell only the overrides; the run's
+    resolved parameters are recorded in the run folder instead.
+    """
     notebook = nbformat.read(executed, as_version=4)
     for cell in notebook.cells:
         tags = cell.metadata.setdefault("tags", [])
-        if "injected-parameters" in tags and "remove-cell" not in tags:
+        if {"parameters", "injected-parameters"} & set(tags) and "remove-cell" not in tags:
             tags.append("remove-cell")
     target = project / GENERATED / executed.name
     return atomic_write(target, lambda tmp: nbformat.write(notebook, tmp))

@@ -33,3 +33,32 @@ def summarise_folds(per_fold: pd.DataFrame, by: list[str], value: str = "value")
                "per_fold": ";".join(f"{v:.4f}" for v in values)}  # fmt: skip
         )
     return pd.DataFrame(rows)
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
+    """False-discovery-rate adjusted p-values (NaN stays NaN)."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full_like(p, np.nan)
+    finite = np.isfinite(p)
+    if finite.any():
+        adjusted[finite] = multipletests(p[finite], method="fdr_bh")[1]
+    return adjusted
+
+
+def paired_t_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Mean paired difference a - b across folds and its two-sided paired t-test p-value."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    keep = np.isfinite(a) & np.isfinite(b)
+    if keep.sum() < 2:
+        return (float(np.nanmean(a - b)) if keep.any() else np.nan, np.nan)
+    return float((a[keep] - b[keep]).mean()), float(stats.ttest_rel(a[keep], b[keep]).pvalue)
+
+
+def rank_stability(per_fold: pd.DataFrame, item: str, score: str, top_k: int = 3) -> pd.Series:
+    """Fraction of folds in which each item ranks among the top `top_k` by `score` (NaN scores never do)."""
+    ranks = per_fold.groupby("fold")[score].rank(ascending=False, method="first")
+    in_top = (ranks <= top_k) & per_fold[score].notna()
+    n_folds = per_fold["fold"].nunique()
+    return in_top.groupby(per_fold[item], sort=False).sum() / n_folds

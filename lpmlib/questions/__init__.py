@@ -1,0 +1,28 @@
+"""The six research questions, each an in-silico experiment on every held-out fold.
+
+Every question returns tidy DataFrames: one row per fold (with the patients and carriers it rests on,
+and NaN with a reason where a quantity is undefined) and a summary across folds (mean, 95% interval,
+per-fold values).
+"""
+
+from __future__ import annotations
+
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+
+@dataclass
+class Answer:
+    """A question's tidy tables by name; each is written to the run folder as `<name>.csv`."""
+
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        return self.tables[name]
+
+    def save(self, run) -> list[Path]:
+        """Write every table atomically into `run` (a `lpmlib.workflow.RunFolder`)."""
+        return [run.save_table(name, table, index=False) for name, table in self.tables.items()]
