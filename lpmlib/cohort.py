@@ -105,6 +105,8 @@ class Cohort:
         for layer in self.layers.values():
             if layer.role not in ("target", "ptm"):
                 raise ValueError(f"layer {layer.name}: role must be 'target' or 'ptm'")
+            if layer.loadings is not None and list(layer.loadings.index) != list(layer.values.columns):
+                raise ValueError(f"layer {layer.name}: the loadings' rows must be its columns, in order")
         if not self.ptm_names:
             raise ValueError("a cohort needs at least one PTM layer")
 
@@ -268,7 +270,7 @@ def read_seed_layout(
         clinical=clinical,
         drivers=driver_matrix,
         layers={
-            name: Layer(name, role, values[name].loc[kept], _read_loadings(path))
+            name: Layer(name, role, values[name].loc[kept], _read_loadings(path, values[name].columns))
             for name, (role, path) in layers.items()
         },
         dropped=dropped,
@@ -345,11 +347,18 @@ def _first_true(mask: pd.DataFrame) -> tuple[str, str]:
     return mask.index[row], mask.columns[col]
 
 
-def _read_loadings(layer_path: Path) -> pd.DataFrame | None:
+def _read_loadings(layer_path: Path, components: pd.Index) -> pd.DataFrame | None:
     path = loadings_path(layer_path)
     if not path.exists():
         return None
-    return _to_numeric(_read_table(path, case_id_column=None), path).rename_axis("component")
+    loadings = _to_numeric(_read_table(path, case_id_column=None), path).rename_axis("component")
+    if list(loadings.index) != list(components):
+        raise CohortError(
+            "the rows of a loadings file must be the layer's component columns, in order",
+            file=path, column="(first column)", value=", ".join(loadings.index[:5]),
+            hint=f"Expected: {', '.join(components[:5])}{', ...' if len(components) > 5 else ''}",
+        )  # fmt: skip
+    return loadings
 
 
 def loadings_path(layer_path: Path) -> Path:

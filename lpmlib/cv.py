@@ -85,11 +85,11 @@ class FoldStore:
         self.history = self.folder / "history.csv"
         self.predictions = self.folder / "predictions.npz"
 
-    def load_if_valid(self, key: str) -> tuple[LatentPerturbationModel, dict] | None:
-        """The saved model when its key matches and its weights are intact; None otherwise."""
+    def load_if_valid(self, key: str | None = None) -> tuple[LatentPerturbationModel, dict] | None:
+        """The saved model when its weights are intact (and its key matches `key`, if given)."""
         try:
             record = json.loads(self.record.read_text())
-            if record["key"] != key or sha256(self.weights) != record["weights_sha256"]:
+            if (key is not None and record["key"] != key) or sha256(self.weights) != record["weights_sha256"]:
                 return None
             model = LatentPerturbationModel(ModelConfig.from_dict(record["config"]))
             model.load_state_dict(torch.load(self.weights, map_location="cpu", weights_only=True))
@@ -131,7 +131,9 @@ def train_fold(
         result = fit(config, CohortTensors.build(cohort, inner_train, scaler),
                      CohortTensors.build(cohort, inner_validation, scaler), settings, seed + fold, progress)  # fmt: skip
         model, history = result.model, result.history
-        _save(store, model, history, key, config, fold, result.best_epoch)
+        record = {"key": key, "fold": fold, "data": fingerprint, "config": config.to_dict(),
+                  "best_epoch": result.best_epoch, "test_case_ids": list(cohort.case_ids[test_rows])}  # fmt: skip
+        _save(store, model, history, record)
     predictions = predict_patterns(model, CohortTensors.build(cohort, test_rows, scaler), scaler, cohort.ptm_names)
     atomic_write(store.predictions, lambda tmp: _save_npz(tmp, predictions, cohort.case_ids[test_rows]))
     return FoldResult(fold, model, scaler, train_rows, test_rows, history, predictions, reused=loaded is not None)
@@ -143,12 +145,11 @@ def _log_epoch(log: Log, fold: int, row: dict) -> None:
             f"validation {row['validation_loss']:.4f}")  # fmt: skip
 
 
-def _save(store: FoldStore, model, history: pd.DataFrame, key: str, config: ModelConfig, fold: int, best_epoch: int) -> None:
+def _save(store: FoldStore, model, history: pd.DataFrame, record: dict) -> None:
     store.folder.mkdir(parents=True, exist_ok=True)
     write_table(store.history, history, index=False)
     atomic_write(store.weights, lambda tmp: torch.save(model.state_dict(), tmp))
-    write_json(store.record, {"key": key, "fold": fold, "config": config.to_dict(), "best_epoch": best_epoch,
-                              "weights_sha256": sha256(store.weights)})  # fmt: skip
+    write_json(store.record, record | {"weights_sha256": sha256(store.weights)})
 
 
 def _save_npz(path: Path, predictions: dict[str, dict[str, np.ndarray]], case_ids: pd.Index) -> None:
@@ -188,4 +189,31 @@ def run_cv(
     if log and n_jobs != 1:
         for result in results:
             log(f"fold {result.fold}: {'reused' if result.reused else 'trained'}, {len(result.history)} epochs")
+    return results
+
+
+class MissingTrainingError(FileNotFoundError):
+    """A run folder lacks a trained fold for this cohort: the training chapter has to run first."""
+
+
+def load_folds(cohort: Cohort, run_dir: str | Path, n_folds: int = 5, seed: int = 42) -> list[FoldResult]:
+    """The trained folds of a run folder, checked against this cohort and split; nothing is retrained.
+
+    Question chapters use this, so that re-running one with another gene never trains a model.
+    """
+    results = []
+    fingerprint = cohort_fingerprint(cohort)
+    for k, (train_rows, test_rows) in enumerate(fold_splits(cohort.n_patients, n_folds, seed), start=1):
+        store = FoldStore(run_dir, k)
+        loaded = store.load_if_valid()
+        hint = f"run the training chapter (03_cv_training) with run_dir='{run_dir}' first"
+        if loaded is None:
+            raise MissingTrainingError(f"no intact trained model for fold {k} in '{store.folder}': {hint}")
+        model, record = loaded
+        if record.get("data") != fingerprint or record.get("test_case_ids") != list(cohort.case_ids[test_rows]):
+            raise MissingTrainingError(f"fold {k} in '{store.folder}' was trained on other data or folds: {hint}")
+        scaler = LayerScaler.fit(cohort, train_rows)
+        history = pd.read_csv(store.history)
+        predictions = predict_patterns(model, CohortTensors.build(cohort, test_rows, scaler), scaler, cohort.ptm_names)
+        results.append(FoldResult(k, model, scaler, train_rows, test_rows, history, predictions, reused=True))
     return results

@@ -42,6 +42,15 @@ class RunParams:
     modality_dropout: float = 0.2
     n_jobs: int = 1  # folds trained side by side (joblib)
     device: str = "auto"  # "auto": CUDA when present, else the CPU
+    # the questions
+    knockout_gene: str = "FOXA1"  # Q1: the driver knocked out in detail
+    fusion_gene: str = "ERG"  # Q2: the fusion deleted
+    endpoint: str = "metabolome"  # Q6: the layer the storm leader is asked to predict
+    top_features: int = 20  # Q1: features per layer shown after mapping back through the loadings
+    ig_steps: int = 64  # Q3: integration steps of integrated gradients
+    n_permutations: int = 0  # Q1: retrainings with the gene's column permuted (a null distribution)
+    pca_layer: str = "rna"  # data chapter: layer shown in the PCA view
+    colour_driver: str = "ERG"  # data chapter: driver whose status colours the PCA view
     # the model
     latent_dim: int = 128
     vae_latent_dim: int = 64

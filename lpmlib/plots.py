@@ -10,17 +10,45 @@ from matplotlib.figure import Figure
 from lpmlib.cohort import Cohort
 
 
+def heatmap(matrix: pd.DataFrame, title: str, label: str, fmt: str = "{:.2f}", log: bool = False) -> Figure:
+    """A labelled matrix with its values written in the cells (NaN cells left blank)."""
+    values = matrix.to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(0.38 * matrix.shape[1] + 2.5, 0.34 * matrix.shape[0] + 1.5))
+    image = ax.imshow(np.log1p(values) if log else values, cmap="viridis")
+    ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=90)
+    ax.set_yticks(range(matrix.shape[0]), matrix.index)
+    for (i, j), value in np.ndenumerate(values):
+        if np.isfinite(value) and (value or not log):
+            ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=6, color="white")
+    fig.colorbar(image, ax=ax, label=f"log(1 + {label})" if log else label)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
 def cooccurrence_heatmap(cooccurrence: pd.DataFrame) -> Figure:
     """Patients carrying both drivers of each pair; the diagonal holds each driver's carriers."""
-    fig, ax = plt.subplots(figsize=(7.5, 6.5))
-    image = ax.imshow(np.log1p(cooccurrence.to_numpy()), cmap="viridis")
-    ax.set_xticks(range(len(cooccurrence)), cooccurrence.columns, rotation=90)
-    ax.set_yticks(range(len(cooccurrence)), cooccurrence.index)
-    for (i, j), count in np.ndenumerate(cooccurrence.to_numpy()):
-        if count:
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=6, color="white")
-    fig.colorbar(image, ax=ax, label="log(1 + patients)")
-    ax.set_title("Driver co-occurrence (patients)")
+    return heatmap(cooccurrence, "Driver co-occurrence (patients)", "patients", fmt="{:.0f}", log=True)
+
+
+def interval_bars(
+    summary: pd.DataFrame, label: str, ylabel: str, title: str, highlight: str | None = None,
+    references: dict[str, float] | None = None,
+) -> Figure:  # fmt: skip
+    """Cross-fold means with 95% intervals, one bar per row of a summary table, in its order."""
+    fig, ax = plt.subplots(figsize=(0.45 * len(summary) + 2.5, 3.6))
+    x = np.arange(len(summary))
+    errors = np.vstack([summary["mean"] - summary["ci_low"], summary["ci_high"] - summary["mean"]])
+    colours = ["#d62728" if name == highlight else "#1f77b4" for name in summary[label]]
+    ax.bar(x, summary["mean"], yerr=np.nan_to_num(errors), capsize=2, color=colours)
+    for (name, value), style in zip((references or {}).items(), ("--", ":", "-.")):
+        ax.axhline(value, color="black", lw=1, ls=style, label=name)
+    if references:
+        ax.legend(frameon=False, fontsize=8)
+    ax.axhline(0, color="grey", lw=0.6)
+    ax.set_xticks(x, summary[label], rotation=45 if len(summary) > 5 else 0, ha="right" if len(summary) > 5 else "center")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     fig.tight_layout()
     return fig
 

@@ -50,7 +50,7 @@ def ensure_kernel() -> str:
 
         install(kernel_name=KERNEL_NAME, display_name="Python (lpm)", prefix=sys.prefix)
         spec = manager.get_kernel_spec(KERNEL_NAME)
-    if Path(spec.argv[0]).resolve() != Path(sys.executable).resolve():
+    if Path(spec.argv[0]).absolute() != Path(sys.executable).absolute():
         raise RuntimeError(
             f"the Jupyter kernel '{KERNEL_NAME}' at {spec.resource_dir} runs {spec.argv[0]}, "
             f"not this environment's {sys.executable}: remove that folder and re-run"

@@ -30,7 +30,7 @@ def summarise_folds(per_fold: pd.DataFrame, by: list[str], value: str = "value")
         rows.append(
             dict(zip(by, key if isinstance(key, tuple) else (key,)))
             | {"mean": mean, "ci_low": low, "ci_high": high, "n_folds": int(np.isfinite(values).sum()),
-               "per_fold": ";".join(f"{v:.4f}" for v in values)}  # fmt: skip
+               "per_fold": ";".join(f"{v:.4g}" for v in values)}  # fmt: skip
         )
     return pd.DataFrame(rows)
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from lpmlib.artifacts import folder_hashes, write_json, write_table
 from lpmlib.cohort import Cohort, read_seed_layout
-from lpmlib.cv import FoldResult, run_cv
+from lpmlib.cv import FoldResult, load_folds, run_cv
 from lpmlib.params import RunParams
 from lpmlib.simulate import SimulationConfig, read_truth, simulate_cohort, write_simulated_cohort
 
@@ -90,3 +90,8 @@ def layer_truth(params: RunParams) -> pd.DataFrame | None:
     """The planted per-layer truth of a simulated cohort (noise ceilings...), None for real cohorts."""
     path = Path(params.data_dir) / "truth_layers.csv"
     return pd.read_csv(path, index_col="layer") if path.is_file() else None
+
+
+def trained_folds(params: RunParams, cohort: Cohort) -> list[FoldResult]:
+    """The folds the training chapter left in the run folder (an error if it has not run)."""
+    return load_folds(cohort, Path(params.run_dir), params.n_folds, params.seed)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from torch import nn
 
 from lpmlib.cohort import Cohort
-from lpmlib.cv import FoldResult, fold_splits, run_cv
+from lpmlib.cv import FoldResult, fold_splits, predict_patterns, run_cv
+from lpmlib.model import LPMOutput
 from lpmlib.simulate import SimulatedCohort, SimulationConfig, simulate_cohort
-from lpmlib.tensors import LayerScaler
+from lpmlib.tensors import CohortTensors, LayerScaler
 from lpmlib.train import TrainSettings
 
 SMALL_MODEL = {"latent_dim": 32, "vae_latent_dim": 16}
+RNA_DRIVER = 3  # the only driver that feeds the "rna" layer of KnownModel
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +46,47 @@ def identity_scaler(cohort: Cohort) -> LayerScaler:
         mean={n: np.zeros(layer.n_features) for n, layer in cohort.layers.items()},
         scale={n: 1.0 for n in cohort.layers},
     )
+
+
+class KnownModel(nn.Module):
+    """The LPM's forward signature with outputs known in closed form.
+
+    rna = drivers[:, 3] * (1, 2, ..., n); metabolome = number of drivers (every feature);
+    protein = grade (every feature); each PTM layer = its own input where observed, 0 where masked;
+    z_state = the genome itself, so an edited genome can be read off z_state.
+    """
+
+    def __init__(self, cohort: Cohort) -> None:
+        super().__init__()
+        self.dims = {name: layer.n_features for name, layer in cohort.layers.items()}
+        self.ptm_names = cohort.ptm_names
+        self.rna_vector = torch.arange(1, self.dims["rna"] + 1, dtype=torch.float32)
+        self.calls = 0
+
+    def forward(self, drivers, grade, ptms, ptm_mask) -> LPMOutput:
+        self.calls += 1
+        n = drivers.shape[0]
+        predictions = {name: torch.zeros(n, dim) for name, dim in self.dims.items()}
+        predictions["rna"] = drivers[:, RNA_DRIVER : RNA_DRIVER + 1] * self.rna_vector
+        predictions["metabolome"] = drivers.sum(dim=1, keepdim=True).expand(n, self.dims["metabolome"])
+        predictions["protein"] = grade.float()[:, None].expand(n, self.dims["protein"])
+        for i, name in enumerate(self.ptm_names):
+            predictions[name] = torch.where(ptm_mask[:, i : i + 1], ptms[name], 0.0)
+        nothing = torch.zeros(n, 1)
+        return LPMOutput(predictions, drivers.clone(), drivers.clone(), {}, {}, nothing, nothing,
+                         torch.zeros(n, 1, 1))  # fmt: skip
+
+
+@pytest.fixture
+def known(small_sim):
+    """The cohort, a KnownModel and three folds around it that change no units, with their
+    held-out predictions under every masking pattern stored as training would."""
+    cohort = small_sim.cohort
+    model = KnownModel(cohort)
+    folds = folds_around(model, cohort)
+    for fold in folds:
+        fold.scaler = identity_scaler(cohort)
+        data = CohortTensors.build(cohort, fold.test_rows, fold.scaler)
+        fold.predictions = predict_patterns(model, data, fold.scaler, cohort.ptm_names)
+    model.calls = 0
+    return cohort, model, folds

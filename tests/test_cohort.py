@@ -154,6 +154,11 @@ def _keep_three_patients(folder: Path) -> None:
     _edit_csv(folder, PY_FILE, lambda t: t.head(3))
 
 
+def _reorder_loadings(folder: Path) -> None:
+    path = folder / "LPM_pY_pc_top50_loadings.csv"
+    pd.read_csv(path, index_col=0).iloc[::-1].to_csv(path)
+
+
 BAD_INPUTS = {
     "missing file": (lambda f: (f / RNA_FILE).unlink(), errors.MissingFileError, RNA_FILE, None, None),
     "empty file": (lambda f: (f / PY_FILE).write_text(""), errors.EmptyFileError, PY_FILE, None, None),
@@ -167,6 +172,7 @@ BAD_INPUTS = {
     "all-NaN column": (_blank_column, errors.AllMissingColumnError, PY_FILE, "PC2", None),
     "unreadable grade": (_set(METADATA_FILE, 0, 1, "high"), errors.InvalidGradeError, METADATA_FILE, GRADE_COLUMN, "high"),
     "no common patient": (_disjoint_ids, errors.NoCommonPatientsError, "cohort", None, None),
+    "loadings of other components": (_reorder_loadings, errors.CohortError, "LPM_pY_pc_top50_loadings.csv", None, "PC3, PC2, PC1"),
     "fewer patients than folds": (_keep_three_patients, errors.TooFewPatientsError, "cohort", None, None),
 }  # fmt: skip
 
@@ -196,6 +202,9 @@ def test_cohort_rejects_misaligned_or_non_binary_inputs() -> None:
         Cohort(cohort.clinical, cohort.drivers.replace(1, 2), cohort.layers)
     with pytest.raises(ValueError, match="not aligned"):
         Cohort(cohort.clinical, cohort.drivers.iloc[::-1], cohort.layers)
+    shuffled = dict(cohort.layers, pY=Layer("pY", "ptm", cohort.layers["pY"].values, cohort.layers["pY"].loadings[::-1]))
+    with pytest.raises(ValueError, match="loadings' rows"):
+        Cohort(cohort.clinical, cohort.drivers, shuffled)
     targets_only = {n: layer for n, layer in cohort.layers.items() if layer.role == "target"}
     with pytest.raises(ValueError, match="at least one PTM"):
         Cohort(cohort.clinical, cohort.drivers, targets_only)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from lpmlib.runner import read_glued
@@ -48,9 +49,34 @@ def test_lpm_run_executes_the_notebook_and_renders_the_book(tmp_path: Path) -> N
     assert "<img" in html  # the heatmap and the PCA view
     assert "injected-parameters" not in html  # papermill's cell is hidden in the book
     assert (project / "_build/html/index.html").is_file()
-    for chapter in ("02_model", "03_cv_training"):
-        assert (project / f"_build/html/book/_generated/{chapter}.html").is_file()
-    assert (project / "results/small/tables/q0_cv_performance.csv").is_file()
+    chapters = sorted(p.stem for p in (project / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert len(chapters) == 10
+    for chapter in chapters:
+        assert (project / f"_build/html/book/_generated/{chapter}.html").is_file(), chapter
+    tables = project / "results/small/tables"
+    for name in ("q0_cv_performance", "q1_knockout_summary", "q2_paired_comparison", "q3_rank_stability",
+                 "q4_resistance_summary", "q5_pair_matrix_summary", "q6_leader", "validation_targets"):
+        assert (tables / f"{name}.csv").is_file(), name
+    assert read_glued(project / "results/small/notebooks/09_q6_storm_leader.ipynb")["q6_endpoint"] == "'metabolome'"
+
+
+@pytest.mark.slow
+def test_a_question_chapter_reruns_with_another_gene_without_training(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    lpm = Path(sys.executable).parent / "lpm"
+    common = ["--project", str(project), "-p", "data_dir=data/small", "-p", "n_patients=40",
+              "-p", "run_dir=results/small", "-p", "epochs=2", "-p", "latent_dim=16", "-p", "vae_latent_dim=8"]
+    first = subprocess.run([str(lpm), "run", "--notebooks", "01", "03", "04", "--no-book", *common],
+                           capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert first.returncode == 0, first.stdout + first.stderr
+    weights = sorted((project / "results/small/cv").glob("fold*/model.pt"))
+    stamps = [w.stat().st_mtime_ns for w in weights]
+    again = subprocess.run([str(lpm), "run", "--notebooks", "04", "--no-book", "-p", "knockout_gene=PTEN", *common],
+                           capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert [w.stat().st_mtime_ns for w in weights] == stamps
+    effects = pd.read_csv(project / "results/small/tables/q1_feature_effects.csv")
+    assert set(effects["driver"]) == {"PTEN"}
 
 
 def test_lpm_run_refuses_an_unknown_parameter(tmp_path: Path) -> None:

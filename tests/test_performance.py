@@ -29,7 +29,7 @@ def test_mean_interval_ignores_nan_folds_and_needs_two_values() -> None:
 def test_summarise_folds_keeps_the_per_fold_values_in_fold_order() -> None:
     per_fold = pd.DataFrame({"method": "m", "layer": "x", "fold": [2, 1, 3], "value": [0.2, 0.1, np.nan]})
     row = summarise_folds(per_fold, by=["method", "layer"]).iloc[0]
-    assert row["per_fold"] == "0.1000;0.2000;nan" and row["n_folds"] == 2 and row["mean"] == pytest.approx(0.15)
+    assert row["per_fold"] == "0.1;0.2;nan" and row["n_folds"] == 2 and row["mean"] == pytest.approx(0.15)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,375 @@
+"""Q1 gene knockout, Q2 fusion deletion and Q4 resistance driver: edits of the genome run through
+each fold's trained model (genomics-only path) on all of its held-out patients, then summarised
+across folds.
+
+Per-fold tables are long: one row per driver, layer (or `z_state`), quantity and fold, with the
+value, the held-out patients `n_patients` and carriers `n_carriers` it rests on, and a `note` that
+is empty or says why the value is NaN. Summary tables hold the mean, 95% t-interval, number of
+finite folds and per-fold values (`stats.summarise_folds`), plus the patients and carriers summed
+over folds (each patient is held out once, so these are cohort totals).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lpmlib.cohort import Cohort
+from lpmlib.cv import FoldResult
+from lpmlib.perturb import Z_STATE, DriverEdit, edit_drivers
+from lpmlib.questions import Answer
+from lpmlib.stats import benjamini_hochberg, paired_t_test, summarise_folds
+
+PER_FOLD_COLUMNS = ["driver", "layer", "quantity", "fold", "value", "n_patients", "n_carriers", "note"]
+SUMMARY_KEYS = ["driver", "layer", "quantity"]
+COUNTS = ["n_patients", "n_carriers"]
+FEATURE_COLUMNS = ["driver", "layer", "feature", "effect", "observed_difference", "rank", "n_folds",
+                   "n_carriers", "note"]  # fmt: skip
+PAIRED_COLUMNS = ["driver", "top_layer", "other_layer", "mean_difference", "p_value", "p_adjusted",
+                  "n_folds", "note"]  # fmt: skip
+TOP_LAYER_COLUMNS = ["driver", "top_layer", "mean", "n_folds_top", "n_folds", "note"]
+RESISTANCE_KEYS = ["driver", "quantity"]
+RESISTANCE_COLUMNS = ["driver", "quantity", "fold", "value", "n_patients", "n_carriers", "n_carriers_alone",
+                      "note"]  # fmt: skip
+PATIENT_COLUMNS = ["driver", "fold", "case_id", "n_other_drivers", "distance_only", "distance_full",
+                   "distance_fraction"]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Small measures, NaN (never 0) when there is nothing to measure
+
+
+def no_carrier_note(driver: str) -> str:
+    return f"no carrier of {driver} in this fold's held-out patients"
+
+
+def mean_norm(change: np.ndarray) -> float:
+    """Mean over rows of the L2 norm of each row; NaN without rows."""
+    return float(np.linalg.norm(change, axis=1).mean()) if len(change) else np.nan
+
+
+def mean_rms(change: np.ndarray) -> float:
+    """Mean over rows of the root-mean-square over columns; NaN without rows."""
+    return float(np.sqrt(np.mean(change**2, axis=1)).mean()) if len(change) else np.nan
+
+
+def residual_spread(cohort: Cohort, fold: FoldResult, layer: str) -> float:
+    """RMS over held-out patients and features of observed minus the genomics-only prediction."""
+    residual = held_out_values(cohort, fold, layer) - fold.predictions["genomics_only"][layer]
+    return float(np.sqrt(np.mean(residual**2)))
+
+
+def carrier_difference(values: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
+    """Mean of the carrier rows minus mean of the others; None when either group is empty."""
+    carriers = np.zeros(len(values), dtype=bool)
+    carriers[rows] = True
+    if carriers.all() or not carriers.any():
+        return None
+    return values[carriers].mean(axis=0) - values[~carriers].mean(axis=0)
+
+
+def held_out_values(cohort: Cohort, fold: FoldResult, layer: str) -> np.ndarray:
+    return cohort.layers[layer].values.to_numpy(dtype=float)[fold.test_rows]
+
+
+def shift(edit: DriverEdit, layer: str) -> np.ndarray:
+    """Edited minus baseline output of every carrier: (n_carriers, dim)."""
+    return edit.edited[layer] - edit.baseline[layer]
+
+
+# ---------------------------------------------------------------------------------------------
+# Q1: knockout of every driver
+
+
+def knockout_row(driver: str, layer: str, quantity: str, value: float, fold: FoldResult, edit: DriverEdit,
+                 note: str) -> dict:  # fmt: skip
+    return {"driver": driver, "layer": layer, "quantity": quantity, "fold": fold.fold, "value": value,
+            "n_patients": len(fold.test_rows), "n_carriers": edit.n_carriers, "note": note}  # fmt: skip
+
+
+def layer_quantities(driver: str, layer: str, edit: DriverEdit, spread: float, observed: np.ndarray,
+                     absent: str) -> dict[str, tuple[float, str]]:  # fmt: skip
+    """shift_rms, shift_standardised and observed_difference_rms of one layer, each with its NaN reason."""
+    rms = mean_rms(shift(edit, layer))
+    if spread > 0:
+        standardised = (rms / spread, absent)
+    else:
+        exact = f"the genomics-only prediction of {layer} is exact: no residual spread"
+        standardised = (np.nan, absent or exact)
+    difference = carrier_difference(observed, edit.rows)
+    if difference is None:
+        everyone = f"every held-out patient carries {driver}: no non-carrier to compare"
+        observed_rms = (np.nan, absent or everyone)
+    else:
+        observed_rms = (float(np.sqrt(np.mean(difference**2))), "")
+    return {"shift_rms": (rms, absent), "shift_standardised": standardised,
+            "observed_difference_rms": observed_rms}  # fmt: skip
+
+
+def knockout_fold_rows(cohort: Cohort, fold: FoldResult, edits: dict[str, DriverEdit]) -> list[dict]:
+    """The per-fold rows of the knockouts in `edits` (one batched edit of this fold)."""
+    layers = cohort.target_names + cohort.ptm_names
+    spread = {layer: residual_spread(cohort, fold, layer) for layer in layers}
+    observed = {layer: held_out_values(cohort, fold, layer) for layer in layers}
+    rows = []
+    for driver, edit in edits.items():
+        absent = "" if edit.n_carriers else no_carrier_note(driver)
+        storm = mean_norm(shift(edit, Z_STATE))
+        rows.append(knockout_row(driver, Z_STATE, "storm_intensity", storm, fold, edit, absent))
+        for layer in layers:
+            quantities = layer_quantities(driver, layer, edit, spread[layer], observed[layer], absent)
+            for quantity, (value, note) in quantities.items():
+                rows.append(knockout_row(driver, layer, quantity, value, fold, edit, note))
+    return rows
+
+
+def per_fold_table(
+    cohort: Cohort, folds: list[FoldResult], edits: list[dict[str, DriverEdit]]
+) -> pd.DataFrame:
+    """Q1's per-fold rows of knockouts already run, one dict of edits per fold."""
+    rows = [row for fold, edit in zip(folds, edits) for row in knockout_fold_rows(cohort, fold, edit)]
+    return pd.DataFrame(rows, columns=PER_FOLD_COLUMNS)
+
+
+def knockout_per_fold(
+    cohort: Cohort, folds: list[FoldResult], drivers: list[str] | None = None
+) -> pd.DataFrame:
+    """Q1's per-fold table for `drivers` (default all), one batched knockout per fold.
+
+    Quantities: `storm_intensity` (layer `z_state`): mean over carriers of the L2 norm of the
+    z_state shift (model units); per target and PTM layer, `shift_rms`: mean over carriers of the
+    RMS over features of the predicted shift (original units, PC scores); `shift_standardised`:
+    shift_rms over the fold's held-out residual spread of the layer (RMS over patients and features
+    of observed minus genomics-only prediction); `observed_difference_rms`: RMS over features of the
+    held-out carriers' mean minus the non-carriers' mean of the observed layer. A shift is
+    knocked-out minus factual.
+    """
+    return per_fold_table(cohort, folds, [edit_drivers(cohort, fold, "knockout", drivers) for fold in folds])
+
+
+def summarise(per_fold: pd.DataFrame, by: list[str], counts: list[str] = COUNTS) -> pd.DataFrame:
+    """`stats.summarise_folds` plus the patients and carriers summed over folds."""
+    totals = per_fold.groupby(by, sort=False)[counts].sum().reset_index()
+    return summarise_folds(per_fold, by=by).merge(totals, on=by, how="left")
+
+
+def feature_shift(
+    cohort: Cohort, fold: FoldResult, edit: DriverEdit, layer: str
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """One fold's knockout shift and observed carrier minus non-carrier difference of `layer`,
+    both mapped from PC scores to z-scored features through the loadings (None when undefined)."""
+    values = cohort.layers[layer].values
+    loadings = cohort.layers[layer].loadings.loc[list(values.columns)].to_numpy(dtype=float)
+    effect = shift(edit, layer).mean(axis=0) @ loadings if edit.n_carriers else None
+    difference = carrier_difference(held_out_values(cohort, fold, layer), edit.rows)
+    return effect, None if difference is None else difference @ loadings
+
+
+def top_feature_rows(cohort: Cohort, gene: str, layer: str, effects: list, differences: list,
+                     n_carriers: int, top_features: int) -> pd.DataFrame:  # fmt: skip
+    """The `top_features` features of a layer by |mean effect over folds|, or one NaN row with its reason."""
+    if not effects:
+        note = f"no carrier of {gene} in any fold's held-out patients"
+        return pd.DataFrame([{"driver": gene, "layer": layer, "feature": None, "effect": np.nan,
+                              "observed_difference": np.nan, "rank": np.nan, "n_folds": 0,
+                              "n_carriers": n_carriers, "note": note}], columns=FEATURE_COLUMNS)  # fmt: skip
+    effect = np.mean(effects, axis=0)
+    observed = np.mean(differences, axis=0) if differences else np.full_like(effect, np.nan)
+    note = "" if differences else f"no fold has both carriers and non-carriers of {gene}"
+    order = np.argsort(-np.abs(effect), kind="stable")[:top_features]
+    features = cohort.layers[layer].loadings.columns
+    return pd.DataFrame({"driver": gene, "layer": layer, "feature": features[order], "effect": effect[order],
+                         "observed_difference": observed[order], "rank": np.arange(1, len(order) + 1),
+                         "n_folds": len(effects), "n_carriers": n_carriers, "note": note},
+                        columns=FEATURE_COLUMNS)  # fmt: skip
+
+
+def feature_effects(cohort: Cohort, folds: list[FoldResult], edits: list[dict[str, DriverEdit]], gene: str,
+                    top_features: int = 20) -> pd.DataFrame:  # fmt: skip
+    """Q1's per-feature effects of knocking out `gene`, for every layer with loadings.
+
+    `effect`: the mean over folds of the carriers' mean knockout shift (knocked-out minus factual) of
+    the z-scored features (PC-score shift @ loadings); `observed_difference`: the mean over folds of
+    the held-out carriers' minus non-carriers' mean, mapped the same way. A model that captures the
+    driver's effect gives `effect` close to minus `observed_difference` (which also carries the
+    effects of co-occurring drivers). `n_folds`: folds with carriers.
+    """
+    tables = []
+    for layer in cohort.target_names + cohort.ptm_names:
+        if cohort.layers[layer].loadings is None:
+            continue
+        pairs = [feature_shift(cohort, fold, edit[gene], layer) for fold, edit in zip(folds, edits)]
+        effects = [e for e, _ in pairs if e is not None]
+        differences = [d for _, d in pairs if d is not None]
+        n_carriers = sum(edit[gene].n_carriers for edit in edits)
+        tables.append(top_feature_rows(cohort, gene, layer, effects, differences, n_carriers, top_features))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=FEATURE_COLUMNS)
+
+
+def q1_gene_knockout(
+    cohort: Cohort, folds: list[FoldResult], gene: str = "FOXA1", top_features: int = 20
+) -> Answer:
+    """Q1: knock out every driver in its held-out carriers (one batched pass per fold).
+
+    Tables: `q1_knockout_per_fold` (see `knockout_per_fold`), `q1_knockout_summary` (per driver,
+    layer and quantity across folds) and `q1_feature_effects` for `gene` (see `feature_effects`).
+    An unknown `gene` raises UnknownDriverError listing the valid names.
+    """
+    cohort.driver(gene)
+    edits = [edit_drivers(cohort, fold, "knockout") for fold in folds]
+    per_fold = per_fold_table(cohort, folds, edits)
+    return Answer({
+        "q1_knockout_per_fold": per_fold,
+        "q1_knockout_summary": summarise(per_fold, SUMMARY_KEYS),
+        "q1_feature_effects": feature_effects(cohort, folds, edits, gene, top_features),
+    })  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Q2: which PTM layer a fusion drives most
+
+
+def top_layer_counts(per_fold: pd.DataFrame) -> pd.Series:
+    """Number of folds in which each layer has the highest finite value."""
+    finite = per_fold[np.isfinite(per_fold["value"].to_numpy(dtype=float))]
+    winners = finite.loc[finite.groupby("fold")["value"].idxmax(), "layer"]
+    return winners.value_counts().reindex(per_fold["layer"].unique(), fill_value=0)
+
+
+def paired_comparison(per_fold: pd.DataFrame, gene: str, top: str) -> pd.DataFrame:
+    """Top layer minus each other layer across folds: mean paired difference, paired t-test, BH."""
+    values = per_fold.pivot(index="fold", columns="layer", values="value")
+    rows = []
+    for other in [layer for layer in per_fold["layer"].unique() if layer != top]:
+        difference, p_value = paired_t_test(values[top], values[other])
+        n_folds = int((values[top].notna() & values[other].notna()).sum())
+        note = "" if np.isfinite(p_value) else "fewer than two folds with both values"
+        rows.append({"driver": gene, "top_layer": top, "other_layer": other, "mean_difference": difference,
+                     "p_value": p_value, "n_folds": n_folds, "note": note})  # fmt: skip
+    table = pd.DataFrame(rows, columns=[c for c in PAIRED_COLUMNS if c != "p_adjusted"])
+    table.insert(5, "p_adjusted", benjamini_hochberg(table["p_value"].to_numpy(dtype=float)))
+    return table
+
+
+def q2_fusion_deletion(cohort: Cohort, folds: list[FoldResult], gene: str = "ERG") -> Answer:
+    """Q2: the knockout of `gene` per PTM layer on a common scale (`shift_standardised`).
+
+    Tables: `q2_ptm_per_fold` and `q2_ptm_summary` (with `rank`, 1 = highest mean, and `n_folds_top`,
+    the folds in which the layer has the largest shift); `q2_paired_comparison`: the top layer by
+    mean against each other PTM layer across folds (paired t-test, BH-adjusted over the pairs);
+    `q2_top_layer`: the answer, the PTM layer the deletion moves most.
+    """
+    cohort.driver(gene)
+    table = knockout_per_fold(cohort, folds, [gene])
+    per_fold = table[table["layer"].isin(cohort.ptm_names) & (table["quantity"] == "shift_standardised")]
+    per_fold = per_fold.reset_index(drop=True)
+    summary = summarise(per_fold, SUMMARY_KEYS)
+    summary["rank"] = summary["mean"].rank(ascending=False, method="min")
+    summary["n_folds_top"] = summary["layer"].map(top_layer_counts(per_fold)).astype(int)
+    if summary["mean"].notna().any():
+        best = summary.loc[summary["mean"].idxmax()]
+        comparison = paired_comparison(per_fold, gene, best["layer"])
+        top = [{"driver": gene, "top_layer": best["layer"], "mean": best["mean"],
+                "n_folds_top": best["n_folds_top"], "n_folds": best["n_folds"], "note": ""}]  # fmt: skip
+    else:
+        note = f"no carrier of {gene} in any fold's held-out patients"
+        comparison = pd.DataFrame(columns=PAIRED_COLUMNS)
+        top = [{"driver": gene, "top_layer": None, "mean": np.nan, "n_folds_top": 0, "n_folds": 0,
+                "note": note}]  # fmt: skip
+    return Answer({
+        "q2_ptm_per_fold": per_fold,
+        "q2_ptm_summary": summary,
+        "q2_paired_comparison": comparison,
+        "q2_top_layer": pd.DataFrame(top, columns=TOP_LAYER_COLUMNS),
+    })  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Q4: which driver keeps the state away from wild type when the others are inhibited
+
+
+def resistance_per_patient(cohort: Cohort, fold: FoldResult) -> pd.DataFrame:
+    """Per held-out carrier of each driver: distances of z_state from the wild-type z_state.
+
+    `distance_only` = ||z(only this driver) - z(wild type)||, `distance_full` = ||z(own genome) -
+    z(wild type)||, `distance_fraction` = their ratio (NaN when the full genome's z_state equals the
+    wild type's). A carrier with no other driver has the same genome under `only`, so its z(only) is
+    taken to be z(full) and its fraction is exactly 1 by construction. Two batched passes per fold.
+    """
+    only = edit_drivers(cohort, fold, "only")
+    wild = edit_drivers(cohort, fold, "wild_type")
+    genome = cohort.drivers.to_numpy()[fold.test_rows]
+    case_ids = cohort.case_ids[fold.test_rows]
+    tables = []
+    for driver, edit in only.items():
+        n_other = genome[edit.rows].sum(axis=1) - 1
+        z_full, z_wild = edit.baseline[Z_STATE], wild[driver].edited[Z_STATE]
+        z_only = np.where((n_other == 0)[:, None], z_full, edit.edited[Z_STATE])
+        d_only = np.linalg.norm(z_only - z_wild, axis=1)
+        d_full = np.linalg.norm(z_full - z_wild, axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fraction = np.where(d_full > 0, d_only / d_full, np.nan)
+        tables.append(pd.DataFrame({"driver": driver, "fold": fold.fold, "case_id": case_ids[edit.rows],
+                                    "n_other_drivers": n_other, "distance_only": d_only,
+                                    "distance_full": d_full, "distance_fraction": fraction},
+                                   columns=PATIENT_COLUMNS))  # fmt: skip
+    return pd.concat(tables, ignore_index=True)
+
+
+def carrier_mean(values: pd.Series, empty_note: str, driver: str) -> tuple[float, str]:
+    """Mean over carriers of a per-patient value, ignoring undefined ones, with the reason for NaN."""
+    finite = values.dropna()
+    if not len(values):
+        return np.nan, empty_note
+    left_out = len(values) - len(finite)
+    reason = f"z_state of the full genome equals the wild type's for {left_out} carrier(s) of {driver}"
+    if not len(finite):
+        return np.nan, reason
+    return float(finite.mean()), f"{reason}, left out" if left_out else ""
+
+
+def resistance_fold_rows(patients: pd.DataFrame, fold: FoldResult, drivers: list[str]) -> list[dict]:
+    """Per driver: mean fraction, fraction over carriers with another driver, and both distances."""
+    rows = []
+    for driver in drivers:
+        mine = patients[patients["driver"] == driver]
+        others = mine[mine["n_other_drivers"] > 0]
+        absent = "" if len(mine) else no_carrier_note(driver)
+        alone_only = absent or f"no held-out carrier of {driver} has another driver"
+        values = {
+            "distance_fraction": carrier_mean(mine["distance_fraction"], absent, driver),
+            "distance_fraction_with_others": carrier_mean(others["distance_fraction"], alone_only, driver),
+            "distance_only": carrier_mean(mine["distance_only"], absent, driver),
+            "distance_full": carrier_mean(mine["distance_full"], absent, driver),
+        }
+        alone = int((mine["n_other_drivers"] == 0).sum())
+        for quantity, (value, note) in values.items():
+            rows.append({"driver": driver, "quantity": quantity, "fold": fold.fold, "value": value,
+                         "n_patients": len(fold.test_rows), "n_carriers": len(mine),
+                         "n_carriers_alone": alone, "note": note})  # fmt: skip
+    return rows
+
+
+def q4_resistance_driver(cohort: Cohort, folds: list[FoldResult]) -> Answer:
+    """Q4: for carriers of each driver, inhibit all other drivers and see how far z_state stays from
+    the wild-type state, as a fraction of the full genome's distance (see `resistance_per_patient`).
+
+    Quantities per driver and fold: `distance_fraction` (mean over carriers), the same over carriers
+    with at least one other driver (`distance_fraction_with_others`: carriers with no other driver
+    have fraction 1 by construction, and `n_carriers_alone` counts them), and the mean absolute
+    distances `distance_only` and `distance_full`. The summary ranks drivers per quantity (`rank`,
+    1 = highest mean): the resistance driver is rank 1 of `distance_fraction`.
+    Tables: `q4_resistance_per_patient`, `q4_resistance_per_fold`, `q4_resistance_summary`.
+    """
+    patients = pd.concat([resistance_per_patient(cohort, fold) for fold in folds], ignore_index=True)
+    rows = []
+    for fold in folds:
+        rows += resistance_fold_rows(patients[patients["fold"] == fold.fold], fold, cohort.driver_names)
+    per_fold = pd.DataFrame(rows, columns=RESISTANCE_COLUMNS)
+    summary = summarise(per_fold, RESISTANCE_KEYS, COUNTS + ["n_carriers_alone"])
+    summary["rank"] = summary.groupby("quantity")["mean"].rank(ascending=False, method="min")
+    return Answer({
+        "q4_resistance_per_patient": patients,
+        "q4_resistance_per_fold": per_fold,
+        "q4_resistance_summary": summary,
+    })  # fmt: skip

@@ -1,0 +1,100 @@
+"""How well the questions recover the planted truth of a simulated cohort.
+
+- Driver rankings (Q1 storm intensity, Q3 attributions, Q4 resistance): AUROC of effect drivers
+  against the drivers planted with zero effect.
+- Knockout effects (Q1): Spearman correlation of the estimated and the true shift per layer, over
+  drivers with carriers.
+- PTM dependency (Q5): the estimated R^2 from the other layers beside the true dependency.
+- Storm leader (Q6): whether the planted leader is found, and in how many folds.
+Undefined values are NaN with a reason, never 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
+
+
+def ranking_auroc(scores: pd.Series, zero_effect: list[str]) -> tuple[float, int, str]:
+    """AUROC of `scores` (driver -> score, higher = stronger) for effect vs zero-effect drivers."""
+    scores = scores.dropna()
+    labels = np.array([driver not in zero_effect for driver in scores.index])
+    if labels.all() or not labels.any():
+        return np.nan, len(scores), "needs both effect and zero-effect drivers with a score"
+    return float(roc_auc_score(labels, scores.to_numpy())), len(scores), ""
+
+
+def summary_scores(summary: pd.DataFrame, **selection: str) -> pd.Series:
+    """The cross-fold mean per driver of the summary rows matching `selection` (column=value)."""
+    rows = summary
+    for column, value in selection.items():
+        rows = rows[rows[column] == value]
+    return rows.set_index("driver")["mean"]
+
+
+def ranking_recovery(rankings: dict[str, pd.Series], zero_effect: list[str]) -> pd.DataFrame:
+    """One row per ranking: its AUROC, the drivers it rests on, and why it is NaN when it is."""
+    rows = []
+    for name, scores in rankings.items():
+        auroc, n_drivers, note = ranking_auroc(scores, zero_effect)
+        rows.append({"ranking": name, "auroc": auroc, "n_drivers": n_drivers, "note": note})
+    return pd.DataFrame(rows)
+
+
+def knockout_recovery(q1_summary: pd.DataFrame, truth_knockout: pd.DataFrame) -> pd.DataFrame:
+    """Per layer: Spearman correlation of estimated and true knockout shifts (PC units) over drivers."""
+    rows = []
+    for layer, truth in truth_knockout.groupby("layer", sort=False):
+        estimated = summary_scores(q1_summary, quantity="shift_rms", layer=layer)
+        joined = pd.concat([estimated.rename("estimated"), truth.set_index("driver")["effect_rms_pc"]], axis=1)
+        joined = joined.dropna()
+        note = ""
+        if len(joined) < 3:
+            rho, note = np.nan, "fewer than three drivers with an estimate and a truth"
+        elif joined["effect_rms_pc"].nunique() == 1:
+            rho, note = np.nan, "the true effect is the same for every driver (no driver moves this layer)"
+        else:
+            rho = float(spearmanr(joined["estimated"], joined["effect_rms_pc"]).statistic)
+        rows.append({"layer": layer, "spearman": rho, "n_drivers": len(joined), "note": note})
+    return pd.DataFrame(rows)
+
+
+def dependency_recovery(q5_summary: pd.DataFrame, layer_truth: pd.DataFrame) -> pd.DataFrame:
+    """Per PTM layer: Q5's R^2 from the other layers beside the planted dependency (an upper bound)."""
+    estimated = q5_summary[q5_summary["metric"] == "r2_from_rest"].set_index("ptm")["mean"]
+    truth = layer_truth["ptm_dependency_r2"].dropna()
+    table = pd.DataFrame({"estimated_r2": estimated, "true_dependency_r2": truth}).dropna()
+    return table.rename_axis("ptm").reset_index()
+
+
+def leader_recovery(q6_leader: pd.DataFrame, planted: str) -> dict[str, object]:
+    """Whether Q6's leader is the planted one, and in how many folds the planted layer came first."""
+    found = q6_leader.loc[q6_leader["is_leader"], "ptm"].tolist()
+    planted_row = q6_leader[q6_leader["ptm"] == planted].iloc[0]
+    return {
+        "planted_leader": planted,
+        "found_leader": found[0] if found else "",
+        "found": bool(found and found[0] == planted),
+        "n_folds_top": int(planted_row["n_folds_top"]),
+        "n_folds": int(planted_row["n_folds_scored"]),
+    }
+
+
+TARGETS = {"auroc_q1": 0.9, "spearman_targets": 0.8}
+
+
+def target_check(rankings: pd.DataFrame, effects: pd.DataFrame, leader: dict, target_layers: list[str]) -> pd.DataFrame:
+    """The recovery targets set for the default cohort, what was achieved, and whether it was met."""
+    q1 = rankings.set_index("ranking").loc["q1_storm_intensity", "auroc"]
+    spearman = effects.set_index("layer").loc[target_layers, "spearman"]
+    rows = [
+        ("Q1 all-driver ranking: AUROC >= 0.9", f"{q1:.2f}", bool(q1 >= TARGETS["auroc_q1"])),
+        ("Q1 effects vs truth: Spearman >= 0.8 on every target layer",
+         ", ".join(f"{layer} {rho:.2f}" for layer, rho in spearman.items()),
+         bool((spearman >= TARGETS["spearman_targets"]).all())),
+        ("Q6 finds the planted leader in every fold", f"{leader['n_folds_top']} of {leader['n_folds']} folds",
+         bool(leader["found"] and leader["n_folds_top"] == leader["n_folds"])),
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=["target", "achieved", "met"])

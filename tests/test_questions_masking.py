@@ -1,0 +1,201 @@
+"""Q5 PTM dependency and Q6 storm leader: scored against the true held-out values, on planted structure."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import r2_score
+from torch import nn
+
+from conftest import SMALL_MODEL, folds_around, identity_scaler
+from lpmlib.cohort import Cohort, Layer
+from lpmlib.cv import run_cv
+from lpmlib.model import LPMOutput
+from lpmlib.questions.masking import pooled_r2, q5_ptm_dependency, q6_storm_leader
+from lpmlib.train import TrainSettings
+
+PTMS = ("source", "copy", "independent")
+
+
+def planted_cohort(n: int = 150, k: int = 2, seed: int = 0) -> Cohort:
+    """PTM `copy` is an exact copy of PTM `source`; `independent` is independent Gaussian noise; the
+    metabolome is a nonlinear function of `independent` alone (plus a little noise). Drivers are random."""
+    rng = np.random.default_rng(seed)
+    ids = pd.Index([f"P{i:03d}" for i in range(n)], name="case_id")
+    source, independent = rng.normal(size=(n, k)), rng.normal(size=(n, k))
+    mixing = rng.normal(size=(k, k)) / np.sqrt(k)
+    metabolome = 2 * np.tanh(independent @ mixing) + 0.1 * rng.normal(size=(n, k))
+    values = {"metabolome": metabolome, "source": source, "copy": source.copy(), "independent": independent}
+    layers = {
+        name: Layer(name, "target" if name == "metabolome" else "ptm",
+                    pd.DataFrame(v, index=ids, columns=[f"{name}_{j}" for j in range(k)]))
+        for name, v in values.items()
+    }  # fmt: skip
+    drivers = pd.DataFrame((rng.random((n, 3)) < 0.3).astype(int), index=ids, columns=["A", "B", "C"])
+    return Cohort(pd.DataFrame({"grade": rng.integers(1, 5, n)}, index=ids), drivers, layers)
+
+
+class Coupled(nn.Module):
+    """A module with the LPM's forward signature: each PTM is predicted as the sum of the OBSERVED PTM
+    layers coupled to it, plus half its own value when that is observed (so a leak of a masked layer
+    would show), and the metabolome as the observed `independent` layer; a masked layer counts as 0."""
+
+    coupling = {"source": ["copy"], "copy": ["source"], "independent": []}
+
+    def __init__(self, ptm_names: list[str]) -> None:
+        super().__init__()
+        self.ptm_names = ptm_names
+
+    def forward(self, drivers, grade, ptms, ptm_mask) -> LPMOutput:
+        visible = {p: torch.where(ptm_mask[:, i : i + 1], ptms[p], 0.0) for i, p in enumerate(self.ptm_names)}
+        zero = torch.zeros_like(visible["source"])
+        coupled = {p: sum((visible[q] for q in self.coupling[p]), zero) for p in self.ptm_names}
+        predictions = {p: coupled[p] + 0.5 * visible[p] for p in self.ptm_names}
+        predictions["metabolome"] = visible["independent"]
+        n = drivers.shape[0]
+        return LPMOutput(predictions, zero, zero, {}, {}, zero, zero, torch.zeros(n, 1, 1))
+
+
+def coupled_folds(cohort: Cohort) -> list:
+    module = Coupled(cohort.ptm_names)
+    return [dataclasses.replace(f, scaler=identity_scaler(cohort)) for f in folds_around(module, cohort)]
+
+
+def held_out(cohort: Cohort, layer: str, fold) -> np.ndarray:
+    return cohort.layers[layer].values.to_numpy()[fold.test_rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact values with a hand-built module (no training)
+
+
+def test_q5_scores_masked_predictions_against_the_true_values() -> None:
+    cohort = planted_cohort(n=60)
+    folds = coupled_folds(cohort)
+    answer = q5_ptm_dependency(cohort, folds)
+    dependency = answer["q5_dependency_per_fold"].set_index(["ptm", "fold"])
+    pairs = answer["q5_pair_matrix_per_fold"].set_index(["ptm", "also_masked", "fold"])
+    for fold in folds:
+        k, truth = fold.fold, held_out(cohort, "copy", fold)
+        nothing = r2_score(truth, np.zeros_like(truth), multioutput="variance_weighted")
+        assert dependency.loc[("copy", k), "r2_from_rest"] == pytest.approx(1.0)
+        assert dependency.loc[("copy", k), "r2_genomics_only"] == pytest.approx(nothing)
+        assert pairs.loc[("copy", "source", k), "r2"] == pytest.approx(nothing)
+        assert pairs.loc[("copy", "source", k), "r2_lost"] == pytest.approx(1.0 - nothing)
+        assert pairs.loc[("copy", "independent", k), "r2_lost"] == pytest.approx(0.0)
+    assert dependency["n_patients"].groupby("fold").first().sum() == cohort.n_patients
+    assert len(answer["q5_pair_matrix_summary"]) == len(PTMS) * (len(PTMS) - 1)
+
+
+def test_q6_scores_the_endpoint_against_its_true_values() -> None:
+    cohort = planted_cohort(n=60)
+    folds = coupled_folds(cohort)
+    per_fold = q6_storm_leader(cohort, folds)["q6_leader_per_fold"].set_index(["ptm", "fold"])
+    for fold in folds:
+        truth = held_out(cohort, "metabolome", fold)
+        kept = r2_score(truth, held_out(cohort, "independent", fold), multioutput="variance_weighted")
+        nothing = r2_score(truth, np.zeros_like(truth), multioutput="variance_weighted")
+        row = per_fold.loc[("independent", fold.fold)]
+        assert row["r2_only"] == pytest.approx(kept) and row["r2_all"] == pytest.approx(kept)
+        assert row["r2_genomics_only"] == pytest.approx(nothing)
+        assert row["loo_drop"] == pytest.approx(kept - nothing)
+        assert per_fold.loc[("copy", fold.fold), "r2_only"] == pytest.approx(nothing)
+
+
+def test_undefined_r2_is_nan_with_a_reason() -> None:
+    cohort = planted_cohort(n=60)
+    fold = coupled_folds(cohort)[0]
+    one_patient = dataclasses.replace(fold, test_rows=fold.test_rows[:1])
+    for table in (q5_ptm_dependency(cohort, [one_patient])["q5_dependency_per_fold"],
+                  q5_ptm_dependency(cohort, [one_patient])["q5_pair_matrix_per_fold"],
+                  q6_storm_leader(cohort, [one_patient])["q6_leader_per_fold"]):  # fmt: skip
+        assert table.select_dtypes("number").drop(columns=["fold", "n_patients"]).isna().all().all()
+        assert table["note"].str.contains("fewer than 2 held-out patients").all()
+    constant = np.ones((5, 2))
+    assert np.isnan(pooled_r2(constant, constant)[0]) and "constant" in pooled_r2(constant, constant)[1]
+
+
+def test_an_unknown_or_ptm_endpoint_is_a_clear_error() -> None:
+    cohort = planted_cohort(n=60)
+    folds = coupled_folds(cohort)
+    with pytest.raises(KeyError, match="metabolome") as error:
+        q6_storm_leader(cohort, folds, endpoint="metabolite")
+    assert "metabolite" in str(error.value)
+    with pytest.raises(ValueError, match="target layer"):
+        q6_storm_leader(cohort, folds, endpoint="copy")
+
+
+# ---------------------------------------------------------------------------------------------
+# A trained model recovers the planted structure
+
+
+@pytest.fixture(scope="module")
+def planted_run(tmp_path_factory):
+    """Three folds of the small model trained on the planted cohort.
+
+    Training runs for a fixed 150 epochs (no early stopping: on a 10-patient validation split it stops
+    long before the model has learned the copy) with the default optimiser settings.
+    """
+    cohort = planted_cohort()
+    settings = TrainSettings(epochs=150, patience=150)
+    folds = run_cv(cohort, tmp_path_factory.mktemp("planted"), settings, n_folds=3, log=None, **SMALL_MODEL)
+    return cohort, folds, q5_ptm_dependency(cohort, folds), q6_storm_leader(cohort, folds)
+
+
+def test_q5_predicts_the_copy_from_the_rest_and_not_the_independent_layer(planted_run) -> None:
+    _, folds, answer, _ = planted_run
+    per_fold = answer["q5_dependency_per_fold"].set_index(["ptm", "fold"])["r2_from_rest"]
+    summary = answer["q5_dependency_summary"].set_index(["ptm", "metric"])["mean"]
+    assert summary[("copy", "r2_from_rest")] > 0.6
+    assert all(per_fold[("copy", f.fold)] > 0.5 for f in folds)
+    assert all(per_fold[("independent", f.fold)] < 0.1 for f in folds)
+
+
+def test_q5_pair_matrix_shows_the_copy_depends_on_its_source(planted_run) -> None:
+    _, folds, answer, _ = planted_run
+    lost = answer["q5_pair_matrix_per_fold"].set_index(["ptm", "also_masked", "fold"])["r2_lost"]
+    for fold in folds:
+        assert lost[("copy", "source", fold.fold)] > 0.5
+        assert abs(lost[("copy", "independent", fold.fold)]) < 0.15
+        assert abs(lost[("independent", "source", fold.fold)]) < 0.15
+    summary = answer["q5_pair_matrix_summary"].set_index(["ptm", "also_masked"])["mean"]
+    assert summary[("copy", "source")] == summary.loc["copy"].max()
+
+
+def test_q6_finds_the_layer_the_metabolome_depends_on(planted_run) -> None:
+    _, folds, _, answer = planted_run
+    leader = answer["q6_leader"].set_index("ptm")
+    assert leader.index[0] == "independent" and leader.loc["independent", "is_leader"]
+    assert leader["is_leader"].sum() == 1
+    assert leader.loc["independent", "n_folds_top"] >= len(folds) - 1
+    per_fold = answer["q6_leader_per_fold"]
+    mine = per_fold[per_fold["ptm"] == "independent"]
+    assert (mine["r2_only"] - mine["r2_genomics_only"] > 0.3).all() and (mine["loo_drop"] > 0.3).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# On the shared simulated folds: every held-out patient, the stored predictions reused
+
+
+def test_q5_q6_tables_on_simulated_folds(small_sim, small_folds) -> None:
+    cohort = small_sim.cohort
+    q5, q6 = q5_ptm_dependency(cohort, small_folds), q6_storm_leader(cohort, small_folds)
+    dependency, leader = q5["q5_dependency_per_fold"], q6["q6_leader_per_fold"]
+    assert list(dependency.columns) == ["ptm", "fold", "r2_from_rest", "r2_genomics_only",
+                                        "r2_gain_over_genomics", "n_patients", "note"]  # fmt: skip
+    assert list(leader.columns) == ["endpoint", "ptm", "fold", "r2_only", "r2_genomics_only", "r2_all",
+                                    "r2_gain_over_genomics", "loo_drop", "n_patients", "note"]  # fmt: skip
+    for table in (dependency, leader):
+        assert table.groupby("fold")["n_patients"].first().sum() == cohort.n_patients
+        assert table.drop(columns="note").notna().all().all() and (table["note"] == "").all()
+    fold = small_folds[0]
+    stored = fold.predictions["without_methyl"]["methyl"]
+    expected = r2_score(held_out(cohort, "methyl", fold), stored, multioutput="variance_weighted")
+    row = dependency[(dependency["ptm"] == "methyl") & (dependency["fold"] == fold.fold)]
+    assert row["r2_from_rest"].item() == pytest.approx(expected)
+    leaders = q6["q6_leader"]
+    assert len(leaders) == len(cohort.ptm_names) and leaders["n_folds_top"].sum() == len(small_folds)
