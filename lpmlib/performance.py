@@ -16,6 +16,7 @@ from sklearn.metrics import r2_score
 
 from lpmlib.cohort import N_GRADES, Cohort
 from lpmlib.cv import FoldResult
+from lpmlib.perturb import observed_held_out
 from lpmlib.stats import summarise_folds
 
 RIDGE_ALPHAS = np.logspace(-2, 5, 15)
@@ -69,7 +70,7 @@ def q0_per_fold(cohort: Cohort, folds: list[FoldResult]) -> pd.DataFrame:
     rows = []
     for fold in folds:
         for layer in cohort.target_names + cohort.ptm_names:
-            truth = cohort.layers[layer].values.to_numpy()[fold.test_rows]
+            truth = observed_held_out(cohort, fold, layer)
             for method, predict in predictors.items():
                 predicted = predict(layer, fold)
                 for metric, average in METRICS.items():

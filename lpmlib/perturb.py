@@ -28,6 +28,11 @@ def held_out(cohort: Cohort, fold: FoldResult) -> CohortTensors:
     return CohortTensors.build(cohort, fold.test_rows, fold.scaler)
 
 
+def observed_held_out(cohort: Cohort, fold: FoldResult, layer: str) -> np.ndarray:
+    """The layer's true values for the fold's held-out patients, in original units."""
+    return cohort.layers[layer].values.to_numpy(dtype=np.float64)[fold.test_rows]
+
+
 def ptm_mask(n: int, ptm_names: list[str], masked: list[str] | None = None) -> torch.Tensor:
     """A (n, n_ptm) observation mask: True where observed; `masked=None` masks every PTM layer."""
     hidden = set(ptm_names if masked is None else masked)

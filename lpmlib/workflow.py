@@ -11,6 +11,7 @@ from lpmlib.artifacts import folder_hashes, write_json, write_table
 from lpmlib.cohort import Cohort, read_seed_layout
 from lpmlib.cv import FoldResult, load_folds, run_cv
 from lpmlib.params import RunParams
+from lpmlib.questions.permutation import knockout_permutation_null
 from lpmlib.simulate import SimulationConfig, read_truth, simulate_cohort, write_simulated_cohort
 
 
@@ -95,3 +96,11 @@ def layer_truth(params: RunParams) -> pd.DataFrame | None:
 def trained_folds(params: RunParams, cohort: Cohort) -> list[FoldResult]:
     """The folds the training chapter left in the run folder (an error if it has not run)."""
     return load_folds(cohort, Path(params.run_dir), params.n_folds, params.seed)
+
+
+def knockout_null(params: RunParams, cohort: Cohort, gene: str) -> pd.DataFrame:
+    """Q1's permutation null for `gene` with the run's training settings (empty when n_permutations=0)."""
+    return knockout_permutation_null(
+        cohort, gene, Path(params.run_dir), params.train_settings(), params.n_permutations,
+        seed=params.seed, n_jobs=params.n_jobs, **params.hyperparameters(),
+    )  # fmt: skip

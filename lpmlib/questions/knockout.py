@@ -16,7 +16,7 @@ import pandas as pd
 
 from lpmlib.cohort import Cohort
 from lpmlib.cv import FoldResult
-from lpmlib.perturb import Z_STATE, DriverEdit, edit_drivers
+from lpmlib.perturb import Z_STATE, DriverEdit, edit_drivers, observed_held_out
 from lpmlib.questions import Answer
 from lpmlib.stats import benjamini_hochberg, paired_t_test, summarise_folds
 
@@ -55,7 +55,7 @@ def mean_rms(change: np.ndarray) -> float:
 
 def residual_spread(cohort: Cohort, fold: FoldResult, layer: str) -> float:
     """RMS over held-out patients and features of observed minus the genomics-only prediction."""
-    residual = held_out_values(cohort, fold, layer) - fold.predictions["genomics_only"][layer]
+    residual = observed_held_out(cohort, fold, layer) - fold.predictions["genomics_only"][layer]
     return float(np.sqrt(np.mean(residual**2)))
 
 
@@ -66,10 +66,6 @@ def carrier_difference(values: np.ndarray, rows: np.ndarray) -> np.ndarray | Non
     if carriers.all() or not carriers.any():
         return None
     return values[carriers].mean(axis=0) - values[~carriers].mean(axis=0)
-
-
-def held_out_values(cohort: Cohort, fold: FoldResult, layer: str) -> np.ndarray:
-    return cohort.layers[layer].values.to_numpy(dtype=float)[fold.test_rows]
 
 
 def shift(edit: DriverEdit, layer: str) -> np.ndarray:
@@ -110,7 +106,7 @@ def knockout_fold_rows(cohort: Cohort, fold: FoldResult, edits: dict[str, Driver
     """The per-fold rows of the knockouts in `edits` (one batched edit of this fold)."""
     layers = cohort.target_names + cohort.ptm_names
     spread = {layer: residual_spread(cohort, fold, layer) for layer in layers}
-    observed = {layer: held_out_values(cohort, fold, layer) for layer in layers}
+    observed = {layer: observed_held_out(cohort, fold, layer) for layer in layers}
     rows = []
     for driver, edit in edits.items():
         absent = "" if edit.n_carriers else no_carrier_note(driver)
@@ -161,7 +157,7 @@ def feature_shift(
     values = cohort.layers[layer].values
     loadings = cohort.layers[layer].loadings.loc[list(values.columns)].to_numpy(dtype=float)
     effect = shift(edit, layer).mean(axis=0) @ loadings if edit.n_carriers else None
-    difference = carrier_difference(held_out_values(cohort, fold, layer), edit.rows)
+    difference = carrier_difference(observed_held_out(cohort, fold, layer), edit.rows)
     return effect, None if difference is None else difference @ loadings
 
 

@@ -16,17 +16,13 @@ from sklearn.metrics import r2_score
 
 from lpmlib.cohort import Cohort
 from lpmlib.cv import FoldResult
-from lpmlib.perturb import Outputs, predict_masked
+from lpmlib.model import masking_patterns
+from lpmlib.perturb import Outputs, observed_held_out, predict_masked
 from lpmlib.questions import Answer
 from lpmlib.stats import summarise_folds
 
 Scored = tuple[float, str]  # an R^2 and the reason it is NaN ("" when defined)
 PAIR_COLUMNS = ["ptm", "also_masked", "fold", "r2", "r2_lost", "n_patients", "note"]
-
-
-def held_out_truth(cohort: Cohort, fold: FoldResult, layer: str) -> np.ndarray:
-    """The layer's true values for the fold's held-out patients, in original units."""
-    return cohort.layers[layer].values.to_numpy(dtype=np.float64)[fold.test_rows]
 
 
 def pooled_r2(truth: np.ndarray, predicted: np.ndarray) -> Scored:
@@ -41,16 +37,11 @@ def pooled_r2(truth: np.ndarray, predicted: np.ndarray) -> Scored:
 
 
 def masked_layers(pattern: str, ptm_names: list[str]) -> list[str]:
-    """The PTM layers a named masking pattern hides: all, genomics_only, without_<ptm>, only_<ptm>."""
-    if pattern == "all":
-        return []
-    if pattern == "genomics_only":
-        return list(ptm_names)
-    if pattern.startswith("without_") and pattern.removeprefix("without_") in ptm_names:
-        return [pattern.removeprefix("without_")]
-    if pattern.startswith("only_") and pattern.removeprefix("only_") in ptm_names:
-        return [q for q in ptm_names if q != pattern.removeprefix("only_")]
-    raise KeyError(f"unknown masking pattern {pattern!r}; PTM layers: {', '.join(ptm_names)}")
+    """The PTM layers a named masking pattern hides (see `lpmlib.model.masking_patterns`)."""
+    patterns = masking_patterns(ptm_names)
+    if pattern not in patterns:
+        raise KeyError(f"unknown masking pattern {pattern!r}; known: {', '.join(patterns)}")
+    return [name for name, seen in zip(ptm_names, patterns[pattern].tolist()) if not seen]
 
 
 def pattern_prediction(cohort: Cohort, fold: FoldResult, pattern: str, layer: str) -> np.ndarray:
@@ -63,7 +54,7 @@ def pattern_prediction(cohort: Cohort, fold: FoldResult, pattern: str, layer: st
 
 def score_pattern(cohort: Cohort, fold: FoldResult, pattern: str, layer: str) -> Scored:
     """R^2 of the prediction of `layer` under `pattern` against its true held-out values."""
-    return pooled_r2(held_out_truth(cohort, fold, layer), pattern_prediction(cohort, fold, pattern, layer))
+    return pooled_r2(observed_held_out(cohort, fold, layer), pattern_prediction(cohort, fold, pattern, layer))
 
 
 def join_notes(*notes: str) -> str:
@@ -117,7 +108,7 @@ def pair_rows(cohort: Cohort, fold: FoldResult) -> list[dict]:
     outputs = pair_predictions(cohort, fold)
     rows = []
     for ptm in cohort.ptm_names:
-        truth = held_out_truth(cohort, fold, ptm)
+        truth = observed_held_out(cohort, fold, ptm)
         from_rest = score_pattern(cohort, fold, f"without_{ptm}", ptm)
         for other in (q for q in cohort.ptm_names if q != ptm):
             both = pooled_r2(truth, outputs[frozenset((ptm, other))][ptm])
