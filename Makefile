@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 .PHONY: book test clean
 
 book: $(INSTALLED)
-	$(BIN)/lpm run
+	$(BIN)/lpm run --params params/default.yaml
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest

@@ -15,6 +15,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
 from lpmlib.artifacts import atomic_write, write_json
 from lpmlib.params import RunParams
+from lpmlib.provenance import run_record
 
 KERNEL_NAME = "lpm"
 GENERATED = Path("book") / "_generated"
@@ -121,6 +122,7 @@ def build_book(project: Path, log=print) -> Path:
     if jupyter_book is None:
         raise RuntimeError("jupyter-book is not installed in this environment")
     log("[lpm] building the book ...")
+    shutil.rmtree(project / "_build", ignore_errors=True)  # no stale page survives a rebuild
     command = [jupyter_book, "build", "--all", "-W", "-n", "--keep-going", str(project)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
@@ -136,6 +138,7 @@ def run(params: RunParams, project: Path, notebooks: list[str] | None = None, bo
         nb for nb in find_notebooks(project) if notebooks is None or any(nb.name.startswith(n) for n in notebooks)
     ]  # fmt: skip
     write_json(project / params.run_dir / "params.json", params.as_dict())
+    write_json(project / params.run_dir / "provenance.json", run_record(params, project))
     for notebook in selected:
         stage_for_book(execute_notebook(notebook, params, project, log), project)
     if book:
