@@ -1,4 +1,9 @@
-"""A quick end-to-end run, as a user would do it: `lpm run` on a small cohort to the HTML book."""
+"""The whole book, as a user and CI run it: `lpm run` with the quick parameters, twice.
+
+Checks that the book renders every chapter, that two runs with the same parameters give
+byte-identical tables, that one question chapter re-runs alone with another gene (changing only its
+own tables, training nothing), and that the built book works in a real browser.
+"""
 
 from __future__ import annotations
 
@@ -7,80 +12,140 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pandas as pd
 import pytest
+import yaml
 
 from lpmlib.runner import read_glued
 
 PROJECT = Path(__file__).resolve().parents[1]
+LPM = Path(sys.executable).parent / "lpm"
 
 
 def copy_project(target: Path) -> Path:
-    """The project's notebooks and book sources in a fresh folder, so the run touches nothing here."""
-    for name in ("notebooks", "book"):
+    """The project's notebooks, book sources and parameters in a fresh folder, so runs touch nothing here."""
+    for name in ("notebooks", "book", "params"):
         shutil.copytree(PROJECT / name, target / name, ignore=shutil.ignore_patterns("_generated", "*.pyc"))
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy(PROJECT / name, target / name)
     return target
 
 
+def lpm_run(project: Path, *arguments: str) -> subprocess.CompletedProcess:
+    command = [str(LPM), "run", "--project", str(project), "--params", str(project / "params/quick.yaml"), *arguments]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return result
+
+
+def tables(run_dir: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted((run_dir / "tables").glob("*.csv"))}
+
+
+@pytest.fixture(scope="module")
+def quick_book(tmp_path_factory) -> Path:
+    """A project copy in which the whole book was built with the quick parameters into results/a."""
+    project = copy_project(tmp_path_factory.mktemp("book") / "project")
+    lpm_run(project, "-p", "run_dir=results/a")
+    return project
+
+
 @pytest.mark.slow
-def test_lpm_run_executes_the_notebook_and_renders_the_book(tmp_path: Path) -> None:
-    project = copy_project(tmp_path / "project")
-    lpm = Path(sys.executable).parent / "lpm"
-    command = [
-        str(lpm), "run", "--project", str(project),
-        "-p", "data_dir=data/small", "-p", "n_patients=40", "-p", "run_dir=results/small",
-        "-p", "epochs=2", "-p", "latent_dim=16", "-p", "vae_latent_dim=8",
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-    executed = project / "results/small/notebooks/01_data_assembly.ipynb"
-    assert read_glued(executed)["n_patients"] == "40"
-    assert (project / "data/small/truth.json").is_file()
-    recorded = json.loads((project / "results/small/cohort.json").read_text())
-    assert recorded["n_patients"] == 40 and recorded["simulated"]
-
-    page = project / "_build/html/book/_generated/01_data_assembly.html"
-    html = page.read_text()
-    assert "Data assembly" in html and "Driver prevalences" in html
-    assert "<img" in html  # the heatmap and the PCA view
-    assert "injected-parameters" not in html  # papermill's cell is hidden in the book
-    assert (project / "_build/html/index.html").is_file()
-    chapters = sorted(p.stem for p in (project / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    assert len(chapters) == 10
+def test_the_book_renders_every_chapter_with_its_tables(quick_book: Path) -> None:
+    run = quick_book / "results/a"
+    chapters = sorted(p.stem for p in (quick_book / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert len(chapters) == 11
     for chapter in chapters:
-        assert (project / f"_build/html/book/_generated/{chapter}.html").is_file(), chapter
-    tables = project / "results/small/tables"
+        page = quick_book / f"_build/html/book/_generated/{chapter}.html"
+        assert page.is_file(), chapter
+        assert "injected-parameters" not in page.read_text()  # papermill's cell is hidden in the book
+    assert read_glued(run / "notebooks/01_data_assembly.ipynb")["n_patients"] == "60"
+    assert json.loads((run / "cohort.json").read_text())["simulated"]
     for name in ("q0_cv_performance", "q1_knockout_summary", "q2_paired_comparison", "q3_rank_stability",
                  "q4_resistance_summary", "q5_pair_matrix_summary", "q6_leader", "validation_targets"):
-        assert (tables / f"{name}.csv").is_file(), name
-    assert read_glued(project / "results/small/notebooks/09_q6_storm_leader.ipynb")["q6_endpoint"] == "'metabolome'"
+        assert f"{name}.csv" in tables(run), name
+    abstract = (quick_book / "_build/html/book/abstract.html").read_text()
+    assert "60" in abstract and "Abstract" in abstract
+    provenance = json.loads((run / "provenance.json").read_text())
+    assert provenance["parameters"]["epochs"] == 3 and provenance["packages"]["torch"].startswith("2.")
 
 
 @pytest.mark.slow
-def test_a_question_chapter_reruns_with_another_gene_without_training(tmp_path: Path) -> None:
-    project = copy_project(tmp_path / "project")
-    lpm = Path(sys.executable).parent / "lpm"
-    common = ["--project", str(project), "-p", "data_dir=data/small", "-p", "n_patients=40",
-              "-p", "run_dir=results/small", "-p", "epochs=2", "-p", "latent_dim=16", "-p", "vae_latent_dim=8"]
-    first = subprocess.run([str(lpm), "run", "--notebooks", "01", "03", "04", "--no-book", *common],
-                           capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert first.returncode == 0, first.stdout + first.stderr
-    weights = sorted((project / "results/small/cv").glob("fold*/model.pt"))
+def test_a_second_run_with_the_same_parameters_gives_identical_tables(quick_book: Path) -> None:
+    lpm_run(quick_book, "-p", "run_dir=results/b")
+    first, second = tables(quick_book / "results/a"), tables(quick_book / "results/b")
+    assert first.keys() == second.keys() and len(first) > 20
+    assert [name for name in first if first[name] != second[name]] == []
+
+
+@pytest.mark.slow
+def test_a_question_chapter_reruns_with_another_gene_changing_only_its_tables(quick_book: Path) -> None:
+    shutil.copytree(quick_book / "results/a", quick_book / "results/c")
+    weights = sorted((quick_book / "results/c/cv").glob("fold*/model.pt"))
     stamps = [w.stat().st_mtime_ns for w in weights]
-    again = subprocess.run([str(lpm), "run", "--notebooks", "04", "--no-book", "-p", "knockout_gene=PTEN", *common],
-                           capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert [w.stat().st_mtime_ns for w in weights] == stamps
-    effects = pd.read_csv(project / "results/small/tables/q1_feature_effects.csv")
-    assert set(effects["driver"]) == {"PTEN"}
+    lpm_run(quick_book, "--notebooks", "04", "--no-book", "-p", "run_dir=results/c", "-p", "knockout_gene=PTEN")
+    before, after = tables(quick_book / "results/a"), tables(quick_book / "results/c")
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed and all(name.startswith("q1_") for name in changed), changed
+    assert [w.stat().st_mtime_ns for w in weights] == stamps  # nothing was retrained
+    assert set(pd.read_csv(quick_book / "results/c/tables/q1_feature_effects.csv")["driver"]) == {"PTEN"}
+
+
+def toc_pages(project: Path) -> list[str]:
+    """The HTML pages of every file in the table of contents, root first."""
+    toc = yaml.safe_load((project / "_toc.yml").read_text())
+    files = [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    return [f"{file}.html" for file in files]
+
+
+def broken_links(page, html_root: Path) -> list[str]:
+    """Internal links of the loaded page whose target file or anchor does not exist."""
+    hrefs = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
+    broken = []
+    for href in hrefs:
+        url = urlparse(href)
+        if url.scheme != "file":
+            continue
+        target = Path(unquote(url.path))
+        if not target.is_file() or html_root not in target.parents:
+            broken.append(href)
+        elif url.fragment and f'id="{url.fragment}"' not in target.read_text():
+            broken.append(href)
+    return broken
+
+
+@pytest.mark.slow
+def test_every_page_loads_in_a_real_browser_with_its_images_and_links(quick_book: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it where it can)")
+    html_root = quick_book / "_build/html"
+    with sync_api.sync_playwright() as playwright:
+        try:
+            browser = playwright.chromium.launch(
+                executable_path=chromium,
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+                      "--disable-component-update", "--disable-sync"],
+            )  # fmt: skip
+        except Exception as error:  # a machine where chromium cannot start
+            pytest.skip(f"chromium does not start here: {error}")
+        page = browser.new_page()
+        for name in toc_pages(quick_book):
+            response = page.goto((html_root / name).as_uri())
+            assert response is not None and response.ok, name
+            images = page.eval_on_selector_all("img", "els => els.map(e => [e.src, e.complete && e.naturalWidth > 0])")
+            assert all(loaded for _, loaded in images), (name, [src for src, ok in images if not ok])
+            assert broken_links(page, html_root) == [], name
+        page.goto((html_root / "book/abstract.html").as_uri())
+        page.screenshot(path=str(quick_book / "results/a/abstract.png"), full_page=True)
+        browser.close()
+    assert (quick_book / "results/a/abstract.png").stat().st_size > 10_000
 
 
 def test_lpm_run_refuses_an_unknown_parameter(tmp_path: Path) -> None:
-    lpm = Path(sys.executable).parent / "lpm"
-    result = subprocess.run([str(lpm), "run", "-p", "n_patiens=40"], capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run([str(LPM), "run", "-p", "n_patiens=40"], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2
     assert "unknown parameter 'n_patiens'" in result.stderr
