@@ -88,7 +88,7 @@ class Cohort:
     clinical: pd.DataFrame
     drivers: pd.DataFrame
     layers: dict[str, Layer]
-    dropped: pd.DataFrame = field(default_factory=lambda: _dropped_frame([]))
+    dropped: pd.DataFrame = field(default_factory=lambda: dropped_frame([]))
 
     def __post_init__(self) -> None:
         index = self.clinical.index
@@ -253,7 +253,7 @@ def read_seed_layout(
 
     values = {name: _read_layer(path) for name, (_, path) in layers.items()}
     tables = {str(meta_path): meta.index} | {str(p): values[n].index for n, (_, p) in layers.items()}
-    kept, dropped = _inner_join(tables)
+    kept, dropped = inner_join(tables)
     if len(kept) < n_folds:
         raise TooFewPatientsError(
             f"{len(kept)} patients are common to all files, fewer than the {n_folds} folds",
@@ -366,7 +366,7 @@ def loadings_path(layer_path: Path) -> Path:
     return layer_path.with_name(layer_path.stem + LOADINGS_SUFFIX)
 
 
-def _inner_join(tables: dict[str, pd.Index]) -> tuple[pd.Index, pd.DataFrame]:
+def inner_join(tables: dict[str, pd.Index]) -> tuple[pd.Index, pd.DataFrame]:
     """Patients present in every file (in the order of the first file) and a report of the rest."""
     first = next(iter(tables.values()))
     common = set.intersection(*(set(ids) for ids in tables.values()))
@@ -380,10 +380,10 @@ def _inner_join(tables: dict[str, pd.Index]) -> tuple[pd.Index, pd.DataFrame]:
         for case_id in everyone
         if case_id not in common
     ]
-    return kept, _dropped_frame(rows)
+    return kept, dropped_frame(rows)
 
 
-def _dropped_frame(rows: list[tuple[str, str]]) -> pd.DataFrame:
+def dropped_frame(rows: list[tuple[str, str]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[CASE_ID, "missing_from"])
 
 

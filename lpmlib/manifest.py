@@ -1,0 +1,212 @@
+"""Real cohorts described by a manifest: raw CPTAC-style files in, aligned raw layers out.
+
+A manifest (YAML) names the files of a cohort and how to read them: separator, encoding, orientation
+(features x samples or samples x features), which samples are tumours and which normals, drivers from
+a mutation matrix (collapsed to gene level), from clinical fields (such as MSI status) or from
+copy-number thresholds, the grade column and its mapping, purity, each layer's role and the endpoint
+of Q6. The result is a `RawCohort`: tumours aligned on one sample index, layers still raw (missing
+values kept), normals kept apart. Preprocessing to model-ready values happens per fold
+(`lpmlib.preprocess.RawLayerPipeline`), so that held-out patients never inform it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from lpmlib.cohort import CASE_ID, dropped_frame, inner_join
+from lpmlib.errors import CohortError, MissingFileError
+
+ORIENTATIONS = ("features_x_samples", "samples_x_features")
+ROLES = ("target", "ptm")
+
+
+class ManifestError(CohortError):
+    """A manifest that cannot describe a cohort: a missing key, a bad value, an unreadable file."""
+
+
+@dataclass
+class RawCohort:
+    """Tumours aligned across clinical data, drivers and raw layers; normal samples kept apart."""
+
+    clinical: pd.DataFrame  # index: sample; columns grade (0 = unknown), purity (float or NaN)
+    drivers: pd.DataFrame  # 0/1
+    layers: dict[str, pd.DataFrame]  # raw samples x features, missing values kept
+    roles: dict[str, str]
+    normals: dict[str, pd.DataFrame]  # the normal samples of each layer that has them
+    endpoint: str
+    dropped: pd.DataFrame = field(default_factory=lambda: dropped_frame([]))
+    counts: dict[str, int] = field(default_factory=dict)  # tumours and normals found in the clinical file
+
+    @property
+    def n_patients(self) -> int:
+        return len(self.clinical)
+
+
+def _require(mapping: dict, key: str, where: str, source: Path) -> Any:
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise ManifestError(f"missing key '{key}' in {where}", file=source)
+    return mapping[key]
+
+
+def _read_matrix(spec: dict, root: Path, source: Path, where: str) -> pd.DataFrame:
+    """A table as samples x columns, read with the manifest's separator, encoding and orientation."""
+    path = root / _require(spec, "file", where, source)
+    if not path.is_file():
+        raise MissingFileError(f"file of {where} not found", file=path, hint=f"Named in manifest {source}.")
+    orientation = spec.get("orientation", "samples_x_features")
+    if orientation not in ORIENTATIONS:
+        raise ManifestError(f"orientation of {where} must be one of {', '.join(ORIENTATIONS)}",
+                            file=source, value=orientation)  # fmt: skip
+    encoding = spec.get("encoding", "utf-8")
+    try:
+        table = pd.read_csv(path, sep=spec.get("sep", "\t"), encoding=encoding, index_col=0)
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"cannot be read as {encoding} ({error.reason} at byte {error.start})", file=path,
+                            hint=f"Set 'encoding' of {where} in {source} (e.g. latin-1).") from error  # fmt: skip
+    except LookupError as error:
+        raise ManifestError(f"unknown encoding of {where}", file=source, value=encoding) from error
+    table = table.T if orientation == "features_x_samples" else table
+    table.index = table.index.astype(str).str.strip()
+    if table.index.duplicated().any():
+        duplicate = table.index[table.index.duplicated()][0]
+        raise ManifestError("duplicate sample identifier", file=path, value=duplicate)
+    return table.rename_axis(CASE_ID)
+
+
+def _sample_types(clinical: pd.DataFrame, spec: dict, source: Path, path: Path) -> tuple[pd.Index, pd.Index]:
+    column = _require(spec, "column", "clinical.sample_type", source)
+    if column not in clinical.columns:
+        raise ManifestError("sample-type column not in the clinical file", file=path, column=column)
+    values = clinical[column].astype(str)
+    tumours = clinical.index[values.isin([str(v) for v in _require(spec, "tumour", "clinical.sample_type", source)])]
+    normals = clinical.index[values.isin([str(v) for v in spec.get("normal", [])])]
+    return tumours, normals
+
+
+def _grade(clinical: pd.DataFrame, spec: dict | None, source: Path, path: Path) -> pd.Series:
+    """Grade categories from a mapping of clinical values; anything unmapped is 0 (unknown)."""
+    if spec is None:
+        return pd.Series(0, index=clinical.index, dtype=np.int64)
+    column = _require(spec, "column", "clinical.grade", source)
+    if column not in clinical.columns:
+        raise ManifestError("grade column not in the clinical file", file=path, column=column)
+    mapping = {str(k): int(v) for k, v in _require(spec, "mapping", "clinical.grade", source).items()}
+    return clinical[column].astype(str).map(mapping).fillna(0).astype(np.int64)
+
+
+def _purity(clinical: pd.DataFrame, spec: dict | None, source: Path, path: Path) -> pd.Series:
+    """Purity as a float (numeric column, or categories mapped to numbers); NaN where unknown or absent."""
+    if spec is None:
+        return pd.Series(np.nan, index=clinical.index)
+    column = _require(spec, "column", "clinical.purity", source)
+    if column not in clinical.columns:
+        raise ManifestError("purity column not in the clinical file", file=path, column=column)
+    if "mapping" in spec:
+        return clinical[column].astype(str).map({str(k): float(v) for k, v in spec["mapping"].items()})
+    return pd.to_numeric(clinical[column], errors="coerce")
+
+
+def _mutation_drivers(spec: dict, root: Path, source: Path) -> pd.DataFrame:
+    """Genes altered (1) or not (0) per sample, collapsing `GENE_p.CHANGE` rows to genes with max."""
+    matrix = _read_matrix(spec, root, source, "drivers.mutations")
+    genes = matrix.columns.astype(str).str.split("_").str[0]
+    by_gene = matrix.T.groupby(genes.to_numpy()).max().T
+    wanted = [str(g) for g in _require(spec, "genes", "drivers.mutations", source)]
+    missing = [g for g in wanted if g not in by_gene.columns]
+    if missing:
+        raise ManifestError("driver gene absent from the mutation matrix", file=root / spec["file"],
+                            column=missing[0], hint=f"Check the gene symbol(s): {', '.join(missing)}.")  # fmt: skip
+    return (by_gene[wanted].fillna(0) > 0).astype(np.int64)
+
+
+def _clinical_drivers(clinical: pd.DataFrame, specs: dict, source: Path, path: Path) -> pd.DataFrame:
+    columns = {}
+    for name, spec in specs.items():
+        column = _require(spec, "column", f"drivers.clinical.{name}", source)
+        if column not in clinical.columns:
+            raise ManifestError(f"column of driver '{name}' not in the clinical file", file=path, column=column)
+        altered = [str(v) for v in _require(spec, "altered", f"drivers.clinical.{name}", source)]
+        columns[name] = clinical[column].astype(str).isin(altered).astype(np.int64)
+    return pd.DataFrame(columns, index=clinical.index)
+
+
+def _copy_number_drivers(specs: dict, root: Path, source: Path) -> pd.DataFrame:
+    """A driver per gene whose copy-number log ratio passes a threshold (below for losses, above for gains)."""
+    columns = {}
+    for name, spec in specs.items():
+        matrix = _read_matrix(spec, root, source, f"drivers.copy_number.{name}")
+        gene = str(_require(spec, "gene", f"drivers.copy_number.{name}", source))
+        if gene not in matrix.columns:
+            raise ManifestError("driver gene absent from the copy-number matrix", file=root / spec["file"], column=gene)
+        threshold = float(_require(spec, "threshold", f"drivers.copy_number.{name}", source))
+        values = matrix[gene]
+        columns[name] = ((values <= threshold) if threshold < 0 else (values >= threshold)).astype(np.int64)
+    return pd.DataFrame(columns)
+
+
+def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCohort:
+    """Read a cohort described by a manifest; `data_dir` overrides the manifest's own `data_dir`.
+
+    Tumours present in every file are kept; the others are listed in `dropped` with the files they
+    were missing from. Input files are only read.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise MissingFileError("manifest not found", file=source)
+    manifest = yaml.safe_load(source.read_text()) or {}
+    root = Path(data_dir) if data_dir is not None else source.parent / _require(manifest, "data_dir", "the manifest", source)
+
+    clinical_spec = _require(manifest, "clinical", "the manifest", source)
+    clinical = _read_matrix(clinical_spec, root, source, "clinical")
+    clinical_path = root / clinical_spec["file"]
+    tumours, normal_ids = _sample_types(clinical, _require(clinical_spec, "sample_type", "clinical", source), source,
+                                        clinical_path)  # fmt: skip
+    table = pd.DataFrame({
+        "grade": _grade(clinical, clinical_spec.get("grade"), source, clinical_path),
+        "purity": _purity(clinical, clinical_spec.get("purity"), source, clinical_path),
+    })  # fmt: skip
+
+    driver_spec = _require(manifest, "drivers", "the manifest", source)
+    driver_tables = {}
+    if "mutations" in driver_spec:
+        driver_tables[str(root / driver_spec["mutations"]["file"])] = _mutation_drivers(driver_spec["mutations"], root, source)
+    if "copy_number" in driver_spec:
+        first = next(iter(driver_spec["copy_number"].values()))
+        driver_tables[str(root / first["file"])] = _copy_number_drivers(driver_spec["copy_number"], root, source)
+    if "clinical" in driver_spec:
+        driver_tables[str(clinical_path)] = _clinical_drivers(clinical.loc[tumours], driver_spec["clinical"], source,
+                                                              clinical_path)  # fmt: skip
+    if not driver_tables:
+        raise ManifestError("no drivers: give drivers.mutations, drivers.copy_number or drivers.clinical", file=source)
+
+    layer_specs = _require(manifest, "layers", "the manifest", source)
+    layers, roles, normals = {}, {}, {}
+    for name, spec in layer_specs.items():
+        role = _require(spec, "role", f"layers.{name}", source)
+        if role not in ROLES:
+            raise ManifestError(f"role of layer '{name}' must be one of {', '.join(ROLES)}", file=source, value=role)
+        matrix = _read_matrix(spec, root, source, f"layers.{name}").apply(pd.to_numeric, errors="coerce")
+        layers[name], roles[name] = matrix, role
+        normals[name] = matrix.loc[matrix.index.intersection(normal_ids)]
+    endpoint = manifest.get("endpoint", "metabolome")
+    if endpoint not in layers:
+        raise ManifestError("the endpoint is not a layer of the manifest", file=source, column="endpoint",
+                            value=endpoint, hint=f"Layers: {', '.join(layers)}.")  # fmt: skip
+
+    tables = {f"{clinical_path} (tumours)": pd.Index(tumours)}
+    tables |= {file: frame.index for file, frame in driver_tables.items()}
+    tables |= {str(root / layer_specs[name]["file"]): frame.index.intersection(tumours) for name, frame in layers.items()}
+    kept, dropped = inner_join(tables)
+    drivers = pd.concat([frame.reindex(kept) for frame in driver_tables.values()], axis=1)
+    return RawCohort(
+        clinical=table.loc[kept], drivers=drivers.astype(np.int64), roles=roles, endpoint=endpoint,
+        layers={name: frame.loc[kept] for name, frame in layers.items()},
+        normals={name: frame for name, frame in normals.items() if len(frame)},
+        dropped=dropped, counts={"tumours": len(tumours), "normals": len(normal_ids)},
+    )  # fmt: skip

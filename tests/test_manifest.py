@@ -1,0 +1,107 @@
+"""Cohorts described by a manifest: errors a user can act on, and the public CPTAC UCEC cohort."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from lpmlib.artifacts import sha256
+from lpmlib.errors import CohortError, MissingFileError
+from lpmlib.manifest import ManifestError, read_manifest
+
+PROJECT = Path(__file__).resolve().parents[1]
+UCEC = PROJECT.parent / "shared" / "data" / "cptac-ucec"
+
+
+def write_small_cohort(folder: Path) -> Path:
+    """Eight tumours and two normals in CPTAC-like files, and a manifest describing them."""
+    rng = np.random.default_rng(0)
+    samples = [f"S{i:02d}" for i in range(10)]
+    folder.mkdir()
+    clinical = pd.DataFrame({
+        "type": ["Tumor"] * 8 + ["Normal"] * 2,
+        "grade": ["G1", "G2", "G3", "", "G2", "G1", "G3", "G2", "", ""],
+        "msi": ["MSI-H", "MSS"] * 4 + ["", ""],
+        "purity": ["Ségolène"] + list(rng.uniform(0.3, 0.9, 9).round(2).astype(str)),  # one non-ASCII cell
+    }, index=pd.Index(samples, name="idx"))  # fmt: skip
+    clinical.to_csv(folder / "clinical.txt", sep="\t", encoding="latin-1")
+    mutations = pd.DataFrame(rng.integers(0, 2, (3, 8)), columns=samples[:8],
+                             index=["PTEN_p.R130G", "PTEN_p.K267fs", "TP53_p.R273H"])  # fmt: skip
+    mutations.to_csv(folder / "mutations.tsv", sep="\t")
+    for name in ("prot", "phos"):
+        values = pd.DataFrame(rng.normal(size=(5, 10)), columns=samples, index=[f"G{j}" for j in range(5)])
+        values.iloc[0, 3] = np.nan
+        values.to_csv(folder / f"{name}.tsv", sep="\t")
+    manifest = {
+        "data_dir": ".",
+        "clinical": {"file": "clinical.txt", "encoding": "latin-1",
+                     "sample_type": {"column": "type", "tumour": ["Tumor"], "normal": ["Normal"]},
+                     "grade": {"column": "grade", "mapping": {"G1": 1, "G2": 2, "G3": 3}}},
+        "drivers": {"mutations": {"file": "mutations.tsv", "orientation": "features_x_samples", "genes": ["PTEN", "TP53"]},
+                    "clinical": {"MSI-H": {"column": "msi", "altered": ["MSI-H"]}}},
+        "layers": {"prot": {"file": "prot.tsv", "orientation": "features_x_samples", "role": "target"},
+                   "phos": {"file": "phos.tsv", "orientation": "features_x_samples", "role": "ptm"}},
+        "endpoint": "prot",
+    }  # fmt: skip
+    path = folder / "manifest.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    return path
+
+
+def edited(path: Path, edit) -> Path:
+    manifest = yaml.safe_load(path.read_text())
+    edit(manifest)
+    path.write_text(yaml.safe_dump(manifest))
+    return path
+
+
+def test_a_small_manifest_reads_tumours_drivers_layers_and_normals(tmp_path: Path) -> None:
+    cohort = read_manifest(write_small_cohort(tmp_path / "c"))
+    assert cohort.counts == {"tumours": 8, "normals": 2} and cohort.n_patients == 8
+    assert list(cohort.drivers.columns) == ["PTEN", "TP53", "MSI-H"]
+    assert cohort.drivers["MSI-H"].tolist() == [1, 0] * 4
+    assert cohort.clinical["grade"].tolist() == [1, 2, 3, 0, 2, 1, 3, 2]
+    assert cohort.layers["prot"].shape == (8, 5) and np.isnan(cohort.layers["prot"].loc["S03", "G0"])
+    assert set(cohort.normals) == {"prot", "phos"} and len(cohort.normals["prot"]) == 2
+    assert cohort.roles == {"prot": "target", "phos": "ptm"} and cohort.endpoint == "prot"
+
+
+@pytest.mark.parametrize(
+    ("edit", "error", "message"),
+    [(lambda m: m.pop("layers"), ManifestError, "missing key 'layers'"),
+     (lambda m: m["layers"]["prot"].update(file="nope.tsv"), MissingFileError, "nope.tsv"),
+     (lambda m: m["drivers"]["mutations"].update(genes=["PTEN", "KRASS"]), ManifestError, "column 'KRASS'"),
+     (lambda m: m["clinical"].update(encoding="utf-8"), ManifestError, "cannot be read as utf-8"),
+     (lambda m: m["layers"]["phos"].update(role="input"), ManifestError, "value 'input'"),
+     (lambda m: m["layers"]["phos"].update(orientation="wide"), ManifestError, "value 'wide'"),
+     (lambda m: m.update(endpoint="metabolome"), ManifestError, "value 'metabolome'")],
+)  # fmt: skip
+def test_manifest_errors_name_the_problem_and_leave_files_untouched(tmp_path: Path, edit, error, message) -> None:
+    path = edited(write_small_cohort(tmp_path / "c"), edit)
+    before = {p.name: sha256(p) for p in path.parent.iterdir()}
+    with pytest.raises(error) as info:
+        read_manifest(path)
+    assert isinstance(info.value, CohortError) and message in str(info.value)
+    assert {p.name: sha256(p) for p in path.parent.iterdir()} == before
+
+
+needs_ucec = pytest.mark.skipif(not UCEC.is_dir(), reason=f"the public CPTAC UCEC data are not at {UCEC}")
+
+
+@needs_ucec
+def test_ucec_ingestion_matches_the_data_readme() -> None:
+    hashes = dict(line.split()[::-1] for line in (UCEC / "SHA256SUMS").read_text().splitlines() if line.strip())
+    cohort = read_manifest(PROJECT / "examples" / "ucec.yaml")
+    assert cohort.counts == {"tumours": 104, "normals": 49}
+    # tumours lacking miRNA (13) or mutation calls (1) are dropped, each with the file it was missing from
+    assert cohort.n_patients == 90 and len(cohort.dropped) == 14
+    assert cohort.dropped["missing_from"].str.contains("miRNA.cct.gz").sum() == 14
+    assert cohort.drivers["PTEN"].mean() == pytest.approx(0.76, abs=0.05)  # README: PTEN 76% of tumours
+    assert cohort.drivers["MSI-H"].sum() / cohort.n_patients == pytest.approx(26 / 104, abs=0.03)
+    assert cohort.layers["protein"].shape == (90, 10_999) and len(cohort.normals["protein"]) == 49
+    assert cohort.endpoint == "protein" and cohort.roles["acetyl"] == "ptm"
+    assert all(sha256(UCEC / name) == digest for name, digest in hashes.items() if (UCEC / name).is_file())
