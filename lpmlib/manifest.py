@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lpmlib.cohort import CASE_ID, dropped_frame, inner_join
+from lpmlib.cohort import CASE_ID, Cohort, Layer, dropped_frame, inner_join
 from lpmlib.errors import CohortError, MissingFileError
+from lpmlib.preprocess import PipelineSettings, RawLayerPipeline
 
 ORIENTATIONS = ("features_x_samples", "samples_x_features")
 ROLES = ("target", "ptm")
@@ -46,6 +47,21 @@ class RawCohort:
     @property
     def n_patients(self) -> int:
         return len(self.clinical)
+
+    def fold_cohort(self, train_rows: np.ndarray, settings: PipelineSettings = PipelineSettings()) -> Cohort:
+        """Model-ready values of every patient, each layer's pipeline fitted on `train_rows` only.
+
+        Held-out patients are transformed with the training fold's statistics, so nothing about them
+        reaches the fit; the loadings map components back to the selected original features.
+        """
+        layers = {}
+        purity = self.clinical["purity"] if self.clinical["purity"].notna().any() else None
+        for name, raw in self.layers.items():
+            pipeline = RawLayerPipeline(settings).fit(raw.iloc[train_rows], purity)
+            values = pipeline.transform(raw, purity)
+            loadings = pipeline.loadings if settings.n_components is not None else None
+            layers[name] = Layer(name, self.roles[name], values, loadings)  # type: ignore[arg-type]
+        return Cohort(self.clinical, self.drivers, layers, self.dropped)
 
 
 def _require(mapping: dict, key: str, where: str, source: Path) -> Any:

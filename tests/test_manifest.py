@@ -12,6 +12,7 @@ import yaml
 from lpmlib.artifacts import sha256
 from lpmlib.errors import CohortError, MissingFileError
 from lpmlib.manifest import ManifestError, read_manifest
+from lpmlib.preprocess import PipelineSettings
 
 PROJECT = Path(__file__).resolve().parents[1]
 UCEC = PROJECT.parent / "shared" / "data" / "cptac-ucec"
@@ -105,3 +106,28 @@ def test_ucec_ingestion_matches_the_data_readme() -> None:
     assert cohort.layers["protein"].shape == (90, 10_999) and len(cohort.normals["protein"]) == 49
     assert cohort.endpoint == "protein" and cohort.roles["acetyl"] == "ptm"
     assert all(sha256(UCEC / name) == digest for name, digest in hashes.items() if (UCEC / name).is_file())
+
+
+def test_a_fold_cohort_is_fitted_on_training_patients_only(tmp_path: Path) -> None:
+    raw = read_manifest(write_small_cohort(tmp_path / "c"))
+    settings = PipelineSettings(n_components=3, top_variance=4)
+    train = np.arange(6)
+    first = raw.fold_cohort(train, settings)
+    for layer in raw.layers.values():
+        layer.iloc[6:] = layer.iloc[6:] * 100 + 7  # held-out patients change beyond recognition
+    second = raw.fold_cohort(train, settings)
+    for name in raw.layers:
+        pd.testing.assert_frame_equal(first.layers[name].values.iloc[train], second.layers[name].values.iloc[train])
+        pd.testing.assert_frame_equal(first.layers[name].loadings, second.layers[name].loadings)
+    assert first.ptm_names == ["phos"] and first.layers["prot"].values.shape == (8, 3)
+    assert not first.layers["prot"].values.iloc[6:].equals(second.layers["prot"].values.iloc[6:])
+
+
+@needs_ucec
+def test_ucec_fold_cohort_maps_components_back_to_proteins() -> None:
+    raw = read_manifest(PROJECT / "examples" / "ucec.yaml")
+    cohort = raw.fold_cohort(np.arange(72))  # the first 72 of 90 tumours as a training fold
+    protein = cohort.layers["protein"]
+    assert protein.values.shape == (90, 50) and protein.loadings.shape == (50, 5000)
+    assert {"ARID1A", "CTNNB1", "TP53"} <= set(protein.loadings.columns)
+    assert np.isfinite(protein.values.to_numpy()).all()
