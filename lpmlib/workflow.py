@@ -102,5 +102,5 @@ def knockout_null(params: RunParams, cohort: Cohort, gene: str) -> pd.DataFrame:
     """Q1's permutation null for `gene` with the run's training settings (empty when n_permutations=0)."""
     return knockout_permutation_null(
         cohort, gene, Path(params.run_dir), params.train_settings(), params.n_permutations,
-        seed=params.seed, n_jobs=params.n_jobs, **params.hyperparameters(),
+        seed=params.seed, n_jobs=params.n_jobs, n_folds=params.n_folds, **params.hyperparameters(),
     )  # fmt: skip

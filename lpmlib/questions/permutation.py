@@ -43,10 +43,11 @@ def knockout_statistics(per_fold: pd.DataFrame) -> pd.DataFrame:
 
 
 def one_permutation(cohort: Cohort, gene: str, run_dir: Path, settings: TrainSettings, index: int, seed: int,
-                    hyperparameters: dict) -> pd.DataFrame:  # fmt: skip
+                    n_folds: int, hyperparameters: dict) -> pd.DataFrame:  # fmt: skip
     """Shuffle with Generator(seed + index), retrain all folds under `run_dir/<index>`, knock out `gene`."""
     permuted = permuted_driver(cohort, gene, np.random.default_rng(seed + index))
-    folds = run_cv(permuted, run_dir / str(index), settings, seed=seed, n_jobs=1, log=None, **hyperparameters)
+    folds = run_cv(permuted, run_dir / str(index), settings, n_folds=n_folds, seed=seed, n_jobs=1, log=None,
+                   **hyperparameters)  # fmt: skip
     statistics = knockout_statistics(knockout_per_fold(permuted, folds, [gene]))
     statistics.insert(0, "permutation", index)
     return statistics
@@ -54,7 +55,7 @@ def one_permutation(cohort: Cohort, gene: str, run_dir: Path, settings: TrainSet
 
 def knockout_permutation_null(
     cohort: Cohort, gene: str, run_dir: str | Path, settings: TrainSettings, n_permutations: int,
-    seed: int = 42, n_jobs: int = 1, **hyperparameters,
+    seed: int = 42, n_jobs: int = 1, n_folds: int = 5, **hyperparameters,
 ) -> pd.DataFrame:  # fmt: skip
     """The null distribution of Q1's knockout of `gene`: one row per permutation and layer.
 
@@ -71,7 +72,7 @@ def knockout_permutation_null(
     if n_permutations == 0:
         return pd.DataFrame(columns=NULL_COLUMNS)
     folder = Path(run_dir) / "permutations" / gene
-    jobs = (delayed(one_permutation)(cohort, gene, folder, settings, i, seed, hyperparameters)
+    jobs = (delayed(one_permutation)(cohort, gene, folder, settings, i, seed, n_folds, hyperparameters)
             for i in range(n_permutations))  # fmt: skip
     return pd.concat(Parallel(n_jobs=n_jobs)(jobs), ignore_index=True)[NULL_COLUMNS]
 
