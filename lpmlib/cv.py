@@ -22,7 +22,9 @@ from sklearn.model_selection import KFold, train_test_split
 
 from lpmlib.artifacts import atomic_write, sha256, write_json, write_table
 from lpmlib.cohort import N_GRADES, Cohort
+from lpmlib.manifest import RawCohort
 from lpmlib.model import LatentPerturbationModel, ModelConfig, masking_patterns
+from lpmlib.preprocess import PipelineSettings
 from lpmlib.tensors import CohortTensors, LayerScaler
 from lpmlib.train import TrainSettings, fit, make_deterministic
 
@@ -73,6 +75,20 @@ class FoldResult:
     history: pd.DataFrame
     predictions: dict[str, dict[str, np.ndarray]]  # pattern -> layer -> (n_test, n_features), original units
     reused: bool = False
+    cohort: Cohort | None = None  # the fold's own view of a raw cohort (preprocessed on its training patients)
+
+
+def fold_view(cohort: Cohort, fold: FoldResult) -> Cohort:
+    """The values a fold's model works on: its own view of a raw cohort, else the cohort itself."""
+    return fold.cohort if fold.cohort is not None else cohort
+
+
+def fold_cohorts(source: Cohort | RawCohort, splits, pipeline: PipelineSettings | None) -> list[Cohort]:
+    """One model-ready cohort per fold: the cohort itself, or a raw cohort preprocessed on the fold's
+    training patients only (so held-out patients never inform the preprocessing)."""
+    if isinstance(source, RawCohort):
+        return [source.fold_cohort(train, pipeline or PipelineSettings()) for train, _ in splits]
+    return [source] * len(splits)
 
 
 class FoldStore:
@@ -174,18 +190,26 @@ def predict_patterns(
 
 
 def run_cv(
-    cohort: Cohort, run_dir: str | Path, settings: TrainSettings = TrainSettings(), n_folds: int = 5,
-    seed: int = 42, n_jobs: int = 1, log: Log | None = print, **hyperparameters,
+    cohort: Cohort | RawCohort, run_dir: str | Path, settings: TrainSettings = TrainSettings(), n_folds: int = 5,
+    seed: int = 42, n_jobs: int = 1, log: Log | None = print, pipeline: PipelineSettings | None = None,
+    **hyperparameters,
 ) -> list[FoldResult]:  # fmt: skip
-    """Train every fold (in parallel with `n_jobs`), reusing those already finished."""
+    """Train every fold (in parallel with `n_jobs`), reusing those already finished.
+
+    A raw cohort (from a manifest) is preprocessed per fold with `pipeline`, fitted on that fold's
+    training patients; each result then keeps its view in `FoldResult.cohort`.
+    """
     make_deterministic(seed)
-    config = model_config(cohort, **hyperparameters)
-    fingerprint = cohort_fingerprint(cohort)
+    splits = fold_splits(cohort.n_patients, n_folds, seed)
+    views = fold_cohorts(cohort, splits, pipeline)
     jobs = (
-        delayed(train_fold)(cohort, k + 1, tr, te, config, settings, seed, run_dir, fingerprint, log if n_jobs == 1 else None)
-        for k, (tr, te) in enumerate(fold_splits(cohort.n_patients, n_folds, seed))
+        delayed(train_fold)(view, k + 1, tr, te, model_config(view, **hyperparameters), settings, seed, run_dir,
+                            cohort_fingerprint(view), log if n_jobs == 1 else None)
+        for k, ((tr, te), view) in enumerate(zip(splits, views))
     )  # fmt: skip
     results = Parallel(n_jobs=n_jobs)(jobs)
+    for result, view in zip(results, views):
+        result.cohort = view if isinstance(cohort, RawCohort) else None
     if log and n_jobs != 1:
         for result in results:
             log(f"fold {result.fold}: {'reused' if result.reused else 'trained'}, {len(result.history)} epochs")
@@ -196,24 +220,28 @@ class MissingTrainingError(FileNotFoundError):
     """A run folder lacks a trained fold for this cohort: the training chapter has to run first."""
 
 
-def load_folds(cohort: Cohort, run_dir: str | Path, n_folds: int = 5, seed: int = 42) -> list[FoldResult]:
+def load_folds(
+    cohort: Cohort | RawCohort, run_dir: str | Path, n_folds: int = 5, seed: int = 42,
+    pipeline: PipelineSettings | None = None,
+) -> list[FoldResult]:  # fmt: skip
     """The trained folds of a run folder, checked against this cohort and split; nothing is retrained.
 
     Question chapters use this, so that re-running one with another gene never trains a model.
     """
     results = []
-    fingerprint = cohort_fingerprint(cohort)
-    for k, (train_rows, test_rows) in enumerate(fold_splits(cohort.n_patients, n_folds, seed), start=1):
+    splits = fold_splits(cohort.n_patients, n_folds, seed)
+    for k, ((train_rows, test_rows), view) in enumerate(zip(splits, fold_cohorts(cohort, splits, pipeline)), start=1):
         store = FoldStore(run_dir, k)
         loaded = store.load_if_valid()
         hint = f"run the training chapter (03_cv_training) with run_dir='{run_dir}' first"
         if loaded is None:
             raise MissingTrainingError(f"no intact trained model for fold {k} in '{store.folder}': {hint}")
         model, record = loaded
-        if record.get("data") != fingerprint or record.get("test_case_ids") != list(cohort.case_ids[test_rows]):
+        if record.get("data") != cohort_fingerprint(view) or record.get("test_case_ids") != list(view.case_ids[test_rows]):
             raise MissingTrainingError(f"fold {k} in '{store.folder}' was trained on other data or folds: {hint}")
-        scaler = LayerScaler.fit(cohort, train_rows)
+        scaler = LayerScaler.fit(view, train_rows)
         history = pd.read_csv(store.history)
-        predictions = predict_patterns(model, CohortTensors.build(cohort, test_rows, scaler), scaler, cohort.ptm_names)
-        results.append(FoldResult(k, model, scaler, train_rows, test_rows, history, predictions, reused=True))
+        predictions = predict_patterns(model, CohortTensors.build(view, test_rows, scaler), scaler, view.ptm_names)
+        results.append(FoldResult(k, model, scaler, train_rows, test_rows, history, predictions, reused=True,
+                                  cohort=view if isinstance(cohort, RawCohort) else None))  # fmt: skip
     return results

@@ -15,7 +15,7 @@ from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
 
 from lpmlib.cohort import N_GRADES, Cohort
-from lpmlib.cv import FoldResult
+from lpmlib.cv import FoldResult, fold_view
 from lpmlib.perturb import observed_held_out
 from lpmlib.stats import summarise_folds
 
@@ -34,18 +34,17 @@ def ridge_inputs(cohort: Cohort, layer: str, fold: FoldResult, genomics_only: bo
     """Ridge's inputs for predicting `layer`, as the LPM sees them: genomics, plus every PTM layer
     other than `layer` scaled like the model's inputs (a fold's training statistics, one scale per layer).
     """
-    blocks = [genomic_design(cohort)]
+    view = fold_view(cohort, fold)
+    blocks = [genomic_design(view)]
     if not genomics_only:
-        blocks += [
-            fold.scaler.standardise(p, cohort.layers[p].values.to_numpy()) for p in cohort.ptm_names if p != layer
-        ]
+        blocks += [fold.scaler.standardise(p, view.layers[p].values.to_numpy()) for p in view.ptm_names if p != layer]
     return np.hstack(blocks)
 
 
 def ridge_prediction(cohort: Cohort, layer: str, fold: FoldResult, genomics_only: bool) -> np.ndarray:
     """Held-out prediction of `layer` by RidgeCV fitted on the fold's training patients."""
     x = ridge_inputs(cohort, layer, fold, genomics_only)
-    y = cohort.layers[layer].values.to_numpy()
+    y = fold_view(cohort, fold).layers[layer].values.to_numpy()
     model = RidgeCV(alphas=RIDGE_ALPHAS)
     return model.fit(x[fold.train_rows], y[fold.train_rows]).predict(x[fold.test_rows])
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from lpmlib.cohort import Cohort
-from lpmlib.cv import FoldResult
+from lpmlib.cv import FoldResult, fold_view
 from lpmlib.model import LatentPerturbationModel
 from lpmlib.tensors import CohortTensors, LayerScaler
 
@@ -25,12 +25,12 @@ Z_STATE = "z_state"
 
 def held_out(cohort: Cohort, fold: FoldResult) -> CohortTensors:
     """The fold's held-out patients as model inputs, standardised with the fold's training statistics."""
-    return CohortTensors.build(cohort, fold.test_rows, fold.scaler)
+    return CohortTensors.build(fold_view(cohort, fold), fold.test_rows, fold.scaler)
 
 
 def observed_held_out(cohort: Cohort, fold: FoldResult, layer: str) -> np.ndarray:
     """The layer's true values for the fold's held-out patients, in original units."""
-    return cohort.layers[layer].values.to_numpy(dtype=np.float64)[fold.test_rows]
+    return fold_view(cohort, fold).layers[layer].values.to_numpy(dtype=np.float64)[fold.test_rows]
 
 
 def ptm_mask(n: int, ptm_names: list[str], masked: list[str] | None = None) -> torch.Tensor:

@@ -131,3 +131,28 @@ def test_ucec_fold_cohort_maps_components_back_to_proteins() -> None:
     assert protein.values.shape == (90, 50) and protein.loadings.shape == (50, 5000)
     assert {"ARID1A", "CTNNB1", "TP53"} <= set(protein.loadings.columns)
     assert np.isfinite(protein.values.to_numpy()).all()
+
+
+@needs_ucec
+def test_cross_validation_on_ucec_preprocesses_each_fold_on_its_own_training_patients(tmp_path: Path) -> None:
+    from lpmlib.cv import load_folds, run_cv
+    from lpmlib.performance import q0_per_fold
+    from lpmlib.questions.knockout import q1_gene_knockout
+    from lpmlib.train import TrainSettings
+
+    raw = read_manifest(PROJECT / "examples" / "ucec.yaml")
+    pipeline = PipelineSettings(n_components=8, top_variance=400)
+    small = {"latent_dim": 16, "vae_latent_dim": 8}
+    folds = run_cv(raw, tmp_path, TrainSettings(epochs=2), n_folds=3, log=None, pipeline=pipeline, **small)
+    views = [fold.cohort for fold in folds]
+    assert all(view is not None and view.layers["protein"].values.shape == (90, 8) for view in views)
+    assert not views[0].layers["protein"].loadings.equals(views[1].layers["protein"].loadings)
+    q0 = q0_per_fold(views[0], folds)
+    assert set(q0["layer"]) == {"protein", "miRNA", "phospho", "acetyl"} and q0["value"].notna().all()
+    effects = q1_gene_knockout(views[0], folds, gene="TP53")["q1_feature_effects"]
+    assert set(effects["layer"]) == {"protein", "miRNA", "phospho", "acetyl"}
+    assert effects["feature"].isin(raw.layers["protein"].columns.union(raw.layers["acetyl"].columns)
+                                   .union(raw.layers["phospho"].columns).union(raw.layers["miRNA"].columns)).all()
+    reloaded = load_folds(raw, tmp_path, n_folds=3, pipeline=pipeline)
+    for fold, again in zip(folds, reloaded):
+        np.testing.assert_array_equal(fold.predictions["all"]["protein"], again.predictions["all"]["protein"])

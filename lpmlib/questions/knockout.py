@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lpmlib.cohort import Cohort
-from lpmlib.cv import FoldResult
+from lpmlib.cv import FoldResult, fold_view
 from lpmlib.perturb import Z_STATE, DriverEdit, edit_drivers, observed_held_out
 from lpmlib.questions import Answer
 from lpmlib.stats import benjamini_hochberg, paired_t_test, summarise_folds
@@ -151,29 +151,34 @@ def summarise(per_fold: pd.DataFrame, by: list[str], counts: list[str] = COUNTS)
 
 def feature_shift(
     cohort: Cohort, fold: FoldResult, edit: DriverEdit, layer: str
-) -> tuple[np.ndarray | None, np.ndarray | None]:
+) -> tuple[pd.Series | None, pd.Series | None]:
     """One fold's knockout shift and observed carrier minus non-carrier difference of `layer`,
-    both mapped from PC scores to z-scored features through the loadings (None when undefined)."""
-    values = cohort.layers[layer].values
-    loadings = cohort.layers[layer].loadings.loc[list(values.columns)].to_numpy(dtype=float)
-    effect = shift(edit, layer).mean(axis=0) @ loadings if edit.n_carriers else None
+    both mapped from PC scores to z-scored features through the fold's loadings, indexed by feature
+    (None when undefined). Folds of a raw cohort may select different features."""
+    view = fold_view(cohort, fold)
+    values, loadings = view.layers[layer].values, view.layers[layer].loadings
+    matrix = loadings.loc[list(values.columns)].to_numpy(dtype=float)
+    effect = shift(edit, layer).mean(axis=0) @ matrix if edit.n_carriers else None
     difference = carrier_difference(observed_held_out(cohort, fold, layer), edit.rows)
-    return effect, None if difference is None else difference @ loadings
+    as_series = lambda v: None if v is None else pd.Series(v, index=loadings.columns)  # noqa: E731
+    return as_series(effect), as_series(None if difference is None else difference @ matrix)
 
 
-def top_feature_rows(cohort: Cohort, gene: str, layer: str, effects: list, differences: list,
-                     n_carriers: int, top_features: int) -> pd.DataFrame:  # fmt: skip
+def top_feature_rows(gene: str, layer: str, effects: list, differences: list, n_carriers: int,
+                     top_features: int) -> pd.DataFrame:  # fmt: skip
     """The `top_features` features of a layer by |mean effect over folds|, or one NaN row with its reason."""
     if not effects:
         note = f"no carrier of {gene} in any fold's held-out patients"
         return pd.DataFrame([{"driver": gene, "layer": layer, "feature": None, "effect": np.nan,
                               "observed_difference": np.nan, "rank": np.nan, "n_folds": 0,
                               "n_carriers": n_carriers, "note": note}], columns=FEATURE_COLUMNS)  # fmt: skip
-    effect = np.mean(effects, axis=0)
-    observed = np.mean(differences, axis=0) if differences else np.full_like(effect, np.nan)
+    mean_effect = pd.concat(effects, axis=1).mean(axis=1)  # aligned by feature name across folds
+    features = mean_effect.index
+    effect = mean_effect.to_numpy()
+    observed = (pd.concat(differences, axis=1).mean(axis=1).reindex(features).to_numpy() if differences
+                else np.full_like(effect, np.nan))  # fmt: skip
     note = "" if differences else f"no fold has both carriers and non-carriers of {gene}"
     order = np.argsort(-np.abs(effect), kind="stable")[:top_features]
-    features = cohort.layers[layer].loadings.columns
     return pd.DataFrame({"driver": gene, "layer": layer, "feature": features[order], "effect": effect[order],
                          "observed_difference": observed[order], "rank": np.arange(1, len(order) + 1),
                          "n_folds": len(effects), "n_carriers": n_carriers, "note": note},
@@ -198,7 +203,7 @@ def feature_effects(cohort: Cohort, folds: list[FoldResult], edits: list[dict[st
         effects = [e for e, _ in pairs if e is not None]
         differences = [d for _, d in pairs if d is not None]
         n_carriers = sum(edit[gene].n_carriers for edit in edits)
-        tables.append(top_feature_rows(cohort, gene, layer, effects, differences, n_carriers, top_features))
+        tables.append(top_feature_rows(gene, layer, effects, differences, n_carriers, top_features))
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=FEATURE_COLUMNS)
 
 
