@@ -21,6 +21,8 @@ from threadpoolctl import threadpool_limits
 from lpmlib.cohort import CASE_ID, SEED_DRIVERS, SEED_PTMS, Cohort, Layer, parse_grade, write_seed_layout
 from lpmlib.preprocess import LayerProjector
 
+KNOCKOUT_TRUTH_FILE = "truth_knockout.csv"
+LAYER_TRUTH_FILE = "truth_layers.csv"
 TARGETS = ("rna", "protein", "metabolome")
 LAYERS = TARGETS + SEED_PTMS
 ETS_FUSIONS = ("ERG", "ETV1", "ETV4")
@@ -489,8 +491,8 @@ def write_simulated_cohort(sim: SimulatedCohort, folder: str | Path) -> Path:
     folder = write_seed_layout(sim.cohort, folder)
     text = json.dumps(sim.truth, sort_keys=True, indent=2) + "\n"
     (folder / "truth.json").write_text(text, encoding="utf-8")
-    sim.knockout_effects.to_csv(folder / "truth_knockout.csv", index=False)
-    sim.layer_truth.to_csv(folder / "truth_layers.csv", index=False)
+    sim.knockout_effects.to_csv(folder / KNOCKOUT_TRUTH_FILE, index=False)
+    sim.layer_truth.to_csv(folder / LAYER_TRUTH_FILE, index=False)
     return folder
 
 
@@ -498,3 +500,15 @@ def read_truth(folder: str | Path) -> dict | None:
     """The truth.json of a cohort folder, or None when the cohort was not simulated."""
     path = Path(folder) / "truth.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def read_layer_truth(folder: str | Path) -> pd.DataFrame | None:
+    """The per-layer truth table (noise ceilings, dependencies, leader) indexed by layer, or None."""
+    path = Path(folder) / LAYER_TRUTH_FILE
+    return pd.read_csv(path, index_col="layer") if path.is_file() else None
+
+
+def read_knockout_truth(folder: str | Path) -> pd.DataFrame | None:
+    """The true knockout effect of every driver on every layer, or None when the cohort was not simulated."""
+    path = Path(folder) / KNOCKOUT_TRUTH_FILE
+    return pd.read_csv(path) if path.is_file() else None

@@ -12,7 +12,13 @@ from lpmlib.cohort import Cohort, read_seed_layout
 from lpmlib.cv import FoldResult, load_folds, run_cv
 from lpmlib.params import RunParams
 from lpmlib.questions.permutation import knockout_permutation_null
-from lpmlib.simulate import SimulationConfig, read_truth, simulate_cohort, write_simulated_cohort
+from lpmlib.simulate import (
+    SimulationConfig,
+    read_layer_truth,
+    read_truth,
+    simulate_cohort,
+    write_simulated_cohort,
+)
 
 
 @dataclass(frozen=True)
@@ -89,8 +95,7 @@ def train_folds(params: RunParams, cohort: Cohort, log=print) -> list[FoldResult
 
 def layer_truth(params: RunParams) -> pd.DataFrame | None:
     """The planted per-layer truth of a simulated cohort (noise ceilings...), None for real cohorts."""
-    path = Path(params.data_dir) / "truth_layers.csv"
-    return pd.read_csv(path, index_col="layer") if path.is_file() else None
+    return read_layer_truth(params.data_dir)
 
 
 def trained_folds(params: RunParams, cohort: Cohort) -> list[FoldResult]:
