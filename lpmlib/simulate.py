@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from lpmlib.cohort import CASE_ID, SEED_DRIVERS, SEED_PTMS, Cohort, Layer, parse_grade, write_seed_layout
 from lpmlib.preprocess import LayerProjector
+from lpmlib.stats import mean_rms
 
 KNOCKOUT_TRUTH_FILE = "truth_knockout.csv"
 LAYER_TRUTH_FILE = "truth_layers.csv"
@@ -269,11 +270,6 @@ def pooled_r2(observed: np.ndarray, predicted: np.ndarray) -> float:
     return float(1 - np.sum((observed - predicted) ** 2) / np.sum((observed - observed.mean(axis=0)) ** 2))
 
 
-def rms_per_patient(change: np.ndarray) -> float:
-    """Mean over patients of the root-mean-square change over columns."""
-    return float(np.mean(np.sqrt(np.mean(change**2, axis=1))))
-
-
 @dataclass
 class Simulator:
     """The generative flow of one world, and the projectors fitted on its observed cohort."""
@@ -389,7 +385,7 @@ class Simulator:
                 pc_f, pc_c = self.pcs(factual), self.pcs(counterfactual)
                 for k in LAYERS:
                     z_change = (counterfactual[k] - factual[k]) / self.projectors[k].scaler_.scale_
-                    effects[k] = (rms_per_patient(pc_c[k] - pc_f[k]), rms_per_patient(z_change))
+                    effects[k] = (mean_rms(pc_c[k] - pc_f[k]), mean_rms(z_change))
             for k, (pc, z) in effects.items():
                 rows.append({"driver": d, "layer": k, "n_carriers": len(carriers),
                              "zero_effect": d in ZERO_EFFECT_DRIVERS, "effect_rms_pc": pc,

@@ -9,6 +9,14 @@ import pandas as pd
 from scipy import stats
 
 
+def mean_rms(change: np.ndarray) -> float:
+    """Mean over rows (patients) of the root-mean-square over columns; NaN without rows.
+
+    The one measure of a layer's shift, shared by the planted truth and the model's estimates.
+    """
+    return float(np.sqrt(np.mean(change**2, axis=1)).mean()) if len(change) else np.nan
+
+
 def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
     """Mean and two-sided t-interval over folds, ignoring NaN folds; NaN when fewer than two remain."""
     finite = np.asarray([v for v in values if np.isfinite(v)], dtype=float)

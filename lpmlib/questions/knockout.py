@@ -18,7 +18,7 @@ from lpmlib.cohort import Cohort
 from lpmlib.cv import FoldResult, fold_view
 from lpmlib.perturb import Z_STATE, DriverEdit, edit_drivers, observed_held_out
 from lpmlib.questions import Answer
-from lpmlib.stats import benjamini_hochberg, paired_t_test, summarise_folds
+from lpmlib.stats import benjamini_hochberg, mean_rms, paired_t_test, summarise_folds
 
 PER_FOLD_COLUMNS = ["driver", "layer", "quantity", "fold", "value", "n_patients", "n_carriers", "note"]
 SUMMARY_KEYS = ["driver", "layer", "quantity"]
@@ -46,11 +46,6 @@ def no_carrier_note(driver: str) -> str:
 def mean_norm(change: np.ndarray) -> float:
     """Mean over rows of the L2 norm of each row; NaN without rows."""
     return float(np.linalg.norm(change, axis=1).mean()) if len(change) else np.nan
-
-
-def mean_rms(change: np.ndarray) -> float:
-    """Mean over rows of the root-mean-square over columns; NaN without rows."""
-    return float(np.sqrt(np.mean(change**2, axis=1)).mean()) if len(change) else np.nan
 
 
 def residual_spread(cohort: Cohort, fold: FoldResult, layer: str) -> float:
