@@ -147,16 +147,18 @@ def summarise(per_fold: pd.DataFrame, by: list[str], counts: list[str] = COUNTS)
 def feature_shift(
     cohort: Cohort, fold: FoldResult, edit: DriverEdit, layer: str
 ) -> tuple[pd.Series | None, pd.Series | None]:
-    """One fold's knockout shift and observed carrier minus non-carrier difference of `layer`,
-    both mapped from PC scores to z-scored features through the fold's loadings, indexed by feature
-    (None when undefined). Folds of a raw cohort may select different features."""
-    view = fold_view(cohort, fold)
-    values, loadings = view.layers[layer].values, view.layers[layer].loadings
-    matrix = loadings.loc[list(values.columns)].to_numpy(dtype=float)
-    effect = shift(edit, layer).mean(axis=0) @ matrix if edit.n_carriers else None
+    """One fold's knockout shift and observed carrier minus non-carrier difference of `layer`, per
+    feature (None when undefined): PC scores are mapped to z-scored features through the fold's
+    loadings; a layer without loadings is already in features. Folds of a raw cohort may select
+    different features."""
+    values, loadings = fold_view(cohort, fold).layers[layer].values, fold_view(cohort, fold).layers[layer].loadings
+    matrix = None if loadings is None else loadings.loc[list(values.columns)].to_numpy(dtype=float)
+    to_features = lambda v: v if matrix is None else v @ matrix  # noqa: E731
+    names = values.columns if loadings is None else loadings.columns
+    effect = to_features(shift(edit, layer).mean(axis=0)) if edit.n_carriers else None
     difference = carrier_difference(observed_held_out(cohort, fold, layer), edit.rows)
-    as_series = lambda v: None if v is None else pd.Series(v, index=loadings.columns)  # noqa: E731
-    return as_series(effect), as_series(None if difference is None else difference @ matrix)
+    as_series = lambda v: None if v is None else pd.Series(v, index=names)  # noqa: E731
+    return as_series(effect), as_series(None if difference is None else to_features(difference))
 
 
 def top_feature_rows(gene: str, layer: str, effects: list, differences: list, n_carriers: int,
@@ -182,7 +184,7 @@ def top_feature_rows(gene: str, layer: str, effects: list, differences: list, n_
 
 def feature_effects(cohort: Cohort, folds: list[FoldResult], edits: list[dict[str, DriverEdit]], gene: str,
                     top_features: int = 20) -> pd.DataFrame:  # fmt: skip
-    """Q1's per-feature effects of knocking out `gene`, for every layer with loadings.
+    """Q1's per-feature effects of knocking out `gene`, for every layer.
 
     `effect`: the mean over folds of the carriers' mean knockout shift (knocked-out minus factual) of
     the z-scored features (PC-score shift @ loadings); `observed_difference`: the mean over folds of
@@ -192,8 +194,6 @@ def feature_effects(cohort: Cohort, folds: list[FoldResult], edits: list[dict[st
     """
     tables = []
     for layer in cohort.target_names + cohort.ptm_names:
-        if cohort.layers[layer].loadings is None:
-            continue
         pairs = [feature_shift(cohort, fold, edit[gene], layer) for fold, edit in zip(folds, edits)]
         effects = [e for e, _ in pairs if e is not None]
         differences = [d for _, d in pairs if d is not None]
