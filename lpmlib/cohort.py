@@ -82,13 +82,17 @@ class Cohort:
     """Patients aligned across clinical data, drivers and omic layers.
 
     `dropped` lists the patients that were in some input file but not in all of them (the inner
-    join), with the files they were missing from.
+    join), with the files they were missing from. `normals` holds, per layer that has them, the
+    model-ready values of normal-tissue samples (same columns as the layer): a reference state for
+    the questions, never training data.
     """
 
     clinical: pd.DataFrame
     drivers: pd.DataFrame
     layers: dict[str, Layer]
     dropped: pd.DataFrame = field(default_factory=lambda: dropped_frame([]))
+    normals: dict[str, pd.DataFrame] = field(default_factory=dict)
+    grade_labels: dict[int, str] = field(default_factory=lambda: dict(GRADE_LABELS))  # category -> its meaning
 
     def __post_init__(self) -> None:
         index = self.clinical.index
@@ -109,6 +113,14 @@ class Cohort:
                 raise ValueError(f"layer {layer.name}: the loadings' rows must be its columns, in order")
         if not self.ptm_names:
             raise ValueError("a cohort needs at least one PTM layer")
+        unlabelled = set(self.clinical["grade"]) - set(self.grade_labels)
+        if unlabelled or not set(self.grade_labels) <= set(range(N_GRADES)):
+            raise ValueError(f"grade categories must be labelled and within 0..{N_GRADES - 1}: {sorted(unlabelled)}")
+        for name, frame in self.normals.items():
+            if name not in self.layers or not frame.columns.equals(self.layers[name].values.columns):
+                raise ValueError(f"normals of {name}: not a layer, or not the layer's columns in order")
+            if not frame.index.is_unique:
+                raise ValueError(f"normals of {name}: sample identifiers must be unique")
 
     @property
     def case_ids(self) -> pd.Index:
@@ -150,8 +162,8 @@ class Cohort:
         return pd.DataFrame(rows).set_index("layer")
 
     def equals(self, other: Cohort) -> bool:
-        """True when both cohorts hold the same patients, values, roles and loadings."""
-        if set(self.layers) != set(other.layers):
+        """True when both cohorts hold the same patients, values, roles, loadings and normals."""
+        if set(self.layers) != set(other.layers) or set(self.normals) != set(other.normals):
             return False
         same = self.clinical.equals(other.clinical) and self.drivers.equals(other.drivers)
         for name, layer in self.layers.items():
@@ -160,6 +172,7 @@ class Cohort:
             same &= (layer.loadings is None) == (theirs.loadings is None)
             if layer.loadings is not None and theirs.loadings is not None:
                 same &= layer.loadings.equals(theirs.loadings)
+        same &= all(frame.equals(other.normals[name]) for name, frame in self.normals.items())
         return bool(same)
 
 

@@ -11,6 +11,7 @@ values kept), normals kept apart. Preprocessing to model-ready values happens pe
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lpmlib.cohort import CASE_ID, Cohort, Layer, dropped_frame, inner_join
+from lpmlib.artifacts import sha256
+from lpmlib.cohort import CASE_ID, N_GRADES, Cohort, Layer, dropped_frame, inner_join
 from lpmlib.errors import CohortError, MissingFileError
 from lpmlib.preprocess import PipelineSettings, RawLayerPipeline
 
@@ -43,6 +45,13 @@ class RawCohort:
     endpoint: str
     dropped: pd.DataFrame = field(default_factory=lambda: dropped_frame([]))
     counts: dict[str, int] = field(default_factory=dict)  # tumours and normals found in the clinical file
+    grade_labels: dict[int, str] = field(default_factory=lambda: {0: "unknown"} | {k: f"grade {k}" for k in range(1, N_GRADES)})
+    name: str = "a cohort"  # how the book names it
+    inputs: list[Path] = field(default_factory=list)  # the manifest and every file it reads
+
+    def input_hashes(self) -> dict[str, str]:
+        """SHA-256 of the manifest and of every file it reads, by path."""
+        return {os.path.normpath(path): sha256(path) for path in self.inputs}
 
     @property
     def n_patients(self) -> int:
@@ -52,16 +61,33 @@ class RawCohort:
         """Model-ready values of every patient, each layer's pipeline fitted on `train_rows` only.
 
         Held-out patients are transformed with the training fold's statistics, so nothing about them
-        reaches the fit; the loadings map components back to the selected original features.
+        reaches the fit; the loadings map components back to the selected original features. Normal
+        samples are transformed by the same pipeline (never fitted on them; see `normal_purity`).
         """
-        layers = {}
+        layers, normals = {}, {}
         purity = self.clinical["purity"] if self.clinical["purity"].notna().any() else None
         for name, raw in self.layers.items():
             pipeline = RawLayerPipeline(settings).fit(raw.iloc[train_rows], purity)
             values = pipeline.transform(raw, purity)
             loadings = pipeline.loadings if settings.n_components is not None else None
             layers[name] = Layer(name, self.roles[name], values, loadings)  # type: ignore[arg-type]
-        return Cohort(self.clinical, self.drivers, layers, self.dropped)
+            if name in self.normals:
+                frame = self.normals[name]
+                normals[name] = pipeline.transform(frame, normal_purity(pipeline, frame.index))
+        return Cohort(self.clinical, self.drivers, layers, self.dropped, normals, self.grade_labels)
+
+
+def normal_purity(pipeline: RawLayerPipeline, samples: pd.Index) -> pd.Series | None:
+    """The purity at which normal samples are transformed: the training tumours' mean purity, where
+    the purity correction is zero, so normal tissue is left unadjusted.
+
+    Normals contain no cancer cells, so their purity is 0, not unknown: imputing the tumours' median
+    (what a NaN gets) would be wrong. But the correction x - b (p - mean) at p = 0 would add b * mean,
+    the training tumours' average cancer-cell signal, to normal tissue (extrapolating the fit below
+    the tumours' purity range) and so make normals look like an average tumour. The correction
+    removes differences in cancer-cell content among tumours; it does not apply to normal tissue.
+    """
+    return None if pipeline.purity_mean_ is None else pd.Series(pipeline.purity_mean_, index=samples)
 
 
 def _require(mapping: dict, key: str, where: str, source: Path) -> Any:
@@ -105,15 +131,22 @@ def _sample_types(clinical: pd.DataFrame, spec: dict, source: Path, path: Path) 
     return tumours, normals
 
 
-def _grade(clinical: pd.DataFrame, spec: dict | None, source: Path, path: Path) -> pd.Series:
-    """Grade categories from a mapping of clinical values; anything unmapped is 0 (unknown)."""
+def _grade(clinical: pd.DataFrame, spec: dict | None, source: Path, path: Path) -> tuple[pd.Series, dict[int, str]]:
+    """Grade categories from a mapping of clinical values (anything unmapped is 0, unknown), and
+    the label of each category: the clinical values mapped to it."""
+    labels = {0: "unknown"}
     if spec is None:
-        return pd.Series(0, index=clinical.index, dtype=np.int64)
+        return pd.Series(0, index=clinical.index, dtype=np.int64), labels
     column = _require(spec, "column", "clinical.grade", source)
     if column not in clinical.columns:
         raise ManifestError("grade column not in the clinical file", file=path, column=column)
-    mapping = {str(k): int(v) for k, v in _require(spec, "mapping", "clinical.grade", source).items()}
-    return clinical[column].astype(str).map(mapping).fillna(0).astype(np.int64)
+    mapping = {str(k): v for k, v in _require(spec, "mapping", "clinical.grade", source).items()}
+    for value, category in mapping.items():
+        if not isinstance(category, int) or not 1 <= category < N_GRADES:
+            raise ManifestError(f"grade categories must be integers 1..{N_GRADES - 1} (0 is unknown)", file=source,
+                                column=f"clinical.grade.mapping.{value}", value=category)  # fmt: skip
+        labels[category] = f"{labels[category]}; {value}" if category in labels else value
+    return clinical[column].astype(str).map(mapping).fillna(0).astype(np.int64), dict(sorted(labels.items()))
 
 
 def _purity(clinical: pd.DataFrame, spec: dict | None, source: Path, path: Path) -> pd.Series:
@@ -183,10 +216,8 @@ def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCo
     clinical_path = root / clinical_spec["file"]
     tumours, normal_ids = _sample_types(clinical, _require(clinical_spec, "sample_type", "clinical", source), source,
                                         clinical_path)  # fmt: skip
-    table = pd.DataFrame({
-        "grade": _grade(clinical, clinical_spec.get("grade"), source, clinical_path),
-        "purity": _purity(clinical, clinical_spec.get("purity"), source, clinical_path),
-    })  # fmt: skip
+    grade, grade_labels = _grade(clinical, clinical_spec.get("grade"), source, clinical_path)
+    table = pd.DataFrame({"grade": grade, "purity": _purity(clinical, clinical_spec.get("purity"), source, clinical_path)})
 
     driver_spec = _require(manifest, "drivers", "the manifest", source)
     driver_tables = {}
@@ -220,9 +251,13 @@ def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCo
     tables |= {str(root / layer_specs[name]["file"]): frame.index.intersection(tumours) for name, frame in layers.items()}
     kept, dropped = inner_join(tables)
     drivers = pd.concat([frame.reindex(kept) for frame in driver_tables.values()], axis=1)
+    copy_number_files = [root / spec["file"] for spec in driver_spec.get("copy_number", {}).values()]
+    inputs = [source, clinical_path, *map(Path, driver_tables), *copy_number_files,
+              *(root / spec["file"] for spec in layer_specs.values())]  # fmt: skip
     return RawCohort(
         clinical=table.loc[kept], drivers=drivers.astype(np.int64), roles=roles, endpoint=endpoint,
         layers={name: frame.loc[kept] for name, frame in layers.items()},
         normals={name: frame for name, frame in normals.items() if len(frame)},
-        dropped=dropped, counts={"tumours": len(tumours), "normals": len(normal_ids)},
+        dropped=dropped, counts={"tumours": len(tumours), "normals": len(normal_ids)}, grade_labels=grade_labels,
+        name=str(manifest.get("name", source.stem)), inputs=list(dict.fromkeys(inputs)),
     )  # fmt: skip

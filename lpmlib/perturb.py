@@ -1,5 +1,6 @@
 """The counterfactual engine every question shares: edit the genome and/or mask PTM layers, run a
-trained fold's model on its held-out patients, and read every layer and z_state.
+trained fold's model on its held-out patients, and read every layer and z_state; and the fold's
+normal-tissue state, where a cohort has normal samples.
 
 Edits of all drivers for all patients run as one batched forward pass, not a loop over genes.
 Outputs are in the layers' original units (the fold's scaler undone), z_state in model units.
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 
 from lpmlib.cohort import Cohort
@@ -66,6 +68,41 @@ def predict_masked(cohort: Cohort, fold: FoldResult, masked: list[str] | None = 
     mask = ptm_mask(len(data), cohort.ptm_names, masked)
     ptms = {name: data.layers[name] for name in cohort.ptm_names}
     return run_model(fold.model, fold.scaler, data.drivers, data.grade, ptms, mask)
+
+
+def normal_inputs(
+    view: Cohort, scaler: LayerScaler
+) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
+    """The normal samples' standardised PTM inputs and observation mask (n_normals, n_ptm): a PTM
+    layer a sample lacks is masked (input 0). None when no PTM layer has normal samples."""
+    ptms = [name for name in view.ptm_names if name in view.normals]
+    if not ptms:
+        return None
+    samples = pd.Index(dict.fromkeys(s for name in ptms for s in view.normals[name].index))
+    inputs, observed = {}, []
+    for name in view.ptm_names:
+        frame = view.normals.get(name, pd.DataFrame(columns=view.layers[name].values.columns))
+        seen = samples.isin(frame.index)
+        values = scaler.standardise(name, frame.reindex(samples).to_numpy(dtype=np.float64))
+        inputs[name] = torch.as_tensor(np.where(seen[:, None], values, 0.0), dtype=torch.float32)
+        observed.append(seen)
+    return inputs, torch.as_tensor(np.column_stack(observed))
+
+
+def normal_state(cohort: Cohort, fold: FoldResult) -> np.ndarray | None:
+    """The fold's normal-tissue state: the mean z_state of the normal samples (see `normal_inputs`),
+    run through the fold's model as wild-type genomes (all drivers 0) of unknown grade (0: normal
+    tissue has no tumour grade). None when no PTM layer has normal samples, since with every PTM
+    masked the state would be the wild type's. Normals are never training data: every fold uses all.
+    """
+    view = fold_view(cohort, fold)
+    normals = normal_inputs(view, fold.scaler)
+    if normals is None:
+        return None
+    inputs, mask = normals
+    drivers = torch.zeros(len(mask), len(view.driver_names))
+    grade = torch.zeros(len(mask), dtype=torch.long)
+    return run_model(fold.model, fold.scaler, drivers, grade, inputs, mask)[Z_STATE].mean(axis=0)
 
 
 def edit_genome(drivers: np.ndarray, column: int, kind: EditKind) -> np.ndarray:

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import nbformat
 import papermill
+import yaml
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
-from lpmlib.artifacts import atomic_write, write_json
+from lpmlib.artifacts import atomic_write, write_json, write_text
 from lpmlib.params import RunParams
 from lpmlib.provenance import run_record
+from lpmlib.workflow import has_planted_truth
 
 KERNEL_NAME = "lpm"
 GENERATED = Path("book") / "_generated"
@@ -116,6 +118,24 @@ def read_glued(notebook: Path) -> dict[str, str]:
     return values
 
 
+def staged_toc(project: Path) -> Path:
+    """`_toc.yml` without the chapters this run did not stage (such as validation on a real cohort),
+    written beside the staged notebooks for the build."""
+    toc = yaml.safe_load((project / "_toc.yml").read_text())
+    staged = {(GENERATED / path.stem).as_posix() for path in (project / GENERATED).glob("*.ipynb")}
+    for part in toc["parts"]:
+        part["chapters"] = [c for c in part["chapters"] if not c["file"].startswith(GENERATED.as_posix())
+                            or c["file"] in staged]  # fmt: skip
+    toc["parts"] = [part for part in toc["parts"] if part["chapters"]]
+    return write_text(project / GENERATED / "_toc.yml", yaml.safe_dump(toc, sort_keys=False))
+
+
+def applies(notebook: Path, params: RunParams, project: Path) -> bool:
+    """False for a chapter that needs what the cohort lacks: validation needs a planted truth."""
+    needs = nbformat.read(notebook, as_version=4).metadata.get("lpm", {}).get("requires")
+    return needs != "planted_truth" or has_planted_truth(params, project)
+
+
 def build_book(project: Path, log=print) -> Path:
     """Build the HTML book from the staged notebooks; warnings are errors."""
     jupyter_book = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
@@ -123,7 +143,8 @@ def build_book(project: Path, log=print) -> Path:
         raise RuntimeError("jupyter-book is not installed in this environment")
     log("[lpm] building the book ...")
     shutil.rmtree(project / "_build", ignore_errors=True)  # no stale page survives a rebuild
-    command = [jupyter_book, "build", "--all", "-W", "-n", "--keep-going", str(project)]
+    toc = staged_toc(project)
+    command = [jupyter_book, "build", "--all", "-W", "-n", "--keep-going", "--toc", str(toc), str(project)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"the book build failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
@@ -133,13 +154,22 @@ def build_book(project: Path, log=print) -> Path:
 
 
 def run(params: RunParams, project: Path, notebooks: list[str] | None = None, book: bool = True, log=print) -> None:
-    """Execute the notebooks in order (all, or those named), stage them, and build the book."""
+    """Execute the notebooks in order (all, or those named), stage them, and build the book.
+
+    A run of all notebooks first clears the staged chapters, so that none of an earlier run (or
+    cohort) reaches this book; chapters that do not apply to the cohort are skipped.
+    """
     selected = [
         nb for nb in find_notebooks(project) if notebooks is None or any(nb.name.startswith(n) for n in notebooks)
     ]  # fmt: skip
+    if notebooks is None:
+        shutil.rmtree(project / GENERATED, ignore_errors=True)
     write_json(project / params.run_dir / "params.json", params.as_dict())
     write_json(project / params.run_dir / "provenance.json", run_record(params, project))
     for notebook in selected:
+        if not applies(notebook, params, project):
+            log(f"[lpm] skipping {notebook.name}: the cohort has no planted truth to validate against")
+            continue
         stage_for_book(execute_notebook(notebook, params, project, log), project)
     if book:
         build_book(project, log)

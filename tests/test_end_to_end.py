@@ -21,20 +21,21 @@ import yaml
 from lpmlib.runner import read_glued
 
 PROJECT = Path(__file__).resolve().parents[1]
+UCEC = PROJECT.parent / "shared" / "data" / "cptac-ucec"
 LPM = Path(sys.executable).parent / "lpm"
 
 
 def copy_project(target: Path) -> Path:
     """The project's notebooks, book sources and parameters in a fresh folder, so runs touch nothing here."""
-    for name in ("notebooks", "book", "params"):
+    for name in ("notebooks", "book", "params", "examples"):
         shutil.copytree(PROJECT / name, target / name, ignore=shutil.ignore_patterns("_generated", "*.pyc"))
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy(PROJECT / name, target / name)
     return target
 
 
-def lpm_run(project: Path, *arguments: str) -> subprocess.CompletedProcess:
-    command = [str(LPM), "run", "--project", str(project), "--params", str(project / "params/quick.yaml"), *arguments]
+def lpm_run(project: Path, *arguments: str, params: str = "params/quick.yaml") -> subprocess.CompletedProcess:
+    command = [str(LPM), "run", "--project", str(project), "--params", str(project / params), *arguments]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return result
@@ -62,7 +63,7 @@ def test_the_book_renders_every_chapter_with_its_tables(quick_book: Path) -> Non
         assert page.is_file(), chapter
         assert "injected-parameters" not in page.read_text()  # papermill's cell is hidden in the book
     assert read_glued(run / "notebooks/01_data_assembly.ipynb")["n_patients"] == "60"
-    assert json.loads((run / "cohort.json").read_text())["simulated"]
+    assert json.loads((run / "cohort.json").read_text())["planted_truth"]
     for name in ("q0_cv_performance", "q1_knockout_summary", "q2_paired_comparison", "q3_rank_stability",
                  "q4_resistance_summary", "q5_pair_matrix_summary", "q6_leader", "validation_targets"):
         assert f"{name}.csv" in tables(run), name
@@ -149,3 +150,21 @@ def test_lpm_run_refuses_an_unknown_parameter(tmp_path: Path) -> None:
     result = subprocess.run([str(LPM), "run", "-p", "n_patiens=40"], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2
     assert "unknown parameter 'n_patiens'" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not UCEC.is_dir(), reason=f"the public CPTAC UCEC data are not at {UCEC}")
+def test_the_ucec_book_builds_from_its_manifest_with_quick_settings(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    lpm_run(project, "-p", f"raw_data_dir={UCEC}", params="params/ucec-quick.yaml")
+    run, pages = project / "results/ucec-quick", project / "_build/html/book/_generated"
+    built = sorted(page.stem for page in pages.glob("*.html"))
+    assert len(built) == 10 and "10_validation" not in built  # no planted truth: no validation chapter
+    glued = read_glued(run / "notebooks/01_data_assembly.ipynb")
+    assert glued["n_patients"] == "90" and "UCEC" in glued["cohort_description"]
+    assert read_glued(run / "notebooks/09_q6_storm_leader.ipynb")["q6_endpoint"] == "'protein'"
+    effects = pd.read_csv(run / "tables/q1_feature_effects.csv")
+    assert set(effects["driver"]) == {"ARID1A"} and set(effects["layer"]) == {"protein", "miRNA", "phospho", "acetyl"}
+    abstract = (project / "_build/html/book/abstract.html").read_text()
+    assert "UCEC" in abstract and "protein" in abstract
+    assert not json.loads((run / "cohort.json").read_text())["planted_truth"]

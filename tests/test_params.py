@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lpmlib.params import ParameterError, RunParams, load_params, parse_override
 
@@ -48,3 +49,8 @@ def test_overrides_are_read_as_yaml() -> None:
     assert parse_override("data_dir=data/x") == ("data_dir", "data/x")
     with pytest.raises(ParameterError, match="name=value"):
         parse_override("n_patients")
+
+
+def test_the_default_file_lists_every_parameter_at_its_default() -> None:
+    listed = yaml.safe_load((Path(__file__).resolve().parents[1] / "params/default.yaml").read_text())
+    assert listed == RunParams().as_dict()

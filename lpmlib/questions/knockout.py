@@ -11,12 +11,14 @@ over folds (each patient is held out once, so these are cohort totals).
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 
 from lpmlib.cohort import Cohort
 from lpmlib.cv import FoldResult, fold_view
-from lpmlib.perturb import Z_STATE, DriverEdit, edit_drivers, observed_held_out
+from lpmlib.perturb import Z_STATE, DriverEdit, edit_drivers, normal_state, observed_held_out
 from lpmlib.questions import Answer
 from lpmlib.stats import benjamini_hochberg, mean_rms, paired_t_test, summarise_folds
 
@@ -33,6 +35,7 @@ RESISTANCE_COLUMNS = ["driver", "quantity", "fold", "value", "n_patients", "n_ca
                       "note"]  # fmt: skip
 PATIENT_COLUMNS = ["driver", "fold", "case_id", "n_other_drivers", "distance_only", "distance_full",
                    "distance_fraction"]  # fmt: skip
+NORMAL_PATIENT_COLUMNS = ["distance_only_normal", "distance_full_normal", "distance_fraction_normal"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,6 +287,21 @@ def q2_fusion_deletion(cohort: Cohort, folds: list[FoldResult], gene: str = "ERG
 # Q4: which driver keeps the state away from wild type when the others are inhibited
 
 
+REFERENCES = {"": "the wild type's", "_normal": "the normal-tissue state"}  # column suffix -> the state
+
+
+def reference_distances(
+    z_only: np.ndarray, z_full: np.ndarray, z_reference: np.ndarray
+) -> dict[str, np.ndarray]:
+    """||z(only) - reference||, ||z(full) - reference|| and their ratio per carrier (NaN where
+    z(full) is the reference state)."""
+    d_only = np.linalg.norm(z_only - z_reference, axis=1)
+    d_full = np.linalg.norm(z_full - z_reference, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fraction = np.where(d_full > 0, d_only / d_full, np.nan)
+    return {"distance_only": d_only, "distance_full": d_full, "distance_fraction": fraction}
+
+
 def resistance_per_patient(cohort: Cohort, fold: FoldResult) -> pd.DataFrame:
     """Per held-out carrier of each driver: distances of z_state from the wild-type z_state.
 
@@ -291,53 +309,64 @@ def resistance_per_patient(cohort: Cohort, fold: FoldResult) -> pd.DataFrame:
     z(wild type)||, `distance_fraction` = their ratio (NaN when the full genome's z_state equals the
     wild type's). A carrier with no other driver has the same genome under `only`, so its z(only) is
     taken to be z(full) and its fraction is exactly 1 by construction. Two batched passes per fold.
+    Where the cohort has normal samples, `distance_only_normal`, `distance_full_normal` and
+    `distance_fraction_normal` measure the same from the fold's normal-tissue state (`normal_state`).
     """
     only = edit_drivers(cohort, fold, "only")
     wild = edit_drivers(cohort, fold, "wild_type")
+    z_normal = normal_state(cohort, fold)
     genome = cohort.drivers.to_numpy()[fold.test_rows]
     case_ids = cohort.case_ids[fold.test_rows]
+    columns = PATIENT_COLUMNS + (NORMAL_PATIENT_COLUMNS if z_normal is not None else [])
     tables = []
     for driver, edit in only.items():
         n_other = genome[edit.rows].sum(axis=1) - 1
-        z_full, z_wild = edit.baseline[Z_STATE], wild[driver].edited[Z_STATE]
+        z_full = edit.baseline[Z_STATE]
         z_only = np.where((n_other == 0)[:, None], z_full, edit.edited[Z_STATE])
-        d_only = np.linalg.norm(z_only - z_wild, axis=1)
-        d_full = np.linalg.norm(z_full - z_wild, axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            fraction = np.where(d_full > 0, d_only / d_full, np.nan)
-        tables.append(pd.DataFrame({"driver": driver, "fold": fold.fold, "case_id": case_ids[edit.rows],
-                                    "n_other_drivers": n_other, "distance_only": d_only,
-                                    "distance_full": d_full, "distance_fraction": fraction},
-                                   columns=PATIENT_COLUMNS))  # fmt: skip
+        table = {"driver": driver, "fold": fold.fold, "case_id": case_ids[edit.rows],
+                 "n_other_drivers": n_other}  # fmt: skip
+        table |= reference_distances(z_only, z_full, wild[driver].edited[Z_STATE])
+        if z_normal is not None:
+            normal = reference_distances(z_only, z_full, z_normal[None, :])
+            table |= {f"{name}_normal": values for name, values in normal.items()}
+        tables.append(pd.DataFrame(table, columns=columns))
     return pd.concat(tables, ignore_index=True)
 
 
-def carrier_mean(values: pd.Series, empty_note: str, driver: str) -> tuple[float, str]:
-    """Mean over carriers of a per-patient value, ignoring undefined ones, with the reason for NaN."""
+def carrier_mean(values: pd.Series, empty_note: str, driver: str,
+                 reference: str = REFERENCES[""]) -> tuple[float, str]:  # fmt: skip
+    """Mean over carriers of a per-patient value, ignoring undefined ones, with the reason for NaN
+    (`reference` names the state distances are measured from)."""
     finite = values.dropna()
     if not len(values):
         return np.nan, empty_note
     left_out = len(values) - len(finite)
-    reason = f"z_state of the full genome equals the wild type's for {left_out} carrier(s) of {driver}"
+    reason = f"z_state of the full genome equals {reference} for {left_out} carrier(s) of {driver}"
     if not len(finite):
         return np.nan, reason
     return float(finite.mean()), f"{reason}, left out" if left_out else ""
 
 
 def resistance_fold_rows(patients: pd.DataFrame, fold: FoldResult, drivers: list[str]) -> list[dict]:
-    """Per driver: mean fraction, fraction over carriers with another driver, and both distances."""
+    """Per driver and reference state (wild type; normal tissue where the per-patient table has it):
+    mean fraction, fraction over carriers with another driver, and both distances."""
+    suffixes = [suffix for suffix in REFERENCES if f"distance_fraction{suffix}" in patients.columns]
     rows = []
     for driver in drivers:
         mine = patients[patients["driver"] == driver]
         others = mine[mine["n_other_drivers"] > 0]
         absent = "" if len(mine) else no_carrier_note(driver)
         alone_only = absent or f"no held-out carrier of {driver} has another driver"
-        values = {
-            "distance_fraction": carrier_mean(mine["distance_fraction"], absent, driver),
-            "distance_fraction_with_others": carrier_mean(others["distance_fraction"], alone_only, driver),
-            "distance_only": carrier_mean(mine["distance_only"], absent, driver),
-            "distance_full": carrier_mean(mine["distance_full"], absent, driver),
-        }
+        values = {}
+        for suffix in suffixes:
+            mean = partial(carrier_mean, driver=driver, reference=REFERENCES[suffix])
+            fraction, only, full = (f"distance_{name}{suffix}" for name in ("fraction", "only", "full"))
+            values |= {
+                fraction: mean(mine[fraction], absent),
+                f"{fraction}_with_others": mean(others[fraction], alone_only),
+                only: mean(mine[only], absent),
+                full: mean(mine[full], absent),
+            }
         alone = int((mine["n_other_drivers"] == 0).sum())
         for quantity, (value, note) in values.items():
             rows.append({"driver": driver, "quantity": quantity, "fold": fold.fold, "value": value,
@@ -353,7 +382,11 @@ def q4_resistance_driver(cohort: Cohort, folds: list[FoldResult]) -> Answer:
     Quantities per driver and fold: `distance_fraction` (mean over carriers), the same over carriers
     with at least one other driver (`distance_fraction_with_others`: carriers with no other driver
     have fraction 1 by construction, and `n_carriers_alone` counts them), and the mean absolute
-    distances `distance_only` and `distance_full`. The summary ranks drivers per quantity (`rank`,
+    distances `distance_only` and `distance_full`. Where the cohort has normal samples, the same four
+    measured from the fold's normal-tissue state instead of the wild type's: `distance_fraction_normal`,
+    `distance_fraction_normal_with_others`, `distance_only_normal`, `distance_full_normal` (a driver
+    whose fraction stays near 1 holds the state as far from normal tissue on its own as the full
+    genome does). Without normals these are absent. The summary ranks drivers per quantity (`rank`,
     1 = highest mean): the resistance driver is rank 1 of `distance_fraction`.
     Tables: `q4_resistance_per_patient`, `q4_resistance_per_fold`, `q4_resistance_summary`.
     """

@@ -10,29 +10,33 @@ the knockout.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 
-from lpmlib.cohort import Cohort
-from lpmlib.cv import run_cv
+from lpmlib.cohort import Cohort, check_drivers
+from lpmlib.cv import fold_view, run_cv
+from lpmlib.manifest import RawCohort
 from lpmlib.questions.knockout import SUMMARY_KEYS, knockout_per_fold
 from lpmlib.stats import benjamini_hochberg, summarise_folds
 from lpmlib.train import TrainSettings
 
+Source = Cohort | RawCohort  # a model-ready cohort, or a raw one each fold preprocesses itself
 NULL_STATISTICS = ("storm_intensity", "shift_rms")
 NULL_COLUMNS = ["permutation", "driver", "layer", "quantity", "value", "n_folds"]
 P_VALUE_COLUMNS = ["driver", "layer", "quantity", "observed", "n_permutations", "n_at_least_observed",
                    "p_value", "p_adjusted"]  # fmt: skip
 
 
-def permuted_driver(cohort: Cohort, gene: str, rng: np.random.Generator) -> Cohort:
-    """A copy of the cohort whose `gene` column is shuffled across patients (same prevalence)."""
+def permuted_driver(cohort: Source, gene: str, rng: np.random.Generator) -> Source:
+    """A copy of the cohort (model-ready or raw) whose `gene` column is shuffled across patients."""
+    check_drivers([gene], list(cohort.drivers.columns))
     drivers = cohort.drivers.copy()
-    drivers[gene] = rng.permutation(cohort.driver(gene).to_numpy())
-    return Cohort(cohort.clinical, drivers, cohort.layers, cohort.dropped)
+    drivers[gene] = rng.permutation(drivers[gene].to_numpy())
+    return dataclasses.replace(cohort, drivers=drivers)
 
 
 def knockout_statistics(per_fold: pd.DataFrame) -> pd.DataFrame:
@@ -42,19 +46,19 @@ def knockout_statistics(per_fold: pd.DataFrame) -> pd.DataFrame:
     return summary.rename(columns={"mean": "value"})[SUMMARY_KEYS + ["value", "n_folds"]]
 
 
-def one_permutation(cohort: Cohort, gene: str, run_dir: Path, settings: TrainSettings, index: int, seed: int,
+def one_permutation(cohort: Source, gene: str, run_dir: Path, settings: TrainSettings, index: int, seed: int,
                     n_folds: int, hyperparameters: dict) -> pd.DataFrame:  # fmt: skip
     """Shuffle with Generator(seed + index), retrain all folds under `run_dir/<index>`, knock out `gene`."""
     permuted = permuted_driver(cohort, gene, np.random.default_rng(seed + index))
     folds = run_cv(permuted, run_dir / str(index), settings, n_folds=n_folds, seed=seed, n_jobs=1, log=None,
                    **hyperparameters)  # fmt: skip
-    statistics = knockout_statistics(knockout_per_fold(permuted, folds, [gene]))
+    statistics = knockout_statistics(knockout_per_fold(fold_view(permuted, folds[0]), folds, [gene]))
     statistics.insert(0, "permutation", index)
     return statistics
 
 
 def knockout_permutation_null(
-    cohort: Cohort, gene: str, run_dir: str | Path, settings: TrainSettings, n_permutations: int,
+    cohort: Source, gene: str, run_dir: str | Path, settings: TrainSettings, n_permutations: int,
     seed: int = 42, n_jobs: int = 1, n_folds: int = 5, **hyperparameters,
 ) -> pd.DataFrame:  # fmt: skip
     """The null distribution of Q1's knockout of `gene`: one row per permutation and layer.
@@ -66,7 +70,7 @@ def knockout_permutation_null(
     Columns: permutation, driver, layer, quantity, value (mean over folds), n_folds (folds with
     carriers). With `n_permutations=0` nothing is trained and the frame is empty.
     """
-    cohort.driver(gene)
+    check_drivers([gene], list(cohort.drivers.columns))
     if n_permutations < 0:
         raise ValueError(f"n_permutations must be >= 0, got {n_permutations}")
     if n_permutations == 0:
