@@ -85,9 +85,10 @@ def fold_view(cohort: Cohort, fold: FoldResult) -> Cohort:
 
 def fold_cohorts(source: Cohort | RawCohort, splits, pipeline: PipelineSettings | None) -> list[Cohort]:
     """One model-ready cohort per fold: the cohort itself, or a raw cohort preprocessed on the fold's
-    training patients only (so held-out patients never inform the preprocessing)."""
+    training patients only (so held-out patients never inform the preprocessing), with `pipeline` for
+    every layer or, when None, each layer's settings from the manifest."""
     if isinstance(source, RawCohort):
-        return [source.fold_cohort(train, pipeline or PipelineSettings()) for train, _ in splits]
+        return [source.fold_cohort(train, pipeline) for train, _ in splits]
     return [source] * len(splits)
 
 

@@ -11,6 +11,7 @@ values kept), normals kept apart. Preprocessing to model-ready values happens pe
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ class RawCohort:
     grade_labels: dict[int, str] = field(default_factory=lambda: {0: "unknown"} | {k: f"grade {k}" for k in range(1, N_GRADES)})
     name: str = "a cohort"  # how the book names it
     inputs: list[Path] = field(default_factory=list)  # the manifest and every file it reads
+    pipelines: dict[str, PipelineSettings] = field(default_factory=dict)  # per layer; absent: the defaults
 
     def input_hashes(self) -> dict[str, str]:
         """SHA-256 of the manifest and of every file it reads, by path."""
@@ -57,9 +59,10 @@ class RawCohort:
     def n_patients(self) -> int:
         return len(self.clinical)
 
-    def fold_cohort(self, train_rows: np.ndarray, settings: PipelineSettings = PipelineSettings()) -> Cohort:
+    def fold_cohort(self, train_rows: np.ndarray, settings: PipelineSettings | None = None) -> Cohort:
         """Model-ready values of every patient, each layer's pipeline fitted on `train_rows` only.
 
+        `settings` applies to every layer; None takes each layer's settings from the manifest.
         Held-out patients are transformed with the training fold's statistics, so nothing about them
         reaches the fit; the loadings map components back to the selected original features. Normal
         samples are transformed by the same pipeline (never fitted on them; see `normal_purity`).
@@ -67,9 +70,10 @@ class RawCohort:
         layers, normals = {}, {}
         purity = self.clinical["purity"] if self.clinical["purity"].notna().any() else None
         for name, raw in self.layers.items():
-            pipeline = RawLayerPipeline(settings).fit(raw.iloc[train_rows], purity)
+            chosen = settings or self.pipelines.get(name, PipelineSettings())
+            pipeline = RawLayerPipeline(chosen).fit(raw.iloc[train_rows], purity)
             values = pipeline.transform(raw, purity)
-            loadings = pipeline.loadings if settings.n_components is not None else None
+            loadings = pipeline.loadings if chosen.n_components is not None else None
             layers[name] = Layer(name, self.roles[name], values, loadings)  # type: ignore[arg-type]
             if name in self.normals:
                 frame = self.normals[name]
@@ -161,6 +165,19 @@ def _purity(clinical: pd.DataFrame, spec: dict | None, source: Path, path: Path)
     return pd.to_numeric(clinical[column], errors="coerce")
 
 
+def _pipeline_settings(defaults: dict, own: dict, where: str, source: Path) -> PipelineSettings:
+    """A layer's preprocessing: the manifest's `preprocessing` defaults, then the layer's own keys."""
+    names = {f.name for f in dataclasses.fields(PipelineSettings)}
+    for key in {**defaults, **own}:
+        if key not in names:
+            raise ManifestError(f"unknown preprocessing setting of {where}", file=source, column=key,
+                                hint=f"Settings: {', '.join(sorted(names))}.")  # fmt: skip
+    try:
+        return PipelineSettings(**{**defaults, **own})
+    except ValueError as error:
+        raise ManifestError(f"bad preprocessing of {where}: {error}", file=source) from error
+
+
 def _mutation_drivers(spec: dict, root: Path, source: Path) -> pd.DataFrame:
     """Genes altered (1) or not (0) per sample, collapsing `GENE_p.CHANGE` rows to genes with max."""
     matrix = _read_matrix(spec, root, source, "drivers.mutations")
@@ -233,13 +250,15 @@ def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCo
         raise ManifestError("no drivers: give drivers.mutations, drivers.copy_number or drivers.clinical", file=source)
 
     layer_specs = _require(manifest, "layers", "the manifest", source)
-    layers, roles, normals = {}, {}, {}
+    layers, roles, normals, pipelines = {}, {}, {}, {}
     for name, spec in layer_specs.items():
         role = _require(spec, "role", f"layers.{name}", source)
         if role not in ROLES:
             raise ManifestError(f"role of layer '{name}' must be one of {', '.join(ROLES)}", file=source, value=role)
         matrix = _read_matrix(spec, root, source, f"layers.{name}").apply(pd.to_numeric, errors="coerce")
         layers[name], roles[name] = matrix, role
+        pipelines[name] = _pipeline_settings(manifest.get("preprocessing") or {}, spec.get("preprocessing") or {},
+                                             f"layers.{name}", source)  # fmt: skip
         normals[name] = matrix.loc[matrix.index.intersection(normal_ids)]
     endpoint = manifest.get("endpoint", "metabolome")
     if endpoint not in layers:
@@ -259,5 +278,5 @@ def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCo
         layers={name: frame.loc[kept] for name, frame in layers.items()},
         normals={name: frame for name, frame in normals.items() if len(frame)},
         dropped=dropped, counts={"tumours": len(tumours), "normals": len(normal_ids)}, grade_labels=grade_labels,
-        name=str(manifest.get("name", source.stem)), inputs=list(dict.fromkeys(inputs)),
+        name=str(manifest.get("name", source.stem)), inputs=list(dict.fromkeys(inputs)), pipelines=pipelines,
     )  # fmt: skip

@@ -141,6 +141,7 @@ def edit_drivers(cohort: Cohort, fold: FoldResult, kind: EditKind, drivers: list
     Every PTM layer is masked: the in-silico cell runs on genomics and grade alone. A driver without
     carriers in the fold gets an edit with zero rows.
     """
+    cohort = fold_view(cohort, fold)
     names = cohort.driver_names if drivers is None else drivers
     for name in names:
         cohort.driver(name)  # an unknown name is an error listing the valid ones

@@ -69,6 +69,21 @@ def test_a_small_manifest_reads_tumours_drivers_layers_and_normals(tmp_path: Pat
     assert cohort.layers["prot"].shape == (8, 5) and np.isnan(cohort.layers["prot"].loc["S03", "G0"])
     assert set(cohort.normals) == {"prot", "phos"} and len(cohort.normals["prot"]) == 2
     assert cohort.roles == {"prot": "target", "phos": "ptm"} and cohort.endpoint == "prot"
+    assert cohort.grade_labels == {0: "unknown", 1: "G1", 2: "G2", 3: "G3"} and cohort.name == "manifest"
+    assert {Path(p).name for p in cohort.input_hashes()} == {"manifest.yaml", "clinical.txt", "mutations.tsv",
+                                                            "prot.tsv", "phos.tsv"}  # fmt: skip
+
+
+def test_preprocessing_is_set_for_all_layers_and_per_layer(tmp_path: Path) -> None:
+    path = edited(write_small_cohort(tmp_path / "c"), lambda m: (
+        m.update(preprocessing={"n_components": 3, "top_variance": 4}),
+        m["layers"]["phos"].update(preprocessing={"n_components": None})))  # fmt: skip
+    cohort = read_manifest(path)
+    assert cohort.pipelines["prot"] == PipelineSettings(n_components=3, top_variance=4)
+    assert cohort.pipelines["phos"] == PipelineSettings(n_components=None, top_variance=4)
+    view = cohort.fold_cohort(np.arange(6))
+    assert list(view.layers["prot"].values.columns) == ["PC1", "PC2", "PC3"] and view.layers["prot"].loadings is not None
+    assert view.layers["phos"].values.shape[1] == 4 and view.layers["phos"].loadings is None
 
 
 @pytest.mark.parametrize(
@@ -79,7 +94,10 @@ def test_a_small_manifest_reads_tumours_drivers_layers_and_normals(tmp_path: Pat
      (lambda m: m["clinical"].update(encoding="utf-8"), ManifestError, "cannot be read as utf-8"),
      (lambda m: m["layers"]["phos"].update(role="input"), ManifestError, "value 'input'"),
      (lambda m: m["layers"]["phos"].update(orientation="wide"), ManifestError, "value 'wide'"),
-     (lambda m: m.update(endpoint="metabolome"), ManifestError, "value 'metabolome'")],
+     (lambda m: m.update(endpoint="metabolome"), ManifestError, "value 'metabolome'"),
+     (lambda m: m["clinical"]["grade"]["mapping"].update(G3=7), ManifestError, "value 7"),
+     (lambda m: m.update(preprocessing={"n_pcs": 3}), ManifestError, "column 'n_pcs'"),
+     (lambda m: m.update(preprocessing={"top_variance": 0}), ManifestError, "top_variance")],
 )  # fmt: skip
 def test_manifest_errors_name_the_problem_and_leave_files_untouched(tmp_path: Path, edit, error, message) -> None:
     path = edited(write_small_cohort(tmp_path / "c"), edit)

@@ -24,7 +24,7 @@ import torch
 from captum.attr import IntegratedGradients, Saliency
 
 from lpmlib.cohort import Cohort
-from lpmlib.cv import FoldResult
+from lpmlib.cv import FoldResult, fold_view
 from lpmlib.perturb import held_out, ptm_mask
 from lpmlib.questions import Answer
 from lpmlib.stats import rank_stability, summarise_folds
@@ -67,7 +67,7 @@ def attribute_drivers(cohort: Cohort, fold: FoldResult, n_steps: int = 64) -> Dr
     """Integrated gradients from the wild-type genome and gradient saliency for every held-out patient."""
     model = fold.model.eval()
     data = held_out(cohort, fold)
-    ptm_dims = {name: cohort.layers[name].n_features for name in cohort.ptm_names}
+    ptm_dims = {name: fold_view(cohort, fold).layers[name].n_features for name in cohort.ptm_names}
     forward = ptm_deviation(model, ptm_dims)
     wild_genome = torch.zeros_like(data.drivers)
     with torch.no_grad():  # the wild type's PTM state, with each patient's own grade

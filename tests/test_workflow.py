@@ -1,0 +1,96 @@
+"""A run on a cohort manifest, as the notebooks drive it: the cohort, per-fold training, the
+questions, and the chapters and table of contents of its book."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from test_manifest import write_small_cohort
+
+from lpmlib import workflow
+from lpmlib.params import RunParams
+from lpmlib.questions import attribution, knockout, masking
+from lpmlib.runner import GENERATED, applies, find_notebooks, staged_toc
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def manifest_run(tmp_path_factory) -> tuple[RunParams, list]:
+    """The small manifest cohort (8 tumours) trained in 2 folds, as chapters 01 and 03 leave it."""
+    folder = tmp_path_factory.mktemp("manifest")
+    params = RunParams(manifest=str(write_small_cohort(folder / "cohort")), run_dir=str(folder / "run"), n_folds=2,
+                       epochs=2, latent_dim=8, vae_latent_dim=4, n_heads=2, ig_steps=4)  # fmt: skip
+    cohort = workflow.prepare_cohort(params)
+    return params, workflow.train_folds(params, cohort, log=None)
+
+
+def test_a_manifest_run_records_its_raw_inputs_and_has_no_truth(manifest_run) -> None:
+    params, _ = manifest_run
+    record = json.loads((Path(params.run_dir) / "cohort.json").read_text())
+    assert record["source"] == params.manifest and not record["planted_truth"] and record["n_patients"] == 8
+    assert {Path(p).name for p in record["input_sha256"]} == {"manifest.yaml", "clinical.txt", "mutations.tsv",
+                                                             "prot.tsv", "phos.tsv"}  # fmt: skip
+    assert workflow.layer_truth(params) is None and not workflow.has_planted_truth(params)
+    assert "real cohort" in workflow.cohort_description(params, workflow.prepare_cohort(params))
+
+
+def test_each_fold_is_preprocessed_on_its_own_training_patients(manifest_run) -> None:
+    params, folds = manifest_run
+    cohort = workflow.prepare_cohort(params)
+    views = [fold.cohort for fold in folds]
+    assert all(view is not None for view in views)
+    assert not views[0].layers["prot"].values.equals(views[1].layers["prot"].values)
+    assert not cohort.layers["prot"].values.equals(views[0].layers["prot"].values)  # all tumours != one fold
+    reloaded = workflow.trained_folds(params, cohort)
+    for fold, again in zip(folds, reloaded):
+        assert again.cohort.equals(fold.cohort)
+        np.testing.assert_array_equal(again.predictions["all"]["prot"], fold.predictions["all"]["prot"])
+
+
+def test_every_question_runs_on_the_fold_views(manifest_run) -> None:
+    params, folds = manifest_run
+    cohort = workflow.prepare_cohort(params)
+    q1 = knockout.q1_gene_knockout(cohort, folds, gene="TP53", top_features=3)["q1_feature_effects"]
+    assert set(q1["feature"].dropna()) <= {f"G{j}" for j in range(5)}  # genes, not components
+    assert not attribution.q3_master_regulators(cohort, folds, n_steps=4)["q3_attribution_summary"].empty
+    assert "distance_fraction_normal" in set(knockout.q4_resistance_driver(cohort, folds)["q4_resistance_summary"]["quantity"])
+    assert workflow.endpoint(params) == "prot" and workflow.endpoint(params.replace(endpoint="phos")) == "phos"
+    leader = masking.q6_storm_leader(cohort, folds, endpoint=workflow.endpoint(params))["q6_leader"]
+    assert set(leader["endpoint"]) == {"prot"}
+
+
+def test_the_permutation_null_retrains_on_the_raw_cohort(manifest_run) -> None:
+    params, folds = manifest_run
+    null = workflow.knockout_null(params.replace(n_permutations=1), workflow.prepare_cohort(params), "TP53")
+    assert set(null["permutation"]) == {0} and set(null["driver"]) == {"TP53"}
+    record = json.loads(next((Path(params.run_dir) / "permutations/TP53/0/cv").glob("fold1/*.json")).read_text())
+    assert record["data"] != json.loads(next((Path(params.run_dir) / "cv").glob("fold1/*.json")).read_text())["data"]
+
+
+def test_validation_applies_only_to_a_cohort_with_a_planted_truth(manifest_run, tmp_path: Path) -> None:
+    params, _ = manifest_run
+    validation = next(nb for nb in find_notebooks(PROJECT) if nb.name.startswith("10_"))
+    assert not applies(validation, params, PROJECT)
+    assert all(applies(nb, params, PROJECT) for nb in find_notebooks(PROJECT) if nb != validation)
+    from lpmlib.simulate import SimulationConfig, simulate_cohort, write_simulated_cohort
+
+    write_simulated_cohort(simulate_cohort(SimulationConfig(n_patients=20)), tmp_path / "sim")
+    assert applies(validation, RunParams(data_dir="sim"), tmp_path)
+
+
+def test_the_table_of_contents_lists_only_the_staged_chapters(tmp_path: Path) -> None:
+    shutil.copy(PROJECT / "_toc.yml", tmp_path / "_toc.yml")
+    (tmp_path / GENERATED).mkdir(parents=True)
+    staged = [nb.stem for nb in find_notebooks(PROJECT) if not nb.name.startswith("10_")]
+    for stem in staged:
+        (tmp_path / GENERATED / f"{stem}.ipynb").write_text("{}")
+    toc = yaml.safe_load(staged_toc(tmp_path).read_text())
+    files = [chapter["file"] for part in toc["parts"] for chapter in part["chapters"]]
+    assert files == [f"book/_generated/{stem}" for stem in staged] + ["book/references"]
+    assert "Validation" not in [part["caption"] for part in toc["parts"]] and toc["root"] == "book/abstract"
