@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from threadpoolctl import threadpool_limits
 
 from lpmlib.artifacts import sha256
 from lpmlib.cohort import CASE_ID, N_GRADES, Cohort, Layer, dropped_frame, inner_join
@@ -67,6 +68,13 @@ class RawCohort:
         reaches the fit; the loadings map components back to the selected original features. Normal
         samples are transformed by the same pipeline (never fitted on them; see `normal_purity`).
         """
+        # One BLAS thread: multi-threaded SVDs round differently with the number of threads (the views,
+        # and the checkpoints keyed on them, must not depend on the machine), and on matrices this
+        # small one thread is as fast, and immune to a busy second core.
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._fold_cohort(train_rows, settings)
+
+    def _fold_cohort(self, train_rows: np.ndarray, settings: PipelineSettings | None) -> Cohort:
         layers, normals = {}, {}
         purity = self.clinical["purity"] if self.clinical["purity"].notna().any() else None
         for name, raw in self.layers.items():

@@ -134,8 +134,12 @@ class GenomicsEncoder(nn.Module):
 
     def __init__(self, n_drivers: int, n_grades: int, dim: int, n_heads: int, dropout: float) -> None:
         super().__init__()
+        # Grade and driver tokens start on one scale (norm ~1): at nn.Embedding's N(0, 1) the grade
+        # token is sqrt(dim) times larger, dominates attention and the token mean, and leaves the
+        # drivers' effects (what the questions perturb) a fraction of what the data carry.
         self.driver_embedding = nn.Parameter(torch.randn(n_drivers, dim) * dim**-0.5)
         self.grade_embedding = nn.Embedding(n_grades, dim)
+        nn.init.normal_(self.grade_embedding.weight, std=dim**-0.5)
         self.attention = nn.MultiheadAttention(dim, n_heads, dropout=dropout, batch_first=True)
         self.norm = nn.LayerNorm(dim)
 

@@ -196,6 +196,15 @@ def test_each_driver_is_a_token_that_matters() -> None:
         assert not torch.allclose(changed.attention, out.attention), j
 
 
+@pytest.mark.parametrize("latent_dim", [16, 128])
+def test_grade_and_driver_tokens_start_on_one_scale(latent_dim: int) -> None:
+    """A grade token far larger than the driver tokens would drown the drivers' effects."""
+    genomics = make_model(make_config(latent_dim=latent_dim, n_drivers=40, n_grades=5)).genomics
+    driver_norm = genomics.driver_embedding.norm(dim=1).mean().item()
+    grade_norm = genomics.grade_embedding.weight.norm(dim=1).mean().item()
+    assert 0.7 < grade_norm / driver_norm < 1.4, (grade_norm, driver_norm)
+
+
 def test_protein_is_decoded_from_predicted_rna() -> None:
     model = make_model().eval()
     drivers, grade, ptms, _ = make_batch()

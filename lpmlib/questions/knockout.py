@@ -11,6 +11,8 @@ over folds (each patient is held out once, so these are cohort totals).
 
 from __future__ import annotations
 
+import sys
+
 from functools import partial
 
 import numpy as np
@@ -203,6 +205,17 @@ def feature_effects(cohort: Cohort, folds: list[FoldResult], edits: list[dict[st
         n_carriers = sum(edit[gene].n_carriers for edit in edits)
         tables.append(top_feature_rows(gene, layer, effects, differences, n_carriers, top_features))
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=FEATURE_COLUMNS)
+
+
+def feature_ranks(cohort: Cohort, folds: list[FoldResult], gene: str, layer: str, features: list[str]) -> pd.DataFrame:
+    """Where named features stand in Q1's knockout of `gene` on `layer`: `effect`,
+    `observed_difference` (see `feature_effects`), `rank` by |effect| among all the layer's features
+    (1 = largest) and `n_ranked`, the features ranked. For checks against known biology, such as a
+    mutated gene's own protein moving against its mutant-vs-wild-type difference."""
+    edits = [edit_drivers(cohort, fold, "knockout", [gene]) for fold in folds]
+    table = feature_effects(cohort, folds, edits, gene, top_features=sys.maxsize)
+    table = table[table["layer"] == layer].assign(n_ranked=lambda t: len(t))
+    return table[table["feature"].isin(features)].reset_index(drop=True)
 
 
 def q1_gene_knockout(
