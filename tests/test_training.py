@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lpmlib.cv import FoldStore, run_cv
+from lpmlib import cv
+from lpmlib.cv import FoldStore, MissingTrainingError, load_folds, run_cv
 from lpmlib.performance import q0_per_fold
 from lpmlib.simulate import SimulationConfig, simulate_cohort
 from lpmlib.train import TrainSettings
@@ -74,6 +75,15 @@ def test_changed_settings_retrain_every_fold(cohort, tmp_path: Path) -> None:
     _, folds = q0_csv(cohort, tmp_path, settings=TrainSettings(epochs=3, patience=5))
     assert not any(f.reused for f in folds)
     assert all(len(f.history) <= 3 for f in folds)
+
+
+def test_checkpoints_of_other_model_code_are_retrained_and_never_loaded(cohort, tmp_path: Path, monkeypatch) -> None:
+    q0_csv(cohort, tmp_path)
+    monkeypatch.setattr(cv, "training_code_hash", lambda: "another version")
+    with pytest.raises(MissingTrainingError, match="another version of lpmlib"):
+        load_folds(cohort, tmp_path)
+    _, folds = q0_csv(cohort, tmp_path)
+    assert not any(f.reused for f in folds)
 
 
 def test_held_out_predictions_cover_every_pattern_and_patient(cohort, tmp_path: Path) -> None:
