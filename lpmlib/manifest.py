@@ -35,6 +35,17 @@ class ManifestError(CohortError):
     """A manifest that cannot describe a cohort: a missing key, a bad value, an unreadable file."""
 
 
+@dataclass(frozen=True)
+class KnownEffect:
+    """A known effect of an alteration: `feature` of `layer` is `altered` ("higher" or "lower") in
+    carriers of `driver` than in the other tumours, so reversing it in silico should move it back."""
+
+    driver: str
+    layer: str
+    feature: str
+    altered: str
+
+
 @dataclass
 class RawCohort:
     """Tumours aligned across clinical data, drivers and raw layers; normal samples kept apart."""
@@ -51,6 +62,7 @@ class RawCohort:
     name: str = "a cohort"  # how the book names it
     inputs: list[Path] = field(default_factory=list)  # the manifest and every file it reads
     pipelines: dict[str, PipelineSettings] = field(default_factory=dict)  # per layer; absent: the defaults
+    known_effects: list[KnownEffect] = field(default_factory=list)  # biology the reversals should reproduce
 
     def input_hashes(self) -> dict[str, str]:
         """SHA-256 of the manifest and of every file it reads, by path."""
@@ -186,6 +198,21 @@ def _pipeline_settings(defaults: dict, own: dict, where: str, source: Path) -> P
         raise ManifestError(f"bad preprocessing of {where}: {error}", file=source) from error
 
 
+def _known_effect(item: dict, index: int, drivers: list[str], layers: dict[str, pd.DataFrame],
+                  source: Path) -> KnownEffect:  # fmt: skip
+    """One entry of `known_effects`, checked against the cohort's drivers, layers and features."""
+    where = f"known_effects[{index}]"
+    effect = KnownEffect(*(str(_require(item, key, where, source)) for key in ("driver", "layer", "feature", "altered")))
+    problems = {"driver": (effect.driver, drivers), "layer": (effect.layer, list(layers)),
+                "altered": (effect.altered, ["higher", "lower"])}  # fmt: skip
+    for key, (value, valid) in problems.items():
+        if value not in valid:
+            raise ManifestError(f"unknown {key} in {where}", file=source, value=value, hint=f"Valid: {', '.join(valid)}.")
+    if effect.feature not in layers[effect.layer].columns:
+        raise ManifestError(f"feature of {where} is not in layer '{effect.layer}'", file=source, value=effect.feature)
+    return effect
+
+
 def _mutation_drivers(spec: dict, root: Path, source: Path) -> pd.DataFrame:
     """Genes altered (1) or not (0) per sample, collapsing `GENE_p.CHANGE` rows to genes with max."""
     matrix = _read_matrix(spec, root, source, "drivers.mutations")
@@ -256,6 +283,7 @@ def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCo
                                                               clinical_path)  # fmt: skip
     if not driver_tables:
         raise ManifestError("no drivers: give drivers.mutations, drivers.copy_number or drivers.clinical", file=source)
+    drivers_found = [name for frame in driver_tables.values() for name in frame.columns]
 
     layer_specs = _require(manifest, "layers", "the manifest", source)
     layers, roles, normals, pipelines = {}, {}, {}, {}
@@ -273,6 +301,9 @@ def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCo
         raise ManifestError("the endpoint is not a layer of the manifest", file=source, column="endpoint",
                             value=endpoint, hint=f"Layers: {', '.join(layers)}.")  # fmt: skip
 
+    known = [_known_effect(item, i, drivers_found, layers, source)
+             for i, item in enumerate(manifest.get("known_effects") or [])]  # fmt: skip
+
     tables = {f"{clinical_path} (tumours)": pd.Index(tumours)}
     tables |= {file: frame.index for file, frame in driver_tables.items()}
     tables |= {str(root / layer_specs[name]["file"]): frame.index.intersection(tumours) for name, frame in layers.items()}
@@ -287,4 +318,5 @@ def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCo
         normals={name: frame for name, frame in normals.items() if len(frame)},
         dropped=dropped, counts={"tumours": len(tumours), "normals": len(normal_ids)}, grade_labels=grade_labels,
         name=str(manifest.get("name", source.stem)), inputs=list(dict.fromkeys(inputs)), pipelines=pipelines,
+        known_effects=known,
     )  # fmt: skip

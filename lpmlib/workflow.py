@@ -12,7 +12,7 @@ import pandas as pd
 from lpmlib.artifacts import folder_hashes, write_json, write_table
 from lpmlib.cohort import Cohort, read_seed_layout
 from lpmlib.cv import FoldResult, load_folds, run_cv
-from lpmlib.manifest import RawCohort, read_manifest
+from lpmlib.manifest import KnownEffect, RawCohort, read_manifest
 from lpmlib.params import RunParams
 from lpmlib.questions.permutation import knockout_permutation_null
 from lpmlib.simulate import (
@@ -95,6 +95,11 @@ def training_source(params: RunParams, cohort: Cohort) -> Cohort | RawCohort:
     """What the folds are trained on: the raw cohort of a manifest (each fold preprocesses its own
     training patients), else the cohort itself."""
     return raw_cohort(params) if params.manifest else cohort
+
+
+def known_effects(params: RunParams) -> list[KnownEffect]:
+    """The known biology a manifest lists for Q1 to reproduce (none for a seed-layout cohort)."""
+    return raw_cohort(params).known_effects if params.manifest else []
 
 
 def has_planted_truth(params: RunParams, project: Path = Path(".")) -> bool:

@@ -97,7 +97,13 @@ def test_preprocessing_is_set_for_all_layers_and_per_layer(tmp_path: Path) -> No
      (lambda m: m.update(endpoint="metabolome"), ManifestError, "value 'metabolome'"),
      (lambda m: m["clinical"]["grade"]["mapping"].update(G3=7), ManifestError, "value 7"),
      (lambda m: m.update(preprocessing={"n_pcs": 3}), ManifestError, "column 'n_pcs'"),
-     (lambda m: m.update(preprocessing={"top_variance": 0}), ManifestError, "top_variance")],
+     (lambda m: m.update(preprocessing={"top_variance": 0}), ManifestError, "top_variance"),
+     (lambda m: m.update(known_effects=[{"driver": "KRAS", "layer": "prot", "feature": "G1", "altered": "lower"}]),
+      ManifestError, "value 'KRAS'"),
+     (lambda m: m.update(known_effects=[{"driver": "TP53", "layer": "prot", "feature": "TP53", "altered": "lower"}]),
+      ManifestError, "value 'TP53'"),
+     (lambda m: m.update(known_effects=[{"driver": "TP53", "layer": "prot", "feature": "G1", "altered": "up"}]),
+      ManifestError, "value 'up'")],
 )  # fmt: skip
 def test_manifest_errors_name_the_problem_and_leave_files_untouched(tmp_path: Path, edit, error, message) -> None:
     path = edited(write_small_cohort(tmp_path / "c"), edit)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from test_manifest import write_small_cohort
+from test_manifest import edited, write_small_cohort
 
 from lpmlib import workflow
 from lpmlib.params import RunParams
@@ -24,7 +24,9 @@ PROJECT = Path(__file__).resolve().parents[1]
 def manifest_run(tmp_path_factory) -> tuple[RunParams, list]:
     """The small manifest cohort (8 tumours) trained in 2 folds, as chapters 01 and 03 leave it."""
     folder = tmp_path_factory.mktemp("manifest")
-    params = RunParams(manifest=str(write_small_cohort(folder / "cohort")), run_dir=str(folder / "run"), n_folds=2,
+    manifest = edited(write_small_cohort(folder / "cohort"), lambda m: m.update(
+        known_effects=[{"driver": "TP53", "layer": "prot", "feature": "G2", "altered": "higher"}]))
+    params = RunParams(manifest=str(manifest), run_dir=str(folder / "run"), n_folds=2,
                        epochs=2, latent_dim=8, vae_latent_dim=4, n_heads=2, ig_steps=4)  # fmt: skip
     cohort = workflow.prepare_cohort(params)
     return params, workflow.train_folds(params, cohort, log=None)
@@ -61,6 +63,10 @@ def test_every_question_runs_on_the_fold_views(manifest_run) -> None:
     assert not attribution.q3_master_regulators(cohort, folds, n_steps=4)["q3_attribution_summary"].empty
     assert "distance_fraction_normal" in set(knockout.q4_resistance_driver(cohort, folds)["q4_resistance_summary"]["quantity"])
     assert workflow.endpoint(params) == "prot" and workflow.endpoint(params.replace(endpoint="phos")) == "phos"
+    known = knockout.known_effect_check(cohort, folds, workflow.known_effects(params))
+    assert known[["driver", "feature", "n_ranked"]].values.tolist() == [["TP53", "G2", 5]]
+    assert 1 <= known.loc[0, "rank"] <= 5 and known.loc[0, "top_fraction"] == known.loc[0, "rank"] / 5
+    assert known.loc[0, "reversed"] == (known.loc[0, "effect"] < 0)
     leader = masking.q6_storm_leader(cohort, folds, endpoint=workflow.endpoint(params))["q6_leader"]
     assert set(leader["endpoint"]) == {"prot"}
 

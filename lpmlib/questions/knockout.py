@@ -20,6 +20,7 @@ import pandas as pd
 
 from lpmlib.cohort import Cohort
 from lpmlib.cv import FoldResult, fold_view
+from lpmlib.manifest import KnownEffect
 from lpmlib.perturb import Z_STATE, DriverEdit, edit_drivers, normal_state, observed_held_out
 from lpmlib.questions import Answer
 from lpmlib.stats import benjamini_hochberg, mean_rms, paired_t_test, summarise_folds
@@ -29,6 +30,8 @@ SUMMARY_KEYS = ["driver", "layer", "quantity"]
 COUNTS = ["n_patients", "n_carriers"]
 FEATURE_COLUMNS = ["driver", "layer", "feature", "effect", "observed_difference", "rank", "n_folds",
                    "n_carriers", "note"]  # fmt: skip
+KNOWN_COLUMNS = ["driver", "layer", "feature", "altered", "observed_difference", "effect", "reversed", "rank",
+                 "n_ranked", "top_fraction", "note"]  # fmt: skip
 PAIRED_COLUMNS = ["driver", "top_layer", "other_layer", "mean_difference", "p_value", "p_adjusted",
                   "n_folds", "note"]  # fmt: skip
 TOP_LAYER_COLUMNS = ["driver", "top_layer", "mean", "n_folds_top", "n_folds", "note"]
@@ -216,6 +219,27 @@ def feature_ranks(cohort: Cohort, folds: list[FoldResult], gene: str, layer: str
     table = feature_effects(cohort, folds, edits, gene, top_features=sys.maxsize)
     table = table[table["layer"] == layer].assign(n_ranked=lambda t: len(t))
     return table[table["feature"].isin(features)].reset_index(drop=True)
+
+
+def known_effect_check(cohort: Cohort, folds: list[FoldResult], known: list[KnownEffect]) -> pd.DataFrame:
+    """Q1 against known biology: for each known effect, the reversal's mean `effect` on the feature and
+    its `observed_difference` (see `feature_effects`), whether the reversal moves the feature back
+    (`reversed`: against the direction it is `altered` in carriers), and its `rank` by |effect| among
+    the `n_ranked` features of its layer (`top_fraction` = rank / n_ranked)."""
+    rows = []
+    for item in known:
+        found = feature_ranks(cohort, folds, item.driver, item.layer, [item.feature])
+        row = {"driver": item.driver, "layer": item.layer, "feature": item.feature, "altered": item.altered}
+        if found.empty:
+            rows.append(row | {"note": "no fold selected this feature, or no fold has carriers"})
+            continue
+        ranked = found.iloc[0]
+        sign = 1.0 if item.altered == "higher" else -1.0
+        rows.append(row | {"observed_difference": ranked["observed_difference"], "effect": ranked["effect"],
+                           "reversed": bool(np.sign(ranked["effect"]) == -sign), "rank": int(ranked["rank"]),
+                           "n_ranked": int(ranked["n_ranked"]), "top_fraction": ranked["rank"] / ranked["n_ranked"],
+                           "note": ranked["note"] or ""})  # fmt: skip
+    return pd.DataFrame(rows, columns=KNOWN_COLUMNS)
 
 
 def q1_gene_knockout(
