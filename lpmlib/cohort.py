@@ -92,7 +92,7 @@ class Cohort:
     layers: dict[str, Layer]
     dropped: pd.DataFrame = field(default_factory=lambda: dropped_frame([]))
     normals: dict[str, pd.DataFrame] = field(default_factory=dict)
-    grade_labels: dict[int, str] = field(default_factory=lambda: dict(GRADE_LABELS))  # category -> its meaning
+    grade_labels: dict[int, str] = field(default_factory=lambda: dict(GRADE_LABELS))  # category -> meaning
 
     def __post_init__(self) -> None:
         index = self.clinical.index
@@ -115,7 +115,7 @@ class Cohort:
             raise ValueError("a cohort needs at least one PTM layer")
         unlabelled = set(self.clinical["grade"]) - set(self.grade_labels)
         if unlabelled or not set(self.grade_labels) <= set(range(N_GRADES)):
-            raise ValueError(f"grade categories must be labelled and within 0..{N_GRADES - 1}: {sorted(unlabelled)}")
+            raise ValueError(f"grades must be labelled categories 0..{N_GRADES - 1}: {sorted(unlabelled)}")
         for name, frame in self.normals.items():
             if name not in self.layers or not frame.columns.equals(self.layers[name].values.columns):
                 raise ValueError(f"normals of {name}: not a layer, or not the layer's columns in order")

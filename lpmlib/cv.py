@@ -21,11 +21,11 @@ import torch
 from joblib import Parallel, delayed
 from sklearn.model_selection import KFold, train_test_split
 
+from lpmlib import model as model_module
+from lpmlib import train as train_module
 from lpmlib.artifacts import atomic_write, sha256, write_json, write_table
 from lpmlib.cohort import N_GRADES, Cohort
 from lpmlib.manifest import RawCohort
-from lpmlib import model as model_module
-from lpmlib import train as train_module
 from lpmlib.model import LatentPerturbationModel, ModelConfig, masking_patterns
 from lpmlib.preprocess import PipelineSettings
 from lpmlib.tensors import CohortTensors, LayerScaler
@@ -120,7 +120,8 @@ class FoldStore:
 
 def training_code_hash() -> str:
     """SHA-256 of the model's and the training's source: a checkpoint trained by other code is stale."""
-    return hashlib.sha256((inspect.getsource(model_module) + inspect.getsource(train_module)).encode()).hexdigest()
+    source = inspect.getsource(model_module) + inspect.getsource(train_module)
+    return hashlib.sha256(source.encode()).hexdigest()
 
 
 def _fold_key(fingerprint: str, config: ModelConfig, settings: TrainSettings, seed: int, train_rows) -> str:
@@ -156,8 +157,9 @@ def train_fold(
         result = fit(config, CohortTensors.build(cohort, inner_train, scaler),
                      CohortTensors.build(cohort, inner_validation, scaler), settings, seed + fold, progress)  # fmt: skip
         model, history = result.model, result.history
-        record = {"key": key, "fold": fold, "data": fingerprint, "code": training_code_hash(), "config": config.to_dict(),
-                  "best_epoch": result.best_epoch, "test_case_ids": list(cohort.case_ids[test_rows])}  # fmt: skip
+        record = {"key": key, "fold": fold, "data": fingerprint, "code": training_code_hash(),
+                  "config": config.to_dict(), "best_epoch": result.best_epoch,
+                  "test_case_ids": list(cohort.case_ids[test_rows])}  # fmt: skip
         _save(store, model, history, record)
     predictions = predict_patterns(model, CohortTensors.build(cohort, test_rows, scaler), scaler, cohort.ptm_names)
     atomic_write(store.predictions, lambda tmp: _save_npz(tmp, predictions, cohort.case_ids[test_rows]))
@@ -249,7 +251,9 @@ def load_folds(
         if record.get("data") != cohort_fingerprint(view) or record.get("test_case_ids") != list(view.case_ids[test_rows]):
             raise MissingTrainingError(f"fold {k} in '{store.folder}' was trained on other data or folds: {hint}")
         if record.get("code") != training_code_hash():
-            raise MissingTrainingError(f"fold {k} in '{store.folder}' was trained by another version of lpmlib: {hint}")
+            raise MissingTrainingError(
+                f"fold {k} in '{store.folder}' was trained by another version of lpmlib: {hint}"
+            )
         scaler = LayerScaler.fit(view, train_rows)
         history = pd.read_csv(store.history)
         predictions = predict_patterns(model, CohortTensors.build(view, test_rows, scaler), scaler, view.ptm_names)

@@ -29,6 +29,7 @@ from lpmlib.preprocess import PipelineSettings, RawLayerPipeline
 
 ORIENTATIONS = ("features_x_samples", "samples_x_features")
 ROLES = ("target", "ptm")
+UNNAMED_GRADES = {0: "unknown"} | {k: f"grade {k}" for k in range(1, N_GRADES)}
 
 
 class ManifestError(CohortError):
@@ -58,7 +59,7 @@ class RawCohort:
     endpoint: str
     dropped: pd.DataFrame = field(default_factory=lambda: dropped_frame([]))
     counts: dict[str, int] = field(default_factory=dict)  # tumours and normals found in the clinical file
-    grade_labels: dict[int, str] = field(default_factory=lambda: {0: "unknown"} | {k: f"grade {k}" for k in range(1, N_GRADES)})
+    grade_labels: dict[int, str] = field(default_factory=lambda: dict(UNNAMED_GRADES))
     name: str = "a cohort"  # how the book names it
     inputs: list[Path] = field(default_factory=list)  # the manifest and every file it reads
     pipelines: dict[str, PipelineSettings] = field(default_factory=dict)  # per layer; absent: the defaults
@@ -155,7 +156,9 @@ def _sample_types(clinical: pd.DataFrame, spec: dict, source: Path, path: Path) 
     return tumours, normals
 
 
-def _grade(clinical: pd.DataFrame, spec: dict | None, source: Path, path: Path) -> tuple[pd.Series, dict[int, str]]:
+def _grade(
+    clinical: pd.DataFrame, spec: dict | None, source: Path, path: Path
+) -> tuple[pd.Series, dict[int, str]]:
     """Grade categories from a mapping of clinical values (anything unmapped is 0, unknown), and
     the label of each category: the clinical values mapped to it."""
     labels = {0: "unknown"}
@@ -166,9 +169,9 @@ def _grade(clinical: pd.DataFrame, spec: dict | None, source: Path, path: Path) 
         raise ManifestError("grade column not in the clinical file", file=path, column=column)
     mapping = {str(k): v for k, v in _require(spec, "mapping", "clinical.grade", source).items()}
     for value, category in mapping.items():
-        if not isinstance(category, int) or not 1 <= category < N_GRADES:
-            raise ManifestError(f"grade categories must be integers 1..{N_GRADES - 1} (0 is unknown)", file=source,
-                                column=f"clinical.grade.mapping.{value}", value=category)  # fmt: skip
+        if not isinstance(category, int) or isinstance(category, bool) or not 1 <= category < N_GRADES:
+            raise ManifestError(f"grade categories must be integers 1..{N_GRADES - 1} (0 is unknown)",
+                                file=source, column=f"clinical.grade.mapping.{value}", value=category)  # fmt: skip
         labels[category] = f"{labels[category]}; {value}" if category in labels else value
     return clinical[column].astype(str).map(mapping).fillna(0).astype(np.int64), dict(sorted(labels.items()))
 
@@ -202,14 +205,17 @@ def _known_effect(item: dict, index: int, drivers: list[str], layers: dict[str, 
                   source: Path) -> KnownEffect:  # fmt: skip
     """One entry of `known_effects`, checked against the cohort's drivers, layers and features."""
     where = f"known_effects[{index}]"
-    effect = KnownEffect(*(str(_require(item, key, where, source)) for key in ("driver", "layer", "feature", "altered")))
+    keys = [f.name for f in dataclasses.fields(KnownEffect)]
+    effect = KnownEffect(*(str(_require(item, key, where, source)) for key in keys))
     problems = {"driver": (effect.driver, drivers), "layer": (effect.layer, list(layers)),
                 "altered": (effect.altered, ["higher", "lower"])}  # fmt: skip
     for key, (value, valid) in problems.items():
         if value not in valid:
-            raise ManifestError(f"unknown {key} in {where}", file=source, value=value, hint=f"Valid: {', '.join(valid)}.")
+            raise ManifestError(f"unknown {key} in {where}", file=source, value=value,
+                                hint=f"Valid: {', '.join(valid)}.")  # fmt: skip
     if effect.feature not in layers[effect.layer].columns:
-        raise ManifestError(f"feature of {where} is not in layer '{effect.layer}'", file=source, value=effect.feature)
+        message = f"feature of {where} is not in layer '{effect.layer}'"
+        raise ManifestError(message, file=source, value=effect.feature)
     return effect
 
 
@@ -269,7 +275,8 @@ def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCo
     tumours, normal_ids = _sample_types(clinical, _require(clinical_spec, "sample_type", "clinical", source), source,
                                         clinical_path)  # fmt: skip
     grade, grade_labels = _grade(clinical, clinical_spec.get("grade"), source, clinical_path)
-    table = pd.DataFrame({"grade": grade, "purity": _purity(clinical, clinical_spec.get("purity"), source, clinical_path)})
+    purity = _purity(clinical, clinical_spec.get("purity"), source, clinical_path)
+    table = pd.DataFrame({"grade": grade, "purity": purity})
 
     driver_spec = _require(manifest, "drivers", "the manifest", source)
     driver_tables = {}
@@ -293,8 +300,8 @@ def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCo
             raise ManifestError(f"role of layer '{name}' must be one of {', '.join(ROLES)}", file=source, value=role)
         matrix = _read_matrix(spec, root, source, f"layers.{name}").apply(pd.to_numeric, errors="coerce")
         layers[name], roles[name] = matrix, role
-        pipelines[name] = _pipeline_settings(manifest.get("preprocessing") or {}, spec.get("preprocessing") or {},
-                                             f"layers.{name}", source)  # fmt: skip
+        defaults, own = manifest.get("preprocessing") or {}, spec.get("preprocessing") or {}
+        pipelines[name] = _pipeline_settings(defaults, own, f"layers.{name}", source)
         normals[name] = matrix.loc[matrix.index.intersection(normal_ids)]
     endpoint = manifest.get("endpoint", "metabolome")
     if endpoint not in layers:
@@ -316,7 +323,7 @@ def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCo
         clinical=table.loc[kept], drivers=drivers.astype(np.int64), roles=roles, endpoint=endpoint,
         layers={name: frame.loc[kept] for name, frame in layers.items()},
         normals={name: frame for name, frame in normals.items() if len(frame)},
-        dropped=dropped, counts={"tumours": len(tumours), "normals": len(normal_ids)}, grade_labels=grade_labels,
-        name=str(manifest.get("name", source.stem)), inputs=list(dict.fromkeys(inputs)), pipelines=pipelines,
-        known_effects=known,
+        dropped=dropped, counts={"tumours": len(tumours), "normals": len(normal_ids)},
+        grade_labels=grade_labels, name=str(manifest.get("name", source.stem)),
+        inputs=list(dict.fromkeys(inputs)), pipelines=pipelines, known_effects=known,
     )  # fmt: skip

@@ -26,7 +26,7 @@ class RunParams:
     """Everything a run of the book can be told; the defaults build the book on the simulated cohort."""
 
     data_dir: str = "data/simulated"  # cohort folder (seed layout); not used with a manifest
-    manifest: str = ""  # a cohort manifest (YAML) of raw files; when set, the run reads it instead of data_dir
+    manifest: str = ""  # a cohort manifest (YAML) of raw files, read instead of data_dir when set
     raw_data_dir: str = ""  # folder of the manifest's raw files ("": the manifest's own data_dir)
     simulate_if_missing: bool = True  # simulate the default cohort into data_dir when it is absent
     n_patients: int = 160  # patients of a simulated cohort
@@ -47,7 +47,7 @@ class RunParams:
     # the questions
     knockout_gene: str = "FOXA1"  # Q1: the driver knocked out in detail
     fusion_gene: str = "ERG"  # Q2: the fusion deleted
-    endpoint: str = ""  # Q6: the layer the storm leader predicts ("": the manifest's endpoint, else metabolome)
+    endpoint: str = ""  # Q6: the layer the leader predicts ("": the manifest's endpoint, else metabolome)
     top_features: int = 20  # Q1: features per layer shown after mapping back through the loadings
     ig_steps: int = 64  # Q3: integration steps of integrated gradients
     n_permutations: int = 0  # Q1: retrainings with the gene's column permuted (a null distribution)

@@ -122,7 +122,7 @@ def cohort_description(params: RunParams, cohort: Cohort) -> str:
                 f"tumours in every file, {raw.counts.get('normals', 0)} normal samples): a real cohort, with "
                 "no planted truth to validate against")  # fmt: skip
     if has_planted_truth(params):
-        return f"the simulated cohort in {params.data_dir} ({cohort.n_patients} patients, planted ground truth)"
+        return f"the simulated cohort in {params.data_dir} ({cohort.n_patients} patients, with planted truth)"
     return f"the cohort in {params.data_dir} ({cohort.n_patients} patients)"
 
 

@@ -67,7 +67,8 @@ def attribute_drivers(cohort: Cohort, fold: FoldResult, n_steps: int = 64) -> Dr
     """Integrated gradients from the wild-type genome and gradient saliency for every held-out patient."""
     model = fold.model.eval()
     data = held_out(cohort, fold)
-    ptm_dims = {name: fold_view(cohort, fold).layers[name].n_features for name in cohort.ptm_names}
+    view = fold_view(cohort, fold)
+    ptm_dims = {name: view.layers[name].n_features for name in view.ptm_names}
     forward = ptm_deviation(model, ptm_dims)
     wild_genome = torch.zeros_like(data.drivers)
     with torch.no_grad():  # the wild type's PTM state, with each patient's own grade

@@ -12,7 +12,6 @@ over folds (each patient is held out once, so these are cohort totals).
 from __future__ import annotations
 
 import sys
-
 from functools import partial
 
 import numpy as np
@@ -159,7 +158,8 @@ def feature_shift(
     feature (None when undefined): PC scores are mapped to z-scored features through the fold's
     loadings; a layer without loadings is already in features. Folds of a raw cohort may select
     different features."""
-    values, loadings = fold_view(cohort, fold).layers[layer].values, fold_view(cohort, fold).layers[layer].loadings
+    view = fold_view(cohort, fold).layers[layer]
+    values, loadings = view.values, view.loadings
     matrix = None if loadings is None else loadings.loc[list(values.columns)].to_numpy(dtype=float)
     to_features = lambda v: v if matrix is None else v @ matrix  # noqa: E731
     names = values.columns if loadings is None else loadings.columns
@@ -210,7 +210,9 @@ def feature_effects(cohort: Cohort, folds: list[FoldResult], edits: list[dict[st
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=FEATURE_COLUMNS)
 
 
-def feature_ranks(cohort: Cohort, folds: list[FoldResult], gene: str, layer: str, features: list[str]) -> pd.DataFrame:
+def feature_ranks(
+    cohort: Cohort, folds: list[FoldResult], gene: str, layer: str, features: list[str]
+) -> pd.DataFrame:
     """Where named features stand in Q1's knockout of `gene` on `layer`: `effect`,
     `observed_difference` (see `feature_effects`), `rank` by |effect| among all the layer's features
     (1 = largest) and `n_ranked`, the features ranked. For checks against known biology, such as a
@@ -235,10 +237,12 @@ def known_effect_check(cohort: Cohort, folds: list[FoldResult], known: list[Know
             continue
         ranked = found.iloc[0]
         sign = 1.0 if item.altered == "higher" else -1.0
-        rows.append(row | {"observed_difference": ranked["observed_difference"], "effect": ranked["effect"],
-                           "reversed": bool(np.sign(ranked["effect"]) == -sign), "rank": int(ranked["rank"]),
-                           "n_ranked": int(ranked["n_ranked"]), "top_fraction": ranked["rank"] / ranked["n_ranked"],
-                           "note": ranked["note"] or ""})  # fmt: skip
+        rows.append(row | {
+            "observed_difference": ranked["observed_difference"], "effect": ranked["effect"],
+            "reversed": bool(np.sign(ranked["effect"]) == -sign), "rank": int(ranked["rank"]),
+            "n_ranked": int(ranked["n_ranked"]), "top_fraction": ranked["rank"] / ranked["n_ranked"],
+            "note": ranked["note"] or "",
+        })  # fmt: skip
     return pd.DataFrame(rows, columns=KNOWN_COLUMNS)
 
 
