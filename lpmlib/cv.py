@@ -1,7 +1,7 @@
 """Cross-validated training: folds, checkpoints that resume, and held-out predictions.
 
-Each fold trains one model on its training patients (with 10% of them held back for early
-stopping), writes a checkpoint (weights + a JSON record) atomically, and stores the predictions of
+Each fold trains one model on its training patients (with 20% of them held back as the inner split
+that chooses each layer's read-out and when to stop; see `lpmlib.train`), writes a checkpoint (weights + a JSON record) atomically, and stores the predictions of
 every layer for its held-out patients under every masking pattern the questions use. A finished
 fold is reused when the data, configuration and split are unchanged and its weights are intact.
 """
@@ -12,6 +12,7 @@ import hashlib
 import inspect
 import json
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch
 from joblib import Parallel, delayed
 from sklearn.model_selection import KFold, train_test_split
 
+from lpmlib import linear as linear_module
 from lpmlib import model as model_module
 from lpmlib import train as train_module
 from lpmlib.artifacts import atomic_write, sha256, write_json, write_table
@@ -77,6 +79,7 @@ class FoldResult:
     test_rows: np.ndarray
     history: pd.DataFrame
     predictions: dict[str, dict[str, np.ndarray]]  # pattern -> layer -> (n_test, n_features), original units
+    read_out: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # per layer, chosen on the inner split
     reused: bool = False
     cohort: Cohort | None = None  # the fold's own view of a raw cohort (preprocessed on its training patients)
 
@@ -119,8 +122,9 @@ class FoldStore:
 
 
 def training_code_hash() -> str:
-    """SHA-256 of the model's and the training's source: a checkpoint trained by other code is stale."""
-    source = inspect.getsource(model_module) + inspect.getsource(train_module)
+    """SHA-256 of the model's, the anchors' and the training's source: a checkpoint trained by other code
+    is stale."""
+    source = "".join(inspect.getsource(module) for module in (model_module, linear_module, train_module))
     return hashlib.sha256(source.encode()).hexdigest()
 
 
@@ -143,8 +147,8 @@ def train_fold(
     scaler = LayerScaler.fit(cohort, train_rows)
     loaded = store.load_if_valid(key)
     if loaded is not None:
-        model, _ = loaded
-        history = pd.read_csv(store.history)
+        model, record = loaded
+        history, read_out = pd.read_csv(store.history), pd.DataFrame(record["read_out"])
         if log:
             log(f"fold {fold}: reusing the finished checkpoint")
     else:
@@ -156,14 +160,16 @@ def train_fold(
             progress = lambda row: _log_epoch(log, fold, row)  # noqa: E731
         result = fit(config, CohortTensors.build(cohort, inner_train, scaler),
                      CohortTensors.build(cohort, inner_validation, scaler), settings, seed + fold, progress)  # fmt: skip
-        model, history = result.model, result.history
+        model, history, read_out = result.model, result.history, result.read_out
         record = {"key": key, "fold": fold, "data": fingerprint, "code": training_code_hash(),
                   "config": config.to_dict(), "best_epoch": result.best_epoch,
+                  "read_out": read_out.to_dict(orient="records"),
                   "test_case_ids": list(cohort.case_ids[test_rows])}  # fmt: skip
         _save(store, model, history, record)
     predictions = predict_patterns(model, CohortTensors.build(cohort, test_rows, scaler), scaler, cohort.ptm_names)
     atomic_write(store.predictions, lambda tmp: _save_npz(tmp, predictions, cohort.case_ids[test_rows]))
-    return FoldResult(fold, model, scaler, train_rows, test_rows, history, predictions, reused=loaded is not None)
+    return FoldResult(fold, model, scaler, train_rows, test_rows, history, predictions, read_out,
+                      reused=loaded is not None)
 
 
 def _log_epoch(log: Log, fold: int, row: dict) -> None:
@@ -185,18 +191,24 @@ def _save_npz(path: Path, predictions: dict[str, dict[str, np.ndarray]], case_id
         np.savez(handle, case_id=np.asarray(case_ids, dtype=str), **arrays)
 
 
+DEEP = "deep:"  # prefix of the patterns' predictions by the deep path alone (the direct read-out)
+
+
 @torch.no_grad()
 def predict_patterns(
     model: LatentPerturbationModel, data: CohortTensors, scaler: LayerScaler, ptm_names: list[str]
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Predictions of every layer, in original units, under every named masking pattern (full batch)."""
+    """Predictions of every layer, in original units, under every named masking pattern (full batch);
+    also, under `deep:<pattern>`, those of the deep path alone."""
     model.eval()
     ptms = {name: data.layers[name] for name in ptm_names}
     out = {}
     for pattern, row in masking_patterns(ptm_names).items():
-        mask = row.expand(len(data), -1)
-        predictions = model(data.drivers, data.grade, ptms, mask).predictions
-        out[pattern] = {n: scaler.original_units(n, p.double().numpy()) for n, p in predictions.items()}
+        output = model(data.drivers, data.grade, ptms, row.expand(len(data), -1))
+        out[pattern] = {n: scaler.original_units(n, p.double().numpy()) for n, p in output.predictions.items()}
+        if output.paths:
+            direct = output.paths["direct"]
+            out[DEEP + pattern] = {n: scaler.original_units(n, p.double().numpy()) for n, p in direct.items()}
     return out
 
 
@@ -257,6 +269,7 @@ def load_folds(
         scaler = LayerScaler.fit(view, train_rows)
         history = pd.read_csv(store.history)
         predictions = predict_patterns(model, CohortTensors.build(view, test_rows, scaler), scaler, view.ptm_names)
-        results.append(FoldResult(k, model, scaler, train_rows, test_rows, history, predictions, reused=True,
+        results.append(FoldResult(k, model, scaler, train_rows, test_rows, history, predictions,
+                                  pd.DataFrame(record["read_out"]), reused=True,
                                   cohort=view if isinstance(cohort, RawCohort) else None))  # fmt: skip
     return results

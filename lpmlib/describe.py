@@ -1,4 +1,5 @@
-"""Tables that describe the model for the Methods chapter: blocks, shapes, masking patterns."""
+"""Tables that describe the model for the Methods chapter: blocks, shapes, masking patterns, and how
+much signal the PTM encoders carry."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pandas as pd
 import torch
 
 from lpmlib.cohort import Cohort
-from lpmlib.model import LatentPerturbationModel, count_parameters, masking_patterns
+from lpmlib.model import LatentPerturbationModel, count_parameters, masking_patterns, training_patterns
 from lpmlib.tensors import CohortTensors, LayerScaler
 
 BLOCK_ROLES = {
@@ -16,8 +17,12 @@ BLOCK_ROLES = {
     "ptm_encoders": "one VAE encoder per PTM layer (mean and log-variance)",
     "joint_encoder": "multi-omic VAE encoder over all observed PTM layers and the mask",
     "fusion": "z_state from the genomic embedding, the PTM latents, the mask and the joint latent",
-    "target_decoders": "RNA, protein (from z_state and the predicted RNA) and metabolome",
-    "ptm_decoders": "every PTM layer from z_state",
+    "anchor": "closed-form linear anchor of every layer, one per masking pattern (fitted, not trained)",
+    "target_decoders": "residual read-out of RNA, protein (from z_state and the RNA anchor) and metabolome",
+    "ptm_decoders": "residual read-out of every PTM layer from z_state",
+    "direct_target_decoders": "direct read-out (the deep model alone) of RNA, protein (from z_state and "
+                              "the direct RNA) and metabolome",
+    "direct_ptm_decoders": "direct read-out of every PTM layer from z_state",
 }
 
 
@@ -48,6 +53,37 @@ def pattern_table(ptm_names: list[str]) -> pd.DataFrame:
     patterns = masking_patterns(ptm_names)
     rows = {name: ["observed" if seen else "masked" for seen in row.tolist()] for name, row in patterns.items()}
     return pd.DataFrame.from_dict(rows, orient="index", columns=ptm_names).rename_axis("pattern")
+
+
+def training_pattern_table(ptm_names: list[str]) -> pd.DataFrame:
+    """Every masking pattern of training (the patterns with an anchor) and its probability."""
+    patterns, probabilities = training_patterns(len(ptm_names))
+    rows = [["observed" if seen else "masked" for seen in row] for row in patterns.tolist()]
+    table = pd.DataFrame(rows, columns=ptm_names)
+    table["probability"] = probabilities.numpy().round(4)
+    return table.rename_axis("pattern")
+
+
+@torch.no_grad()
+def posterior_snr(model: LatentPerturbationModel, data: CohortTensors) -> dict[str, float]:
+    """Per PTM encoder and the joint encoder: the variance of the posterior means across patients over
+    the mean posterior variance, averaged over latent dimensions, with every PTM layer observed. Below 1
+    a code is mostly sampling noise in training; far above 1 it carries the patients' differences."""
+    model.eval()
+    names = list(model.config.ptm_dims)
+    mask = torch.ones(len(data), len(names), dtype=torch.bool)
+    output = model(data.drivers, data.grade, {n: data.layers[n] for n in names}, mask)
+    posteriors = {**{n: (output.ptm_mu[n], output.ptm_logvar[n]) for n in names},
+                  "joint": (output.joint_mu, output.joint_logvar)}  # fmt: skip
+    return {name: float((mu.var(dim=0) / logvar.exp().mean(dim=0)).mean()) for name, (mu, logvar) in posteriors.items()}
+
+
+def posterior_snr_table(cohort: Cohort, folds: list) -> pd.DataFrame:
+    """Encoders x folds: `posterior_snr` on each fold's held-out patients."""
+    from lpmlib.perturb import held_out
+
+    table = pd.DataFrame({f"fold {f.fold}": posterior_snr(f.model, held_out(cohort, f)) for f in folds})
+    return table.rename_axis("encoder")
 
 
 def example_batch(cohort: Cohort, n: int = 8) -> CohortTensors:

@@ -5,6 +5,15 @@ layer is encoded by its own VAE, and all PTM layers together by a multi-omic VAE
 these into `z_state`, from which every target layer (conditioned on its biological parents) and every
 PTM layer is decoded. A masked PTM layer never influences any output, so with all PTM layers masked the
 model is its genomics-only path.
+
+Every output layer nests its linear baseline: a closed-form linear *anchor* (fitted outside the
+network, see `lpmlib.train.fit_anchors`, one per masking pattern) plus two deep read-outs of z_state:
+a *residual* decoder that starts at zero and learns what the anchor misses, and a *direct* decoder
+trained without the anchor (the deep model alone). The prediction of layer l is
+
+    (1 - w_l) * anchor_l + w_l * direct_l + g_l * residual_l
+
+with the gate g_l and blend weight w_l chosen per layer on an inner split (both 0: the anchor alone).
 """
 
 from __future__ import annotations
@@ -102,6 +111,7 @@ class LPMOutput:
     joint_mu: Tensor  # multi-omic VAE over all PTM layers, (B, vae_latent_dim)
     joint_logvar: Tensor
     attention: Tensor  # (B, n_drivers + 1, n_drivers + 1), averaged over heads
+    paths: dict[str, dict[str, Tensor]] = field(default_factory=dict)  # "anchor", "residual", "direct" -> layer
 
 
 def _mlp(n_in: int, n_hidden: int, n_out: int, dropout: float) -> nn.Sequential:
@@ -153,6 +163,72 @@ class GenomicsEncoder(nn.Module):
         return self.norm(tokens + attended).mean(dim=1), weights
 
 
+def _zero_last_layer(decoder: nn.Sequential) -> nn.Sequential:
+    """A decoder whose output starts at exactly zero, so the model starts as its anchor."""
+    nn.init.zeros_(decoder[-1].weight)
+    nn.init.zeros_(decoder[-1].bias)
+    return decoder
+
+
+class LinearAnchor(nn.Module):
+    """Closed-form linear predictions of every output layer, one map per masking pattern.
+
+    The input is the genomic design (drivers, one-hot grade) followed by every PTM layer, zero where
+    masked. A pattern's map has zero rows for the PTM layers the pattern masks and for the layer it
+    predicts (`set_map` enforces it), so neither can reach the anchor. Maps start at zero and are set
+    from fits made outside the network (`lpmlib.train.fit_anchors`): buffers, never trained by gradients.
+    """
+
+    def __init__(self, n_genomic: int, ptm_dims: dict[str, int], output_dims: dict[str, int], patterns: Tensor) -> None:
+        super().__init__()
+        n_inputs = n_genomic + sum(ptm_dims.values())
+        self.register_buffer("patterns", patterns.clone())  # (K, n_ptm) bool, True = observed
+        self.register_buffer("weight", torch.zeros(len(patterns), n_inputs, sum(output_dims.values())))
+        self.register_buffer("bias", torch.zeros(len(patterns), sum(output_dims.values())))
+        self.output_columns = _ranges(output_dims, start=0)
+        self.input_rows = _ranges(ptm_dims, start=n_genomic)
+
+    def pattern_index(self, ptm_mask: Tensor) -> Tensor:
+        """The stored pattern of every row (B,); a row with no stored pattern is an error."""
+        match = (ptm_mask.unsqueeze(1) == self.patterns.unsqueeze(0)).all(dim=-1)  # (B, K)
+        if not bool(match.any(dim=1).all()):
+            unknown = ptm_mask[~match.any(dim=1)][0].int().tolist()
+            raise ValueError(f"masking pattern {unknown} has no fitted anchor; patterns: {self.patterns.int().tolist()}")
+        return match.float().argmax(dim=1)
+
+    def weight_of(self, name: str) -> Tensor:
+        """The maps of one output layer, (K, n_inputs, dim)."""
+        columns = self.output_columns[name]
+        return self.weight[:, :, columns.start : columns.stop]
+
+    def set_map(self, pattern: int, name: str, weight: Tensor, bias: Tensor) -> None:
+        """Set one layer's map under one pattern; rows of masked PTM layers and of the layer itself are zeroed."""
+        weight = weight.clone()
+        for i, (ptm, rows) in enumerate(self.input_rows.items()):
+            if ptm == name or not bool(self.patterns[pattern, i]):
+                weight[rows.start : rows.stop] = 0.0
+        columns = self.output_columns[name]
+        self.weight[pattern, :, columns.start : columns.stop] = weight
+        self.bias[pattern, columns.start : columns.stop] = bias
+
+    def forward(self, inputs: Tensor, ptm_mask: Tensor) -> dict[str, Tensor]:
+        index = self.pattern_index(ptm_mask)
+        out = inputs.new_zeros(len(inputs), self.weight.shape[2])
+        for k in index.unique().tolist():
+            rows = torch.nonzero(index == k).squeeze(1)
+            out = out.index_copy(0, rows, inputs[rows] @ self.weight[k] + self.bias[k])
+        return {name: out[:, c.start : c.stop] for name, c in self.output_columns.items()}
+
+
+def _ranges(dims: dict[str, int], start: int) -> dict[str, range]:
+    """Consecutive index ranges of named blocks of the given sizes, from `start`."""
+    ranges, position = {}, start
+    for name, dim in dims.items():
+        ranges[name] = range(position, position + dim)
+        position += dim
+    return ranges
+
+
 class LatentPerturbationModel(nn.Module):
     """Drivers + grade + masked PTM layers -> z_state -> every target layer and every PTM layer."""
 
@@ -168,11 +244,40 @@ class LatentPerturbationModel(nn.Module):
         )
         self.joint_encoder = GaussianEncoder(ptm_total + n_ptm, d, v, p)
         self.fusion = _mlp(d + n_ptm * v + n_ptm + v, d, d, p)
+        self.anchor = LinearAnchor(config.n_drivers + config.n_grades, config.ptm_dims, self.output_dims,
+                                   training_patterns(n_ptm)[0])  # fmt: skip
         self.target_decoders = nn.ModuleDict({
-            name: _mlp(d + sum(config.target_dims[q] for q in config.target_parents.get(name, [])), d, dim, p)
+            name: _zero_last_layer(_mlp(d + self._parent_width(name), d, dim, p))
             for name, dim in config.target_dims.items()
         })
-        self.ptm_decoders = nn.ModuleDict({name: _mlp(d, d, dim, p) for name, dim in config.ptm_dims.items()})
+        self.ptm_decoders = nn.ModuleDict(
+            {name: _zero_last_layer(_mlp(d, d, dim, p)) for name, dim in config.ptm_dims.items()}
+        )
+        self.direct_target_decoders = nn.ModuleDict({
+            name: _mlp(d + self._parent_width(name), d, dim, p) for name, dim in config.target_dims.items()
+        })
+        self.direct_ptm_decoders = nn.ModuleDict({name: _mlp(d, d, dim, p) for name, dim in config.ptm_dims.items()})
+        self.register_buffer("residual_gate", torch.zeros(len(self.output_dims)))
+        self.register_buffer("blend_weight", torch.zeros(len(self.output_dims)))
+
+    @property
+    def output_dims(self) -> dict[str, int]:
+        """Every output layer, targets (parents first) then PTM layers."""
+        return {**self.config.target_dims, **self.config.ptm_dims}
+
+    def _parent_width(self, name: str) -> int:
+        return sum(self.config.target_dims[q] for q in self.config.target_parents.get(name, []))
+
+    def set_read_out(self, gates: dict[str, float], blends: dict[str, float]) -> None:
+        """Each layer's residual gate g and blend weight w (layers not named keep theirs)."""
+        for i, name in enumerate(self.output_dims):
+            self.residual_gate[i] = gates.get(name, float(self.residual_gate[i]))
+            self.blend_weight[i] = blends.get(name, float(self.blend_weight[i]))
+
+    def read_out(self) -> dict[str, tuple[float, float]]:
+        """Layer -> (gate g, blend weight w) of the prediction (1 - w) anchor + w direct + g residual."""
+        return {name: (float(self.residual_gate[i]), float(self.blend_weight[i]))
+                for i, name in enumerate(self.output_dims)}  # fmt: skip
 
     def _sample(self, mu: Tensor, logvar: Tensor) -> Tensor:
         """Reparameterised draw in training; the mean in evaluation, so comparisons have no sampling noise."""
@@ -205,18 +310,39 @@ class LatentPerturbationModel(nn.Module):
         z_joint = self._sample(joint_mu, joint_logvar)
         z_state = self.fusion(torch.cat([g, *ptm_z, mask_float, z_joint], dim=1))
 
-        predictions: dict[str, Tensor] = {}
-        for name, decoder in self.target_decoders.items():
-            parents = [predictions[q] for q in self.config.target_parents.get(name, [])]
-            predictions[name] = decoder(torch.cat([z_state, *parents], dim=1))
-        for name, decoder in self.ptm_decoders.items():
-            predictions[name] = decoder(z_state)
-        return LPMOutput(predictions, z_state, z_seed, ptm_mu, ptm_logvar, joint_mu, joint_logvar, attention)
+        grade_one_hot = F.one_hot(grade, self.config.n_grades).to(drivers.dtype)
+        anchor = self.anchor(torch.cat([drivers, grade_one_hot, *visible.values()], dim=1), ptm_mask)
+        residual, direct = self._decode(z_state, anchor)
+        predictions = {}
+        for i, name in enumerate(self.output_dims):
+            gate, blend = self.residual_gate[i], self.blend_weight[i]
+            predictions[name] = (1 - blend) * anchor[name] + blend * direct[name] + gate * residual[name]
+        paths = {"anchor": anchor, "residual": residual, "direct": direct}
+        return LPMOutput(predictions, z_state, z_seed, ptm_mu, ptm_logvar, joint_mu, joint_logvar, attention, paths)
+
+    def _decode(self, z_state: Tensor, anchor: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Residual and direct read-outs of every layer. A child target (protein) is conditioned on its
+        parents' anchors in the residual read-out (the gates cannot shift its input) and on their direct
+        predictions in the direct read-out (the deep model alone)."""
+        residual: dict[str, Tensor] = {}
+        direct: dict[str, Tensor] = {}
+        for name in self.config.target_dims:
+            parents = self.config.target_parents.get(name, [])
+            residual[name] = self.target_decoders[name](torch.cat([z_state, *(anchor[q] for q in parents)], dim=1))
+            direct[name] = self.direct_target_decoders[name](torch.cat([z_state, *(direct[q] for q in parents)], dim=1))
+        for name in self.config.ptm_dims:
+            residual[name] = self.ptm_decoders[name](z_state)
+            direct[name] = self.direct_ptm_decoders[name](z_state)
+        return residual, direct
 
 
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
-    """Per-sample KL(N(mu, exp(logvar)) || N(0, I)), summed over latent dimensions: (B,)."""
-    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=-1)
+    """Per-sample KL(N(mu, exp(logvar)) || N(0, I)), averaged over latent dimensions: (B,).
+
+    Averaged, not summed, to be on the scale of the reconstruction (a mean over features): summed over
+    64 dimensions against a per-feature reconstruction, the KL drove the PTM codes to pure noise.
+    """
+    return -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp(), dim=-1)
 
 
 def info_nce(a: Tensor, b: Tensor, temperature: float) -> Tensor:
@@ -232,16 +358,23 @@ def lpm_loss(
     """Scalar loss terms: `total` = `reconstruction` + `kl` + `contrastive` (the last two weighted).
 
     Reconstruction covers every layer, masked PTM layers included, so the model learns to predict a hidden
-    layer from the rest; `recon_<layer>` is that layer's unweighted MSE. Per-PTM KL counts observed
+    layer from the rest, and both deep read-outs: `recon_<layer>` is the MSE of anchor + residual (the gate
+    open) and `direct_<layer>` the MSE of the direct read-out, each unweighted. Per-PTM KL counts observed
     entries only. Targets are treated as constants.
     """
     layers = [*config.target_dims, *config.ptm_dims]
     missing = [name for name in layers if name not in targets]
     if missing:
         raise ValueError(f"targets lack layers {missing}")
-    terms = {f"recon_{name}": F.mse_loss(output.predictions[name], targets[name].detach()) for name in layers}
-    reconstruction = sum(config.recon_weights.get(name, 1.0) * terms[f"recon_{name}"] for name in layers)
-
+    paths = output.paths
+    terms = {}
+    for name in layers:
+        truth = targets[name].detach()
+        terms[f"recon_{name}"] = F.mse_loss(paths["anchor"][name] + paths["residual"][name], truth)
+        terms[f"direct_{name}"] = F.mse_loss(paths["direct"][name], truth)
+    reconstruction = sum(
+        config.recon_weights.get(name, 1.0) * (terms[f"recon_{name}"] + terms[f"direct_{name}"]) for name in layers
+    )
     per_ptm = torch.stack(
         [gaussian_kl(output.ptm_mu[name], output.ptm_logvar[name]) for name in config.ptm_dims], dim=1
     )
@@ -252,17 +385,34 @@ def lpm_loss(
             "contrastive": contrastive, **terms}
 
 
-def sample_ptm_mask(n: int, n_ptm: int, generator: torch.Generator, modality_dropout: float = 0.2) -> Tensor:
-    """Training masks (n, n_ptm), True = observed; each row is, with equal probability, independent
-    dropout (each layer masked with probability `modality_dropout`), genomics-only (all masked),
-    keep-one or drop-one (one random layer kept, resp. masked). Only `generator` supplies randomness."""
-    if n_ptm < 1 or not 0.0 <= modality_dropout <= 1.0:
-        raise ValueError(f"need n_ptm >= 1 and modality_dropout in [0, 1], got {n_ptm}, {modality_dropout}")
-    kind = torch.randint(0, 4, (n,), generator=generator)
-    independent = torch.rand(n, n_ptm, generator=generator) >= modality_dropout
-    chosen = F.one_hot(torch.randint(0, n_ptm, (n,), generator=generator), n_ptm).bool()
-    patterns = torch.stack([independent, torch.zeros_like(chosen), chosen, ~chosen])  # (4, n, n_ptm)
-    return patterns[kind, torch.arange(n)]
+PATTERN_KINDS = ("all", "genomics_only", "keep_one", "drop_one", "drop_two")
+
+
+def training_patterns(n_ptm: int) -> tuple[Tensor, Tensor]:
+    """The masking patterns training and the questions use, (K, n_ptm) with True = observed, and the
+    probability of each in training: one of five kinds with equal probability (all observed, all
+    masked = genomics-only, one layer kept, one layer masked, two layers masked), then a pattern of
+    that kind uniformly. Only these patterns have anchors: K grows as n_ptm^2, not 2^n_ptm.
+    """
+    if n_ptm < 1:
+        raise ValueError(f"need n_ptm >= 1, got {n_ptm}")
+    eye = torch.eye(n_ptm, dtype=torch.bool)
+    pairs = [~(eye[i] | eye[j]) for i in range(n_ptm) for j in range(i + 1, n_ptm)] or [eye[0] & ~eye[0]]
+    kinds = [torch.ones(1, n_ptm, dtype=torch.bool), torch.zeros(1, n_ptm, dtype=torch.bool), eye, ~eye,
+             torch.stack(pairs)]  # fmt: skip
+    weights: dict[tuple[bool, ...], float] = {}
+    for rows in kinds:
+        for row in rows:
+            key = tuple(row.tolist())
+            weights[key] = weights.get(key, 0.0) + 1.0 / (len(kinds) * len(rows))
+    return torch.tensor(list(weights), dtype=torch.bool), torch.tensor(list(weights.values()))
+
+
+def sample_ptm_mask(n: int, n_ptm: int, generator: torch.Generator) -> Tensor:
+    """Training masks (n, n_ptm), True = observed, drawn from `training_patterns`; only `generator`
+    supplies randomness."""
+    patterns, probabilities = training_patterns(n_ptm)
+    return patterns[torch.multinomial(probabilities, n, replacement=True, generator=generator)]
 
 
 def masking_patterns(ptm_names: list[str]) -> dict[str, Tensor]:
@@ -274,6 +424,12 @@ def masking_patterns(ptm_names: list[str]) -> dict[str, Tensor]:
     for i, name in enumerate(ptm_names):
         patterns[f"only_{name}"] = torch.arange(n) == i
     return patterns
+
+
+def evaluation_patterns(layer: str, ptm_names: list[str]) -> list[str]:
+    """The named patterns under which a layer's prediction is judged: with every other input, and
+    from genomics alone (a PTM layer is never an input of its own prediction)."""
+    return [f"without_{layer}" if layer in ptm_names else "all", "genomics_only"]
 
 
 def count_parameters(model: nn.Module) -> list[tuple[str, int]]:

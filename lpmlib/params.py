@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from lpmlib.linear import ESTIMATORS
 from lpmlib.train import TrainSettings
 
 
@@ -39,9 +40,9 @@ class RunParams:
     batch_size: int = 16
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
-    patience: int = 10  # early-stopping patience, in epochs
+    patience: int = 10  # epochs without a better read-out on the inner split before stopping
     grad_clip: float = 1.0
-    modality_dropout: float = 0.2
+    anchor: str = "reduced_rank_ridge"  # the linear anchor nested in the model: ridge or reduced_rank_ridge
     n_jobs: int = 1  # folds trained side by side (joblib)
     device: str = "auto"  # "auto": CUDA when present, else the CPU
     # the questions
@@ -94,12 +95,14 @@ class RunParams:
             raise ParameterError(f"n_patients ({self.n_patients}) must be >= n_folds ({self.n_folds})")
         if self.n_folds < 2:
             raise ParameterError(f"n_folds must be >= 2, got {self.n_folds}")
+        if self.anchor not in ESTIMATORS:
+            raise ParameterError(f"anchor must be one of {', '.join(ESTIMATORS)}, got {self.anchor!r}")
 
     def train_settings(self) -> TrainSettings:
         return TrainSettings(
             epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
             weight_decay=self.weight_decay, patience=self.patience, grad_clip=self.grad_clip,
-            modality_dropout=self.modality_dropout, device=self.device,
+            anchor=self.anchor, device=self.device,
         )  # fmt: skip
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -1,82 +1,166 @@
 """Q0: held-out R^2 of every layer for the LPM and its baselines, per fold and across folds.
 
-Methods: the LPM with all inputs (a PTM layer is predicted with itself masked, from the other
-layers), the LPM's genomics-only path (every PTM masked), ridge regression on the same inputs,
-ridge on genomics only, and on simulated cohorts the noise ceiling from the planted truth.
-R^2 is pooled over all held-out patients of a fold: uniform (mean over features) and
-variance-weighted (features weighted by their held-out variance).
+Methods, each with all inputs (a PTM layer is predicted with itself masked, from the other layers) and
+from genomics only (every PTM masked): the LPM (`lpm_*`), its deep path alone (`deep_*`: the direct
+read-out, trained without the anchor), ridge regression (`ridge_*`) and reduced-rank ridge
+(`reduced_rank_ridge_*`) on the same inputs as the model sees them; on simulated cohorts the noise
+ceiling from the planted truth. R^2 is pooled over all held-out patients of a fold: uniform (mean over
+features) and variance-weighted (features weighted by their held-out variance). The LPM is compared with
+ridge per fold and by a paired test over held-out patients (`lpm_versus_ridge`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import RidgeCV
+from scipy import stats
 from sklearn.metrics import r2_score
+from threadpoolctl import threadpool_limits
 
-from lpmlib.cohort import N_GRADES, Cohort
-from lpmlib.cv import FoldResult, fold_view
+from lpmlib.cohort import Cohort
+from lpmlib.cv import DEEP, FoldResult, fold_view
+from lpmlib.linear import cohort_genomic_design, fit_reduced_rank_ridge, fit_ridge
+from lpmlib.model import evaluation_patterns
 from lpmlib.perturb import observed_held_out
-from lpmlib.stats import summarise_folds
+from lpmlib.stats import mean_interval, summarise_folds
 
-RIDGE_ALPHAS = np.logspace(-2, 5, 15)
 METRICS = {"r2_uniform": "uniform_average", "r2_variance_weighted": "variance_weighted"}
-METHODS = ("lpm_all", "lpm_genomics_only", "ridge_all", "ridge_genomics_only")
+INPUTS = ("all", "genomics_only")
+MODELS = ("lpm", "deep", "ridge", "reduced_rank_ridge")
+METHODS = tuple(f"{model}_{inputs}" for model in MODELS for inputs in INPUTS)
+Predictor = Callable[[Cohort, str, FoldResult, bool], np.ndarray]
 
 
-def genomic_design(cohort: Cohort) -> np.ndarray:
-    """Drivers and one-hot grade: the inputs of the genomics-only models."""
-    grade = np.eye(N_GRADES)[cohort.clinical["grade"].to_numpy()]
-    return np.hstack([cohort.drivers.to_numpy(dtype=float), grade])
-
-
-def ridge_inputs(cohort: Cohort, layer: str, fold: FoldResult, genomics_only: bool) -> np.ndarray:
-    """Ridge's inputs for predicting `layer`, as the LPM sees them: genomics, plus every PTM layer
-    other than `layer` scaled like the model's inputs (a fold's training statistics, one scale per layer).
-    """
+def linear_inputs(cohort: Cohort, layer: str, fold: FoldResult, genomics_only: bool) -> np.ndarray:
+    """The linear baselines' inputs for predicting `layer`, as the LPM sees them: genomics, plus every
+    PTM layer other than `layer` scaled like the model's inputs (a fold's training statistics)."""
     view = fold_view(cohort, fold)
-    blocks = [genomic_design(view)]
+    blocks = [cohort_genomic_design(view)]
     if not genomics_only:
         blocks += [fold.scaler.standardise(p, view.layers[p].values.to_numpy()) for p in view.ptm_names if p != layer]
     return np.hstack(blocks)
 
 
-def ridge_prediction(cohort: Cohort, layer: str, fold: FoldResult, genomics_only: bool) -> np.ndarray:
-    """Held-out prediction of `layer` by RidgeCV fitted on the fold's training patients."""
-    x = ridge_inputs(cohort, layer, fold, genomics_only)
-    y = fold_view(cohort, fold).layers[layer].values.to_numpy()
-    model = RidgeCV(alphas=RIDGE_ALPHAS)
-    return model.fit(x[fold.train_rows], y[fold.train_rows]).predict(x[fold.test_rows])
+def linear_predictor(fitter: Callable) -> Predictor:
+    """Held-out predictions of a linear model fitted on the fold's training patients."""
+
+    def predict(cohort: Cohort, layer: str, fold: FoldResult, genomics_only: bool) -> np.ndarray:
+        x = linear_inputs(cohort, layer, fold, genomics_only)
+        y = fold_view(cohort, fold).layers[layer].values.to_numpy(dtype=np.float64)
+        return fitter(x[fold.train_rows], y[fold.train_rows]).predict(x[fold.test_rows])
+
+    return predict
+
+
+def lpm_pattern(cohort: Cohort, layer: str, genomics_only: bool) -> str:
+    """The named pattern of a layer's prediction: a PTM layer is always predicted with itself masked."""
+    return evaluation_patterns(layer, cohort.ptm_names)[1 if genomics_only else 0]
 
 
 def lpm_prediction(cohort: Cohort, layer: str, fold: FoldResult, genomics_only: bool) -> np.ndarray:
-    """The LPM's held-out prediction of `layer`: a PTM layer is always predicted with itself masked."""
-    if genomics_only:
-        pattern = "genomics_only"
-    else:
-        pattern = f"without_{layer}" if layer in cohort.ptm_names else "all"
-    return fold.predictions[pattern][layer]
+    """The LPM's held-out prediction of `layer` (stored by `run_cv`)."""
+    return fold.predictions[lpm_pattern(cohort, layer, genomics_only)][layer]
 
 
-def q0_per_fold(cohort: Cohort, folds: list[FoldResult]) -> pd.DataFrame:
-    """One row per fold, method, layer and metric: the held-out R^2 and the patients it rests on."""
-    predictors = {
-        "lpm_all": lambda layer, f: lpm_prediction(cohort, layer, f, genomics_only=False),
-        "lpm_genomics_only": lambda layer, f: lpm_prediction(cohort, layer, f, genomics_only=True),
-        "ridge_all": lambda layer, f: ridge_prediction(cohort, layer, f, genomics_only=False),
-        "ridge_genomics_only": lambda layer, f: ridge_prediction(cohort, layer, f, genomics_only=True),
-    }
+def deep_prediction(cohort: Cohort, layer: str, fold: FoldResult, genomics_only: bool) -> np.ndarray:
+    """The held-out prediction of the deep path alone: the direct read-out, trained without the anchor."""
+    return fold.predictions[DEEP + lpm_pattern(cohort, layer, genomics_only)][layer]
+
+
+PREDICTORS: dict[str, Predictor] = {
+    "lpm": lpm_prediction,
+    "deep": deep_prediction,
+    "ridge": linear_predictor(fit_ridge),
+    "reduced_rank_ridge": linear_predictor(fit_reduced_rank_ridge),
+}
+
+
+def held_out_errors(cohort: Cohort, folds: list[FoldResult]) -> pd.DataFrame:
+    """One row per fold, method, layer and held-out patient: the squared error summed over features, with
+    the R^2 of the fold in the same row (so per-patient tests and per-fold scores share one computation)."""
+    with threadpool_limits(1):  # one BLAS thread: fast for these small problems, and the same rounding anywhere
+        return pd.concat([_fold_errors(cohort, fold) for fold in folds], ignore_index=True)
+
+
+def _fold_errors(cohort: Cohort, fold: FoldResult) -> pd.DataFrame:
     rows = []
-    for fold in folds:
-        for layer in cohort.target_names + cohort.ptm_names:
-            truth = observed_held_out(cohort, fold, layer)
-            for method, predict in predictors.items():
-                predicted = predict(layer, fold)
-                for metric, average in METRICS.items():
-                    rows.append({"method": method, "layer": layer, "metric": metric, "fold": fold.fold,
-                                 "value": r2_score(truth, predicted, multioutput=average),
-                                 "n_patients": len(fold.test_rows)})  # fmt: skip
+    for layer in cohort.target_names + cohort.ptm_names:
+        truth = observed_held_out(cohort, fold, layer)
+        for model, predict in PREDICTORS.items():
+            for inputs in INPUTS:
+                predicted = predict(cohort, layer, fold, inputs == "genomics_only")
+                r2 = {metric: r2_score(truth, predicted, multioutput=average) for metric, average in METRICS.items()}
+                errors = ((truth - predicted) ** 2).sum(axis=1)
+                rows.append(pd.DataFrame({"method": f"{model}_{inputs}", "layer": layer, "fold": fold.fold,
+                                          "patient": np.arange(len(errors)), "squared_error": errors, **r2}))  # fmt: skip
+    return pd.concat(rows, ignore_index=True)
+
+
+def q0_per_fold(cohort: Cohort, folds: list[FoldResult], errors: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per fold, layer, method and metric: the held-out R^2 and the patients it rests on."""
+    errors = held_out_errors(cohort, folds) if errors is None else errors
+    per_fold = errors.groupby(["method", "layer", "fold"], sort=False).agg(
+        n_patients=("patient", "size"), **{m: (m, "first") for m in METRICS}
+    ).reset_index()
+    rows = [{"method": row["method"], "layer": row["layer"], "metric": metric, "fold": row["fold"],
+             "value": row[metric], "n_patients": row["n_patients"]}
+            for _, row in per_fold.iterrows() for metric in METRICS]  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def lpm_versus_ridge(cohort: Cohort, errors: pd.DataFrame, baseline: str = "ridge") -> pd.DataFrame:
+    """Per layer and inputs: the LPM's variance-weighted R^2 minus the baseline's, per fold with its 95%
+    interval, the folds where the LPM is ahead, and a paired Wilcoxon signed-rank test of the two models'
+    squared errors over all held-out patients pooled across folds (paired: the same patients; a rank test:
+    errors of a few patients should not decide it)."""
+    rows = []
+    for layer in cohort.target_names + cohort.ptm_names:
+        for inputs in INPUTS:
+            lpm = errors[(errors["method"] == f"lpm_{inputs}") & (errors["layer"] == layer)]
+            base = errors[(errors["method"] == f"{baseline}_{inputs}") & (errors["layer"] == layer)]
+            lpm_r2 = lpm.groupby("fold")["r2_variance_weighted"].first()
+            differences = (lpm_r2 - base.groupby("fold")["r2_variance_weighted"].first()).to_numpy()
+            mean, low, high = mean_interval(differences)
+            error_gap = lpm["squared_error"].to_numpy() - base["squared_error"].to_numpy()
+            p_value = stats.wilcoxon(error_gap).pvalue if np.any(error_gap != 0) else 1.0
+            rows.append({"layer": layer, "inputs": inputs, "baseline": baseline, "mean_difference": mean,
+                         "ci_low": low, "ci_high": high, "n_folds_ahead": int((differences > 0).sum()),
+                         "n_folds": len(differences), "per_fold": ";".join(f"{d:.4g}" for d in differences),
+                         "wilcoxon_p": float(p_value), "n_patients": len(error_gap)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def read_out_table(folds: list[FoldResult]) -> pd.DataFrame:
+    """The read-out each fold chose for each layer on its inner split (anchor, residual or blend, with
+    the weight), beside the inner-split errors (relative to the training mean's) behind the choice."""
+    return pd.concat([fold.read_out.assign(fold=fold.fold) for fold in folds], ignore_index=True)[
+        ["layer", "fold", "read_out", "weight", "inner_error_anchor", "inner_error_chosen", "inner_error_deep"]]
+
+
+def read_out_matrix(read_outs: pd.DataFrame) -> pd.DataFrame:
+    """Layers x folds: each fold's read-out as `anchor`, `residual 0.5` or `blend 0.25`."""
+    labels = read_outs.assign(label=[r if r == "anchor" else f"{r} {w:g}" for r, w in zip(read_outs["read_out"], read_outs["weight"])])
+    table = labels.pivot(index="layer", columns="fold", values="label")
+    return table.reindex(index=list(dict.fromkeys(read_outs["layer"]))).rename(columns=lambda k: f"fold {k}")
+
+
+def versus_sentence(versus: pd.DataFrame, margin: float = 0.005, level: float = 0.05) -> str:
+    """The comparison with ridge in words: how many layer predictions are ahead, level or behind, and
+    which differences the paired test separates."""
+    ahead = versus[versus["mean_difference"] > margin]
+    behind = versus[versus["mean_difference"] < -margin]
+    named = lambda rows: ", ".join(f"{r.layer} ({r.inputs.replace('_', ' ')}, {r.mean_difference:+.3f}, p = {r.wilcoxon_p:.2g})"  # noqa: E731
+                                   for r in rows.itertuples())  # fmt: skip
+    parts = [f"Of {len(versus)} layer predictions (every layer, with all inputs and from genomics only), the LPM "
+             f"is within {margin} of ridge's held-out R^2 on {len(versus) - len(ahead) - len(behind)}, ahead by more "
+             f"on {len(ahead)} and behind by more on {len(behind)}."]  # fmt: skip
+    for label, rows in (("Ahead", ahead), ("Behind", behind)):
+        if len(rows):
+            significant = rows[rows["wilcoxon_p"] < level]
+            parts.append(f"{label}: {named(rows)}; significant at p < {level}: {len(significant)} of {len(rows)}.")
+    return " ".join(parts)
 
 
 def q0_summary(per_fold: pd.DataFrame, layer_truth: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """A synthetic prostate-cancer multi-omic cohort with planted, recorded ground truth.
 
 Drivers shift latent programmes, which flow nonlinearly through RNA -> protein -> five PTM layers ->
-metabolome. Raw features of every layer mix tumour signal with a stromal profile by purity and carry
+metabolome; `SimulationConfig.nonlinearity` sets how far from linear that flow is. Raw features of every layer mix tumour signal with a stromal profile by purity and carry
 measurement noise; they are projected to PCs by the same `LayerProjector` that real cohorts use.
 Every patient-level random draw is kept, so the truth is recomputed, not assumed: noise ceilings, the
 genomics-only ceiling, PTM dependencies and the counterfactual knockout of every driver (the same
@@ -38,6 +38,12 @@ ENRICHMENT = {"SPOP": ("ETS", 0.0), "CHD1": ("SPOP", 0.25), "PTEN": ("ERG", 0.30
 ZERO_EFFECT_DRIVERS = ("SKIL", "IDH1", "CUL3", "RAF1", "FGFR2", "rare")
 STRONG_DRIVERS = ("ERG", "PTEN", "TP53", "MYC", "FOXA1", "SPOP")
 INTERACTION = ("ERG", "PTEN")
+# With nonlinearity > 0, every other pair of strong drivers that can co-occur shifts the programmes too.
+EXCLUSIVE_PAIRS = ({"ERG", "SPOP"},)
+NONLINEAR_PAIRS = tuple(
+    (a, b) for i, a in enumerate(STRONG_DRIVERS) for b in STRONG_DRIVERS[i + 1 :]
+    if {a, b} != set(INTERACTION) and {a, b} not in EXCLUSIVE_PAIRS
+)  # fmt: skip
 # Effect driver -> (its own gene, sign of the direct effect on that gene's RNA and protein).
 OWN_GENE = {
     "ERG": ("ERG", 1), "ETV1": ("ETV1", 1), "ETV4": ("ETV4", 1), "FOXA1": ("FOXA1", 1),
@@ -87,6 +93,13 @@ class SimulationConfig:
     metabolome_noise_sd: float = 0.6
     unknown_grade_fraction: float = 0.05  # patients whose Gleason score is not reported
     monte_carlo_draws: int = 100  # draws per driver/grade profile for the genomics ceiling
+    # How nonlinear the flow is; 0 is the original simulator, and its files are byte-identical. Every link
+    # tanh(x) becomes tanh((1 + nonlinearity) * x): its output range stays (-1, 1), but it turns from
+    # near-linear over the inputs' range into a near-step at 2-3, so each layer's conditional expectation
+    # given its parent state saturates. And every pair of strong drivers in NONLINEAR_PAIRS adds, only
+    # when both are present, a programme shift of RMS nonlinearity * interaction_effect (like ERG x PTEN),
+    # so that the expectation given the genome is no longer additive in the drivers.
+    nonlinearity: float = 0.0
 
     def __post_init__(self) -> None:
         minimum = {"n_patients": 2, "seed": 0, "n_components": 1, "n_rna_features": len(GENE_NAMES),
@@ -145,6 +158,7 @@ class World:
     stroma: dict[str, np.ndarray]  # fixed stromal profile of each layer
     own_gene: dict[str, list[tuple[int, int, float]]]  # (driver, feature, shift) for RNA and protein
     features: dict[str, list[str]]
+    pair_directions: np.ndarray  # NONLINEAR_PAIRS x programmes, RMS 1; used only when nonlinearity > 0
 
 
 @dataclass
@@ -213,7 +227,10 @@ def draw_world(config: SimulationConfig, rng: np.random.Generator) -> World:
         for layer in ("rna", "protein")
     }  # fmt: skip
     interaction, grade = config.interaction_effect * unit_rms(rng, P), config.grade_effect * unit_rms(rng, P)
-    return World(weights, interaction, grade, maps, metabolome_maps, loadings, stroma, own_gene, features)
+    # Drawn after everything else, whatever the nonlinearity: the other parameters stay those of the
+    # original simulator, and cohorts that differ only in their nonlinearity share one world.
+    pairs = np.array([unit_rms(rng, P) for _ in NONLINEAR_PAIRS])
+    return World(weights, interaction, grade, maps, metabolome_maps, loadings, stroma, own_gene, features, pairs)
 
 
 def conditional_prevalence(driver: str) -> tuple[str, float, float]:
@@ -278,21 +295,36 @@ class Simulator:
     world: World
     projectors: dict[str, LayerProjector] = field(default_factory=dict)
 
+    def link(self, inflow: np.ndarray) -> np.ndarray:
+        """tanh((1 + nonlinearity) * inflow): plain tanh at 0, a near-step at 2-3 (range (-1, 1) always)."""
+        return np.tanh((1.0 + self.config.nonlinearity) * inflow)  # x 1.0 is exact: the default is unchanged
+
+    def pair_term(self, drivers: np.ndarray) -> np.ndarray:
+        """The programme shifts of the NONLINEAR_PAIRS present in each patient, RMS nonlinearity * interaction."""
+        total = np.zeros((len(drivers), self.config.programme_dim))
+        scale = self.config.nonlinearity * self.config.interaction_effect
+        for (a, b), direction in zip(NONLINEAR_PAIRS, self.world.pair_directions):
+            both = drivers[:, SEED_DRIVERS.index(a)] * drivers[:, SEED_DRIVERS.index(b)]
+            total += both[:, None] * (scale * direction)
+        return total
+
     def states(self, drivers: np.ndarray, gleason: np.ndarray, draws: Draws) -> dict[str, np.ndarray]:
         """Drivers -> programmes -> RNA -> protein -> PTMs -> metabolome: tanh links plus private parts."""
-        w, private_sd = self.world, self.config.private_sd_of
+        w, private_sd, link = self.world, self.config.private_sd_of, self.link
         pair = drivers[:, SEED_DRIVERS.index(INTERACTION[0])] * drivers[:, SEED_DRIVERS.index(INTERACTION[1])]
         programmes = (driver_term(drivers, w.programme_weights) + pair[:, None] * w.interaction
                       + (gleason - 7.0)[:, None] * w.grade_direction + draws.background)  # fmt: skip
+        if self.config.nonlinearity > 0:  # skipped at 0, so the default programmes are bit for bit unchanged
+            programmes = programmes + self.pair_term(drivers)
         private = {k: private_sd(k) * v for k, v in draws.private.items()}
-        states = {"rna": np.tanh(programmes @ w.maps["rna"]) + private["rna"]}
-        states["protein"] = np.tanh(states["rna"] @ w.maps["protein"]) + private["protein"]
+        states = {"rna": link(programmes @ w.maps["rna"]) + private["rna"]}
+        states["protein"] = link(states["rna"] @ w.maps["protein"]) + private["protein"]
         for k in ("phospho", "acetyl", "ubiq"):
-            states[k] = np.tanh(states["protein"] @ w.maps[k]) + private[k]
-        states["pY"] = np.tanh(states["phospho"] @ w.maps["pY"]) + private["pY"]
+            states[k] = link(states["protein"] @ w.maps[k]) + private[k]
+        states["pY"] = link(states["phospho"] @ w.maps["pY"]) + private["pY"]
         states["methyl"] = private["methyl"]
         inflow = sum(states[k] @ w.metabolome_maps[k] for k in SEED_PTMS)
-        states["metabolome"] = np.tanh(inflow) + private["metabolome"]
+        states["metabolome"] = link(inflow) + private["metabolome"]
         return states
 
     def observe(self, layer: str, state: np.ndarray, drivers: np.ndarray, purity: np.ndarray,
@@ -458,7 +490,7 @@ def truth_record(config: SimulationConfig, drivers: np.ndarray, layer_truth: pd.
         for row in layer_truth.astype(object).to_dict("records")
     }
     keys = ("partner", "p_with_partner", "p_without_partner")
-    return {
+    record = {
         "seed": config.seed, "n_patients": config.n_patients, "config": asdict(config),
         "drivers": list(SEED_DRIVERS), "target_prevalence": TARGET_PREVALENCE,
         "observed_prevalence": {d: float(drivers[:, j].mean()) for j, d in enumerate(SEED_DRIVERS)},
@@ -480,6 +512,15 @@ def truth_record(config: SimulationConfig, drivers: np.ndarray, layer_truth: pd.
         "layers": layers,
         "definitions": TRUTH_DEFINITIONS,
     }  # fmt: skip
+    if config.nonlinearity == 0:  # not recorded at 0 (its meaning when absent), as before the parameter
+        del record["config"]["nonlinearity"]  # existed: the default truth.json stays byte-identical
+        return record
+    return record | {"nonlinearity": {
+        "value": config.nonlinearity, "link": f"tanh({1 + config.nonlinearity:g} * inflow) at every layer",
+        "driver_pairs": [list(pair) for pair in NONLINEAR_PAIRS],
+        "pair_effect": config.nonlinearity * config.interaction_effect,
+        "form": "programme shift of each pair, added only when both drivers are present",
+    }}  # fmt: skip
 
 
 def write_simulated_cohort(sim: SimulatedCohort, folder: str | Path) -> Path:

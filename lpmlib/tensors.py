@@ -47,15 +47,13 @@ class CohortTensors:
     layers: dict[str, Tensor]  # standardised values, (n, n_features)
 
     @classmethod
-    def build(cls, cohort: Cohort, rows: np.ndarray, scaler: LayerScaler) -> CohortTensors:
+    def build(cls, cohort: Cohort, rows: np.ndarray, scaler: LayerScaler, dtype: torch.dtype = torch.float32) -> CohortTensors:
         layers = {
-            name: torch.as_tensor(
-                scaler.standardise(name, layer.values.to_numpy(dtype=np.float64)[rows]), dtype=torch.float32
-            )
+            name: torch.as_tensor(scaler.standardise(name, layer.values.to_numpy(dtype=np.float64)[rows]), dtype=dtype)
             for name, layer in cohort.layers.items()
         }
         return cls(
-            drivers=torch.as_tensor(cohort.drivers.to_numpy()[rows], dtype=torch.float32),
+            drivers=torch.as_tensor(cohort.drivers.to_numpy()[rows], dtype=dtype),
             grade=torch.as_tensor(cohort.clinical["grade"].to_numpy()[rows], dtype=torch.long),
             layers=layers,
         )
@@ -67,6 +65,12 @@ class CohortTensors:
         return CohortTensors(
             self.drivers.to(device), self.grade.to(device), {n: t.to(device) for n, t in self.layers.items()}
         )
+
+    @classmethod
+    def concat(cls, first: CohortTensors, second: CohortTensors) -> CohortTensors:
+        """The patients of both, first then second."""
+        return cls(torch.cat([first.drivers, second.drivers]), torch.cat([first.grade, second.grade]),
+                   {n: torch.cat([t, second.layers[n]]) for n, t in first.layers.items()})  # fmt: skip
 
     def subset(self, index: Tensor) -> CohortTensors:
         """Some rows of every tensor (a mini-batch, or a split)."""

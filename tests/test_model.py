@@ -16,6 +16,7 @@ from lpmlib.model import (
     lpm_loss,
     masking_patterns,
     sample_ptm_mask,
+    training_patterns,
 )
 
 PTMS = {"a": 7, "b": 5, "c": 6}
@@ -30,9 +31,24 @@ def make_config(**overrides: object) -> ModelConfig:
     return ModelConfig(**values)
 
 
-def make_model(config: ModelConfig | None = None) -> LatentPerturbationModel:
+def make_model(config: ModelConfig | None = None, read_out: bool = True) -> LatentPerturbationModel:
+    """A model whose every path matters: random anchors, random residual read-outs, gates open and
+    half-blended (`read_out=False`: as constructed, anchors and residuals at zero)."""
     torch.manual_seed(0)
-    return LatentPerturbationModel(config or make_config())
+    model = LatentPerturbationModel(config or make_config())
+    if read_out:
+        randomise_read_out(model)
+    return model
+
+
+def randomise_read_out(model: LatentPerturbationModel) -> None:
+    with torch.no_grad():
+        for k in range(len(model.anchor.patterns)):
+            for name, dim in model.output_dims.items():
+                model.anchor.set_map(k, name, torch.randn(model.anchor.weight.shape[1], dim) * 0.1, torch.randn(dim))
+        for decoder in [*model.target_decoders.values(), *model.ptm_decoders.values()]:
+            torch.nn.init.normal_(decoder[-1].weight, std=0.1)
+    model.set_read_out({name: 1.0 for name in model.output_dims}, {name: 0.5 for name in model.output_dims})
 
 
 def make_batch(n: int = 10, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
@@ -120,7 +136,8 @@ def test_observed_layer_values_change_outputs() -> None:
 
 
 def _kl_numpy(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
-    return -0.5 * np.sum(1 + logvar - mu**2 - np.exp(logvar), axis=1)
+    """KL per latent dimension: the sum over dimensions divided by their number."""
+    return -0.5 * np.sum(1 + logvar - mu**2 - np.exp(logvar), axis=1) / mu.shape[1]
 
 
 def _info_nce_numpy(a: np.ndarray, b: np.ndarray, temperature: float) -> float:
@@ -146,9 +163,11 @@ def test_loss_terms_match_hand_computation() -> None:
     loss = lpm_loss(out, targets, mask, config)
     to_np = lambda t: t.detach().double().numpy()  # noqa: E731
 
-    mse = {name: float(np.mean((to_np(out.predictions[name]) - to_np(targets[name])) ** 2))
-           for name in targets}
-    reconstruction = sum(config.recon_weights.get(name, 1.0) * v for name, v in mse.items())
+    anchored = {name: to_np(out.paths["anchor"][name]) + to_np(out.paths["residual"][name]) for name in targets}
+    mse = {name: float(np.mean((anchored[name] - to_np(targets[name])) ** 2)) for name in targets}
+    direct = {name: float(np.mean((to_np(out.paths["direct"][name]) - to_np(targets[name])) ** 2))
+              for name in targets}
+    reconstruction = sum(config.recon_weights.get(name, 1.0) * (mse[name] + direct[name]) for name in targets)
     per_ptm = np.stack([_kl_numpy(to_np(out.ptm_mu[n]), to_np(out.ptm_logvar[n])) for n in PTMS], axis=1)
     observed = mask.numpy()
     kl = 0.3 * (per_ptm[observed].sum() / observed.sum()
@@ -156,7 +175,8 @@ def test_loss_terms_match_hand_computation() -> None:
     contrastive = 0.7 * _info_nce_numpy(to_np(out.z_seed), to_np(out.z_state), 0.5)
 
     expected = {"reconstruction": reconstruction, "kl": kl, "contrastive": contrastive,
-                "total": reconstruction + kl + contrastive, **{f"recon_{k}": v for k, v in mse.items()}}
+                "total": reconstruction + kl + contrastive, **{f"recon_{k}": v for k, v in mse.items()},
+                **{f"direct_{k}": v for k, v in direct.items()}}
     assert set(loss) == set(expected)
     for key, value in expected.items():
         assert loss[key].dim() == 0
@@ -205,16 +225,60 @@ def test_grade_and_driver_tokens_start_on_one_scale(latent_dim: int) -> None:
     assert 0.7 < grade_norm / driver_norm < 1.4, (grade_norm, driver_norm)
 
 
-def test_protein_is_decoded_from_predicted_rna() -> None:
+def test_protein_is_decoded_from_the_rna_anchor_and_the_direct_rna() -> None:
     model = make_model().eval()
     drivers, grade, ptms, _ = make_batch()
     mask = mask_rows([True, True, True])
-    before = model(drivers, grade, ptms, mask).predictions
+    before = model(drivers, grade, ptms, mask)
     with torch.no_grad():
-        model.target_decoders["rna"][-1].bias += 1.0
-    after = model(drivers, grade, ptms, mask).predictions
-    assert not torch.allclose(before["protein"], after["protein"])
-    assert torch.equal(before["met"], after["met"]) and torch.equal(before["a"], after["a"])
+        model.anchor.bias[:, model.anchor.output_columns["rna"].start] += 1.0
+    after = model(drivers, grade, ptms, mask)
+    assert not torch.allclose(before.paths["residual"]["protein"], after.paths["residual"]["protein"])
+    assert torch.equal(before.paths["direct"]["protein"], after.paths["direct"]["protein"])
+    with torch.no_grad():
+        model.direct_target_decoders["rna"][-1].bias += 1.0
+    direct = model(drivers, grade, ptms, mask)
+    assert not torch.allclose(direct.paths["direct"]["protein"], after.paths["direct"]["protein"])
+    assert torch.equal(direct.paths["residual"]["protein"], after.paths["residual"]["protein"])
+    assert torch.equal(before.predictions["met"], after.predictions["met"])
+
+
+def test_a_new_model_is_its_anchor_and_gate_zero_gives_exactly_the_anchor() -> None:
+    fresh = make_model(read_out=False).eval()
+    drivers, grade, ptms, _ = make_batch()
+    mask = mask_rows([True, False, True])
+    out = fresh(drivers, grade, ptms, mask)
+    assert all(torch.count_nonzero(r) == 0 for r in out.paths["residual"].values())  # zero-initialised
+    model = make_model().eval()
+    model.set_read_out({name: 0.0 for name in model.output_dims}, {name: 0.0 for name in model.output_dims})
+    out = model(drivers, grade, ptms, mask)
+    assert all(torch.equal(out.predictions[n], out.paths["anchor"][n]) for n in model.output_dims)
+    assert any(torch.count_nonzero(r) > 0 for r in out.paths["residual"].values())
+    model.set_read_out({"rna": 0.5}, {"met": 1.0})
+    out = model(drivers, grade, ptms, mask)
+    assert torch.allclose(out.predictions["rna"], out.paths["anchor"]["rna"] + 0.5 * out.paths["residual"]["rna"])
+    assert torch.equal(out.predictions["met"], out.paths["direct"]["met"])
+    assert model.read_out()["rna"] == (0.5, 0.0) and model.read_out()["met"] == (0.0, 1.0)
+
+
+def test_an_anchor_never_reads_its_own_layer_or_a_masked_one() -> None:
+    model = make_model()
+    patterns = model.anchor.patterns.tolist()
+    for k, pattern in enumerate(patterns):
+        for name in model.output_dims:
+            weight = model.anchor.weight_of(name)[k]
+            for i, (ptm, rows) in enumerate(model.anchor.input_rows.items()):
+                hidden = ptm == name or not pattern[i]
+                assert (torch.count_nonzero(weight[rows.start : rows.stop]) == 0) == hidden, (k, name, ptm)
+
+
+def test_a_pattern_without_an_anchor_is_an_error_naming_it() -> None:
+    dims = {"a": 3, "b": 2, "c": 2, "d": 2, "e": 2}  # two of five observed: not a training pattern
+    model = make_model(make_config(ptm_dims=dims))
+    drivers, grade, _, _ = make_batch()
+    ptms = {name: torch.randn(10, dim) for name, dim in dims.items()}
+    with pytest.raises(ValueError, match=r"masking pattern \[1, 1, 0, 0, 0\] has no fitted anchor"):
+        model(drivers, grade, ptms, mask_rows([True, True, False, False, False]))
 
 
 def test_initialisation_is_deterministic() -> None:
@@ -222,15 +286,26 @@ def test_initialisation_is_deterministic() -> None:
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
-def test_sample_ptm_mask_is_seeded_and_covers_every_pattern_kind() -> None:
-    masks = [sample_ptm_mask(2000, 4, torch.Generator().manual_seed(s)) for s in (3, 3, 4)]
-    assert masks[0].dtype == torch.bool and masks[0].shape == (2000, 4)
+def test_sample_ptm_mask_is_seeded_and_draws_the_five_kinds_equally() -> None:
+    masks = [sample_ptm_mask(5000, 4, torch.Generator().manual_seed(s)) for s in (3, 3, 4)]
+    assert masks[0].dtype == torch.bool and masks[0].shape == (5000, 4)
     assert torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], masks[2])
-    assert (masks[0].sum(dim=1) == 2).any()  # only independent dropout keeps two of four layers
-    kept = sample_ptm_mask(4000, 4, torch.Generator().manual_seed(0), modality_dropout=0.0).sum(dim=1)
+    kept = masks[0].sum(dim=1)
     fractions = {k: (kept == k).float().mean().item() for k in range(5)}
-    assert fractions[2] == 0.0  # without dropout: all kept, genomics-only, keep-one, drop-one, a quarter each
-    assert all(0.22 < fractions[k] < 0.28 for k in (0, 1, 3, 4)), fractions
+    assert all(0.17 < fractions[k] < 0.23 for k in range(5)), fractions  # genomics-only, keep-one, ... all
+
+
+@pytest.mark.parametrize("n_ptm", [1, 2, 3, 5])
+def test_training_patterns_hold_every_question_pattern_and_grow_quadratically(n_ptm: int) -> None:
+    patterns, probabilities = training_patterns(n_ptm)
+    rows = {tuple(row) for row in patterns.tolist()}
+    assert len(rows) == len(patterns)
+    named = masking_patterns([f"p{i}" for i in range(n_ptm)])
+    assert {tuple(v.tolist()) for v in named.values()} <= rows
+    assert len(patterns) <= 2**n_ptm
+    if n_ptm >= 5:  # below five, some kinds coincide (dropping two of three keeps one)
+        assert len(patterns) == 2 + 2 * n_ptm + n_ptm * (n_ptm - 1) // 2
+    assert torch.isclose(probabilities.sum(), torch.tensor(1.0)) and (probabilities > 0).all()
 
 
 def test_masking_patterns() -> None:
@@ -265,7 +340,8 @@ def test_invalid_config_is_an_error_naming_the_problem(overrides: dict, message:
 def test_count_parameters_covers_every_parameter() -> None:
     model = make_model()
     blocks = count_parameters(model)
-    assert [name for name, _ in blocks] == ["genomics", "seed_head", "ptm_encoders", "joint_encoder",
-                                            "fusion", "target_decoders", "ptm_decoders"]
+    assert [name for name, _ in blocks] == ["genomics", "seed_head", "ptm_encoders", "joint_encoder", "fusion",
+                                            "anchor", "target_decoders", "ptm_decoders", "direct_target_decoders",
+                                            "direct_ptm_decoders"]
     assert sum(n for _, n in blocks) == sum(p.numel() for p in model.parameters())
-    assert all(n > 0 for _, n in blocks)
+    assert all((n > 0) == (name != "anchor") for name, n in blocks)  # the anchor is fitted, not trained

@@ -43,6 +43,7 @@ def oracle_folds(cohort, n_folds: int = 3) -> list[FoldResult]:
     for k, (train, test) in enumerate(fold_splits(cohort.n_patients, n_folds, seed=0), start=1):
         truth = {n: layer.values.to_numpy()[test] for n, layer in cohort.layers.items()}
         patterns = ["all", "genomics_only"] + [f"without_{p}" for p in cohort.ptm_names]
+        patterns += [f"deep:{p}" for p in patterns]
         folds.append(FoldResult(k, None, LayerScaler.fit(cohort, train), train, test, pd.DataFrame(),
                                 {p: truth for p in patterns}))  # fmt: skip
     return folds
@@ -50,10 +51,10 @@ def oracle_folds(cohort, n_folds: int = 3) -> list[FoldResult]:
 
 def test_q0_scores_perfect_predictions_as_one_and_ridge_below(cohort) -> None:
     per_fold = q0_per_fold(cohort, oracle_folds(cohort))
-    assert len(per_fold) == 3 * len(cohort.layers) * 4 * 2
-    lpm = per_fold[per_fold["method"].str.startswith("lpm")]
+    assert len(per_fold) == 3 * len(cohort.layers) * 8 * 2
+    lpm = per_fold[per_fold["method"].str.startswith(("lpm", "deep"))]
     assert np.allclose(lpm["value"], 1.0)
-    ridge = per_fold[per_fold["method"].str.startswith("ridge")]
+    ridge = per_fold[per_fold["method"].str.startswith(("ridge", "reduced_rank_ridge"))]
     assert (ridge["value"] < 1).all()
     assert set(per_fold["n_patients"]) == {20}
 

@@ -1,0 +1,113 @@
+"""The linear baseline nested in the LPM: closed-form anchors, reduced-rank ridge, read-outs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.linear_model import Ridge, RidgeCV
+
+from lpmlib.cohort import N_GRADES, Cohort, Layer
+from lpmlib.cv import fold_splits, model_config, run_cv
+from lpmlib.linear import RIDGE_ALPHAS, ReducedRankRidgeCV, fit_fixed, fit_reduced_rank_ridge, fit_ridge
+from lpmlib.model import LatentPerturbationModel, masking_patterns
+from lpmlib.performance import lpm_versus_ridge, held_out_errors, q0_per_fold, q0_summary, r2_table
+from lpmlib.tensors import CohortTensors, LayerScaler
+from lpmlib.train import TrainSettings, choose_read_outs, fit_anchors
+
+
+def model_inputs(cohort: Cohort, scaler: LayerScaler, rows: np.ndarray, visible: list[str]) -> np.ndarray:
+    """Drivers, one-hot grade and the visible PTM layers as the model sees them, built independently."""
+    grade = np.eye(N_GRADES)[cohort.clinical["grade"].to_numpy()[rows]]
+    ptms = [scaler.standardise(p, cohort.layers[p].values.to_numpy()[rows]) for p in visible]
+    return np.hstack([cohort.drivers.to_numpy(dtype=float)[rows], grade, *ptms])
+
+
+@pytest.mark.parametrize(("layer", "pattern"), [("rna", "all"), ("rna", "genomics_only"), ("acetyl", "without_acetyl"),
+                                                ("acetyl", "all"), ("metabolome", "genomics_only")])  # fmt: skip
+def test_the_anchor_alone_reproduces_ridgecv_on_a_fold(small_sim, layer: str, pattern: str) -> None:
+    """On a layer's evaluation problems (every other input; genomics only), where alpha is chosen."""
+    cohort = small_sim.cohort
+    train, test = fold_splits(cohort.n_patients, 5, seed=42)[0]
+    scaler = LayerScaler.fit(cohort, train)
+    model = LatentPerturbationModel(model_config(cohort, latent_dim=16, vae_latent_dim=8)).double().eval()
+    fit_anchors(model, CohortTensors.build(cohort, train, scaler, torch.float64), "ridge")
+    data = CohortTensors.build(cohort, test, scaler, torch.float64)
+    mask = masking_patterns(cohort.ptm_names)[pattern].expand(len(test), -1)
+    with torch.no_grad():
+        predicted = model(data.drivers, data.grade, {p: data.layers[p] for p in cohort.ptm_names}, mask).predictions
+    visible = [p for p, seen in zip(cohort.ptm_names, mask[0].tolist()) if seen and p != layer]
+    y = cohort.layers[layer].values.to_numpy()
+    ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(model_inputs(cohort, scaler, train, visible), y[train])
+    expected = ridge.predict(model_inputs(cohort, scaler, test, visible))
+    np.testing.assert_allclose(scaler.original_units(layer, predicted[layer].numpy()), expected, atol=1e-6, rtol=0)
+
+
+def low_rank_problem(n: int, rank: int, seed: int = 0, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 40))
+    coef = rng.normal(size=(40, rank)) @ rng.normal(size=(rank, 30)) / 4
+    return x, x @ coef + noise * rng.normal(size=(n, 30))
+
+
+def test_reduced_rank_ridge_finds_a_low_rank_map_and_predicts_better_than_ridge() -> None:
+    x, y = low_rank_problem(400, rank=3)
+    fit = fit_reduced_rank_ridge(x[:200], y[:200])
+    assert fit.rank == 3
+    held_out = lambda model: np.sum((model.predict(x[200:]) - y[200:]) ** 2)  # noqa: E731
+    assert held_out(fit) < 0.97 * held_out(fit_ridge(x[:200], y[:200]))
+    estimator = ReducedRankRidgeCV().fit(x[:200], y[:200])
+    assert estimator.rank_ == 3 and np.allclose(estimator.predict(x[200:]), fit.predict(x[200:]))
+
+
+def test_full_rank_is_plain_ridge_and_a_full_rank_map_is_kept() -> None:
+    x, y = low_rank_problem(300, rank=30, noise=0.1)
+    fit = fit_reduced_rank_ridge(x, y)
+    assert fit.rank is None
+    ridge = Ridge(alpha=fit.alpha).fit(x, y)
+    np.testing.assert_allclose(fit.predict(x), ridge.predict(x), atol=1e-8)
+    same = fit_fixed(x, y, fit)
+    np.testing.assert_allclose(same.coef, fit.coef, atol=1e-12)
+
+
+def linear_cohort(template: Cohort, seed: int = 3) -> Cohort:
+    """A cohort whose PTM layers are independent noise and whose target layers are an exact linear
+    function of drivers, grade and the PTM layers plus noise: nothing for depth to find."""
+    rng = np.random.default_rng(seed)
+    index = template.case_ids
+    ptms = {p: pd.DataFrame(rng.normal(size=(len(index), 6)), index=index) for p in template.ptm_names}
+    inputs = np.hstack([template.drivers.to_numpy(dtype=float), np.eye(N_GRADES)[template.clinical["grade"]],
+                        *(f.to_numpy() for f in ptms.values())])  # fmt: skip
+    layers = {p: Layer(p, "ptm", frame) for p, frame in ptms.items()}
+    for name in template.target_names:
+        values = inputs @ rng.normal(scale=0.5, size=(inputs.shape[1], 8)) + rng.normal(size=(len(index), 8))
+        layers[name] = Layer(name, "target", pd.DataFrame(values, index=index))
+    return dataclasses.replace(template, layers=layers)
+
+
+def test_on_an_exactly_linear_cohort_the_lpm_matches_ridge(small_sim, tmp_path) -> None:
+    cohort = linear_cohort(small_sim.cohort)
+    folds = run_cv(cohort, tmp_path, TrainSettings(epochs=8, patience=4), log=None, latent_dim=16, vae_latent_dim=8)
+    errors = held_out_errors(cohort, folds)
+    table = r2_table(q0_summary(q0_per_fold(cohort, folds, errors)))
+    for layer in cohort.target_names:
+        assert table.loc[layer, "ridge_all"] > 0.5  # a real signal, which ridge finds
+        assert abs(table.loc[layer, "lpm_all"] - table.loc[layer, "ridge_all"]) < 0.01, layer
+    versus = lpm_versus_ridge(cohort, errors)
+    assert set(versus["layer"]) == set(cohort.layers) and (versus["n_patients"] == cohort.n_patients).all()
+
+
+def test_an_untrained_model_reads_out_its_anchors(small_sim) -> None:
+    cohort = small_sim.cohort
+    rows = np.arange(cohort.n_patients)
+    scaler = LayerScaler.fit(cohort, rows)
+    model = LatentPerturbationModel(model_config(cohort, latent_dim=16, vae_latent_dim=8)).eval()
+    fit_anchors(model, CohortTensors.build(cohort, rows[:90], scaler), "ridge")
+    error, table = choose_read_outs(model, CohortTensors.build(cohort, rows[90:], scaler))
+    assert (table["read_out"] == "anchor").all()  # an untrained model: its direct read-out never helps
+    # the residual read-outs of an untrained model are exactly zero: the best deep read-out is the anchor
+    assert np.isclose(error, table["inner_error_deep"].mean()) and np.allclose(table["inner_error_deep"], table["inner_error_anchor"])
+    assert list(table["layer"]) == list(model.output_dims)
