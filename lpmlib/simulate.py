@@ -1,8 +1,9 @@
 """A synthetic prostate-cancer multi-omic cohort with planted, recorded ground truth.
 
 Drivers shift latent programmes, which flow nonlinearly through RNA -> protein -> five PTM layers ->
-metabolome; `SimulationConfig.nonlinearity` sets how far from linear that flow is. Raw features of every layer mix tumour signal with a stromal profile by purity and carry
-measurement noise; they are projected to PCs by the same `LayerProjector` that real cohorts use.
+metabolome (`SimulationConfig.nonlinearity` sets how far from linear). Raw features of every layer mix
+tumour signal with a stromal profile by purity and carry measurement noise; they are projected to PCs
+by the same `LayerProjector` that real cohorts use.
 Every patient-level random draw is kept, so the truth is recomputed, not assumed: noise ceilings, the
 genomics-only ceiling, PTM dependencies and the counterfactual knockout of every driver (the same
 patient with the same draws, one driver set to 0).
@@ -38,11 +39,10 @@ ENRICHMENT = {"SPOP": ("ETS", 0.0), "CHD1": ("SPOP", 0.25), "PTEN": ("ERG", 0.30
 ZERO_EFFECT_DRIVERS = ("SKIL", "IDH1", "CUL3", "RAF1", "FGFR2", "rare")
 STRONG_DRIVERS = ("ERG", "PTEN", "TP53", "MYC", "FOXA1", "SPOP")
 INTERACTION = ("ERG", "PTEN")
-# With nonlinearity > 0, every other pair of strong drivers that can co-occur shifts the programmes too.
-EXCLUSIVE_PAIRS = ({"ERG", "SPOP"},)
+# With nonlinearity > 0, the 13 other pairs of strong drivers that can co-occur (not ERG x SPOP) interact too.
 NONLINEAR_PAIRS = tuple(
     (a, b) for i, a in enumerate(STRONG_DRIVERS) for b in STRONG_DRIVERS[i + 1 :]
-    if {a, b} != set(INTERACTION) and {a, b} not in EXCLUSIVE_PAIRS
+    if {a, b} != set(INTERACTION) and {a, b} != {"ERG", "SPOP"}
 )  # fmt: skip
 # Effect driver -> (its own gene, sign of the direct effect on that gene's RNA and protein).
 OWN_GENE = {
@@ -93,12 +93,12 @@ class SimulationConfig:
     metabolome_noise_sd: float = 0.6
     unknown_grade_fraction: float = 0.05  # patients whose Gleason score is not reported
     monte_carlo_draws: int = 100  # draws per driver/grade profile for the genomics ceiling
-    # How nonlinear the flow is; 0 is the original simulator, and its files are byte-identical. Every link
-    # tanh(x) becomes tanh((1 + nonlinearity) * x): its output range stays (-1, 1), but it turns from
-    # near-linear over the inputs' range into a near-step at 2-3, so each layer's conditional expectation
-    # given its parent state saturates. And every pair of strong drivers in NONLINEAR_PAIRS adds, only
-    # when both are present, a programme shift of RMS nonlinearity * interaction_effect (like ERG x PTEN),
-    # so that the expectation given the genome is no longer additive in the drivers.
+    # How far from linear the flow is (0 = the original simulator; its files are byte-identical). With
+    # nonlinearity = a: (1) every link tanh(x) becomes tanh((1 + a) * x), still bounded by 1 but a near-step
+    # at a = 2-3, so each layer's expectation given its parent state saturates; (2) every pair of strong
+    # drivers that can co-occur interacts, which is the only way a function of binary drivers can be
+    # nonlinear: the ERG x PTEN shift grows to (1 + a) * interaction_effect, and each of NONLINEAR_PAIRS
+    # adds, when both drivers are present, a shift of RMS a * interaction_effect in its own direction.
     nonlinearity: float = 0.0
 
     def __post_init__(self) -> None:
@@ -230,7 +230,8 @@ def draw_world(config: SimulationConfig, rng: np.random.Generator) -> World:
     # Drawn after everything else, whatever the nonlinearity: the other parameters stay those of the
     # original simulator, and cohorts that differ only in their nonlinearity share one world.
     pairs = np.array([unit_rms(rng, P) for _ in NONLINEAR_PAIRS])
-    return World(weights, interaction, grade, maps, metabolome_maps, loadings, stroma, own_gene, features, pairs)
+    return World(weights, interaction, grade, maps, metabolome_maps, loadings, stroma, own_gene, features,
+                 pairs)  # fmt: skip
 
 
 def conditional_prevalence(driver: str) -> tuple[str, float, float]:
@@ -282,6 +283,11 @@ def driver_term(drivers: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return total
 
 
+def both_present(drivers: np.ndarray, pair: tuple[str, str]) -> np.ndarray:
+    """1 for the patients who carry both drivers of the pair, else 0."""
+    return drivers[:, SEED_DRIVERS.index(pair[0])] * drivers[:, SEED_DRIVERS.index(pair[1])]
+
+
 def pooled_r2(observed: np.ndarray, predicted: np.ndarray) -> float:
     """1 - SS_res / SS_tot, with both sums over patients and all PC columns."""
     return float(1 - np.sum((observed - predicted) ** 2) / np.sum((observed - observed.mean(axis=0)) ** 2))
@@ -300,18 +306,17 @@ class Simulator:
         return np.tanh((1.0 + self.config.nonlinearity) * inflow)  # x 1.0 is exact: the default is unchanged
 
     def pair_term(self, drivers: np.ndarray) -> np.ndarray:
-        """The programme shifts of the NONLINEAR_PAIRS present in each patient, RMS nonlinearity * interaction."""
-        total = np.zeros((len(drivers), self.config.programme_dim))
-        scale = self.config.nonlinearity * self.config.interaction_effect
-        for (a, b), direction in zip(NONLINEAR_PAIRS, self.world.pair_directions):
-            both = drivers[:, SEED_DRIVERS.index(a)] * drivers[:, SEED_DRIVERS.index(b)]
-            total += both[:, None] * (scale * direction)
+        """Extra programme shifts of co-occurring strong drivers: nonlinearity x (ERG x PTEN's, 13 others)."""
+        a = self.config.nonlinearity
+        total = both_present(drivers, INTERACTION)[:, None] * (a * self.world.interaction)
+        for pair, direction in zip(NONLINEAR_PAIRS, self.world.pair_directions):
+            total += both_present(drivers, pair)[:, None] * (a * self.config.interaction_effect * direction)
         return total
 
     def states(self, drivers: np.ndarray, gleason: np.ndarray, draws: Draws) -> dict[str, np.ndarray]:
         """Drivers -> programmes -> RNA -> protein -> PTMs -> metabolome: tanh links plus private parts."""
         w, private_sd, link = self.world, self.config.private_sd_of, self.link
-        pair = drivers[:, SEED_DRIVERS.index(INTERACTION[0])] * drivers[:, SEED_DRIVERS.index(INTERACTION[1])]
+        pair = both_present(drivers, INTERACTION)
         programmes = (driver_term(drivers, w.programme_weights) + pair[:, None] * w.interaction
                       + (gleason - 7.0)[:, None] * w.grade_direction + draws.background)  # fmt: skip
         if self.config.nonlinearity > 0:  # skipped at 0, so the default programmes are bit for bit unchanged
@@ -512,14 +517,16 @@ def truth_record(config: SimulationConfig, drivers: np.ndarray, layer_truth: pd.
         "layers": layers,
         "definitions": TRUTH_DEFINITIONS,
     }  # fmt: skip
-    if config.nonlinearity == 0:  # not recorded at 0 (its meaning when absent), as before the parameter
-        del record["config"]["nonlinearity"]  # existed: the default truth.json stays byte-identical
+    if config.nonlinearity == 0:  # absent means 0, as in cohorts written before the parameter existed:
+        del record["config"]["nonlinearity"]  # the default truth.json stays byte-identical to theirs
         return record
+    a, effect = config.nonlinearity, config.interaction_effect
+    record["interaction"]["effect"] = (1 + a) * effect
     return record | {"nonlinearity": {
-        "value": config.nonlinearity, "link": f"tanh({1 + config.nonlinearity:g} * inflow) at every layer",
-        "driver_pairs": [list(pair) for pair in NONLINEAR_PAIRS],
-        "pair_effect": config.nonlinearity * config.interaction_effect,
-        "form": "programme shift of each pair, added only when both drivers are present",
+        "value": a, "link": f"tanh({1 + a:g} * inflow) at every layer, instead of tanh(inflow)",
+        "interaction_effect": (1 + a) * effect, "driver_pairs": [list(pair) for pair in NONLINEAR_PAIRS],
+        "pair_effect": a * effect,
+        "form": "each pair's programme shift (its own random direction) is added only when both are present",
     }}  # fmt: skip
 
 
