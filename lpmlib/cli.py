@@ -18,7 +18,8 @@ def _simulate(args: argparse.Namespace) -> None:
     except ValueError as error:  # an invalid value, named by the config
         raise ParameterError(str(error)) from error
     folder = write_simulated_cohort(simulate_cohort(config), args.out)
-    print(f"simulated {args.n_patients} patients (seed {args.seed}, nonlinearity {args.nonlinearity:g}) into {folder}")
+    settings = f"seed {args.seed}, nonlinearity {args.nonlinearity:g}"
+    print(f"simulated {args.n_patients} patients ({settings}) into {folder}")
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--n-patients", type=int, default=160)
     simulate.add_argument("--seed", type=int, default=42)
     simulate.add_argument("--nonlinearity", type=float, default=0.0,
-                          help="0 (default): the original simulator; 2-3: saturating links, many driver interactions")  # fmt: skip
+                          help="0: the original flow; 2-3: saturating links and driver-pair interactions")  # fmt: skip
     simulate.set_defaults(handler=_simulate)
 
     run = commands.add_parser("run", help="execute the notebooks with papermill, then build the book")
