@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--n-patients", type=int, default=160)
     simulate.add_argument("--seed", type=int, default=42)
     simulate.add_argument("--nonlinearity", type=float, default=0.0,
-                          help="0: the original flow; 2-3: saturating links and driver-pair interactions")  # fmt: skip
+                          help="0: the original flow; 2-3: saturating links, driver-pair interactions")
     simulate.set_defaults(handler=_simulate)
 
     run = commands.add_parser("run", help="execute the notebooks with papermill, then build the book")
