@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.linear_model import RidgeCV
+from sklearn.linear_model import LinearRegression, RidgeCV
 from sklearn.metrics import make_scorer, r2_score
 from sklearn.model_selection import KFold, cross_val_score
 from threadpoolctl import threadpool_limits
@@ -15,10 +17,18 @@ from threadpoolctl import threadpool_limits
 from lpmlib.cohort import SEED_DRIVERS, SEED_PTMS, read_seed_layout
 from lpmlib.simulate import (
     ETS_FUSIONS,
+    NONLINEAR_PAIRS,
+    STRONG_DRIVERS,
     TARGET_PREVALENCE,
+    TARGETS,
     ZERO_EFFECT_DRIVERS,
     SimulatedCohort,
     SimulationConfig,
+    Simulator,
+    draw_drivers,
+    draw_gleason,
+    draw_patients,
+    draw_world,
     read_truth,
     simulate_cohort,
     write_simulated_cohort,
@@ -174,7 +184,8 @@ def test_the_world_does_not_depend_on_the_number_of_patients() -> None:
     ("field", "value"),
     [("n_patients", 1), ("n_patients", 10.5), ("leader", "sumo"), ("ptm_noise_sd", -0.1),
      ("strong_effect", float("nan")), ("unknown_grade_fraction", 1.0), ("monte_carlo_draws", 0),
-     ("n_rna_features", 5), ("seed", True)],
+     ("n_rna_features", 5), ("seed", True), ("nonlinearity", -0.5), ("nonlinearity", float("nan")),
+     ("nonlinearity", float("inf"))],
 )  # fmt: skip
 def test_invalid_config_values_name_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=rf"SimulationConfig\.{field}="):
@@ -188,3 +199,85 @@ def test_layer_truth_table_columns(default_sim: SimulatedCohort) -> None:
     assert list(default_sim.knockout_effects.columns) == [
         "driver", "layer", "n_carriers", "zero_effect", "effect_rms_pc", "effect_rms_raw", "effect_std",
     ]  # fmt: skip
+
+
+SMALL = SimulationConfig(n_patients=60, n_components=5, monte_carlo_draws=10)
+
+
+def flow(nonlinearity: float) -> Simulator:
+    config = replace(SMALL, nonlinearity=nonlinearity)
+    return Simulator(config, draw_world(config, np.random.default_rng(0)))
+
+
+def test_nonlinearity_zero_is_the_original_cohort_and_other_values_keep_the_world() -> None:
+    implicit, explicit = simulate_cohort(SMALL), simulate_cohort(replace(SMALL, nonlinearity=0.0))
+    assert explicit.cohort.equals(implicit.cohort) and explicit.truth == implicit.truth
+    pd.testing.assert_frame_equal(explicit.knockout_effects, implicit.knockout_effects)
+    pd.testing.assert_frame_equal(explicit.layer_truth, implicit.layer_truth)
+    assert "nonlinearity" not in implicit.truth and "nonlinearity" not in implicit.truth["config"]
+    bent = simulate_cohort(replace(SMALL, nonlinearity=2.0))  # same patients, same world, another flow
+    assert bent.cohort.drivers.equals(implicit.cohort.drivers)
+    assert bent.cohort.clinical.equals(implicit.cohort.clinical)
+    sites = [list(sim.cohort.layers["acetyl"].loadings.columns) for sim in (bent, implicit)]
+    assert sites[0] == sites[1]
+    assert not np.allclose(bent.cohort.layers["rna"].values, implicit.cohort.layers["rna"].values)
+    assert bent.truth["config"]["nonlinearity"] == 2.0 and bent.truth["nonlinearity"]["value"] == 2.0
+    assert bent.truth["nonlinearity"]["driver_pairs"] == [list(pair) for pair in NONLINEAR_PAIRS]
+    assert bent.truth["interaction"]["effect"] == 3.0 * SMALL.interaction_effect
+    table = bent.knockout_effects  # knockouts re-run the bent flow: zero-effect drivers still change nothing
+    zero = table[table["zero_effect"] & (table["n_carriers"] > 0)]
+    assert not zero.empty and (zero[["effect_rms_pc", "effect_rms_raw"]] == 0.0).all().all()
+
+
+def genotype_expectations(nonlinearity: float, draws_per_genotype: int = 400) -> dict[str, np.ndarray]:
+    """Per layer: E[state | genotype] on every allowed genotype of the strong drivers (Gleason 7), estimated
+    twice from independent halves of the Monte Carlo draws: genotypes x 2 x state size."""
+    combos = [c for c in itertools.product((0, 1), repeat=len(STRONG_DRIVERS))
+              if not (c[STRONG_DRIVERS.index("ERG")] and c[STRONG_DRIVERS.index("SPOP")])]  # fmt: skip
+    genotypes = np.zeros((len(combos), len(SEED_DRIVERS)), dtype=np.int64)
+    genotypes[:, [SEED_DRIVERS.index(d) for d in STRONG_DRIVERS]] = combos
+    repeated = np.repeat(genotypes, draws_per_genotype, axis=0)
+    draws = draw_patients(SMALL, len(repeated), np.random.default_rng(1), measured=False)
+    states = flow(nonlinearity).states(repeated, np.full(len(repeated), 7), draws)
+    halves = (len(combos), 2, draws_per_genotype // 2, -1)
+    return {k: states[k].reshape(halves).mean(axis=2) for k in TARGETS} | {"genotypes": np.array(combos)}
+
+
+@pytest.fixture(scope="module")
+def genotype_means() -> dict[float, dict[str, np.ndarray]]:
+    return {nonlinearity: genotype_expectations(nonlinearity) for nonlinearity in (0.0, 2.0)}
+
+
+@pytest.mark.parametrize("layer", TARGETS)
+def test_nonlinearity_makes_the_expectation_given_the_genome_non_additive(
+    genotype_means: dict[float, dict[str, np.ndarray]], layer: str
+) -> None:
+    """The best linear (additive) fit of E[state | strong drivers] falls; genotype means stay reproducible."""
+    fits = {}
+    for nonlinearity, expected in genotype_means.items():
+        halves, genotypes = expected[layer], expected["genotypes"]
+        mean = halves.mean(axis=1)
+        linear = LinearRegression().fit(genotypes, mean).predict(genotypes)
+        reproduced = r2_score(halves[:, 1], halves[:, 0], multioutput="variance_weighted")
+        fits[nonlinearity] = (r2_score(mean, linear, multioutput="variance_weighted"), reproduced)
+    (linear_0, flexible_0), (linear_2, flexible_2) = fits[0.0], fits[2.0]
+    assert linear_0 > 0.85 and linear_2 < linear_0 - 0.25
+    assert min(flexible_0, flexible_2) > 0.85  # one half's genotype means predict the other's
+
+
+def test_nonlinearity_saturates_every_layer_given_its_parents() -> None:
+    """E[layer | parent states] is the link itself: its best linear fit on the parents falls."""
+    r2 = {}
+    for nonlinearity in (0.0, 2.0):
+        rng = np.random.default_rng(1)
+        drivers = draw_drivers(4000, rng)
+        draws = draw_patients(SMALL, len(drivers), rng, measured=False)
+        sim = flow(nonlinearity)
+        states = sim.states(drivers, draw_gleason(drivers, rng), draws)
+        parents = {"protein": states["rna"], "metabolome": np.hstack([states[k] for k in SEED_PTMS])}
+        for layer, inputs in parents.items():
+            expected = states[layer] - SMALL.private_sd_of(layer) * draws.private[layer]
+            linear = LinearRegression().fit(inputs, expected).predict(inputs)
+            r2[layer, nonlinearity] = r2_score(expected, linear, multioutput="variance_weighted")
+    for layer in ("protein", "metabolome"):
+        assert r2[layer, 0.0] > 0.88 and r2[layer, 2.0] < r2[layer, 0.0] - 0.1
