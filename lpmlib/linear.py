@@ -62,11 +62,26 @@ def fit_ridge(x: np.ndarray, y: np.ndarray) -> LinearFit:
                      np.atleast_1d(model.intercept_).astype(float), float(model.alpha_), None)  # fmt: skip
 
 
-def _centred_svd(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The centring of inputs and outputs, and the SVD of the centred inputs with U'y."""
-    x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
-    u, s, vt = np.linalg.svd(x - x_mean, full_matrices=False)
-    return x_mean, y_mean, s, vt, u.T @ (y - y_mean)
+class Inputs:
+    """A design matrix with the centred SVDs of its rows (all, or a cross-validation training fold),
+    each computed once: the layers fitted on the same visible inputs share them."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = np.asarray(x, dtype=float)
+        self._svds: dict[bytes, tuple[np.ndarray, ...]] = {}
+
+    def centred_svd(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """(column means, U, s, V') of the rows (all rows when None), centred."""
+        key = b"" if rows is None else np.asarray(rows).tobytes()
+        if key not in self._svds:
+            x = self.x if rows is None else self.x[rows]
+            mean = x.mean(axis=0)
+            self._svds[key] = (mean, *np.linalg.svd(x - mean, full_matrices=False))
+        return self._svds[key]
+
+
+def as_inputs(x: np.ndarray | Inputs) -> Inputs:
+    return x if isinstance(x, Inputs) else Inputs(x)
 
 
 def _ridge_coef(s: np.ndarray, vt: np.ndarray, uty: np.ndarray, alpha: float) -> np.ndarray:
@@ -84,19 +99,23 @@ def candidate_ranks(n_outputs: int, n_samples: int) -> list[int | None]:
     return [r for r in RANKS if r < min(n_outputs, n_samples - 1)] + [None]
 
 
-def fit_reduced_rank_ridge(x: np.ndarray, y: np.ndarray, n_splits: int = 5, seed: int = 0,
+def fit_reduced_rank_ridge(x: np.ndarray | Inputs, y: np.ndarray, n_splits: int = 5, seed: int = 0,
                            like: LinearFit | None = None) -> LinearFit:  # fmt: skip
     """Reduced-rank ridge: alpha and rank chosen together by K-fold CV (summed squared error) among the
     ranks of `candidate_ranks` and the alphas `ALPHA_FACTORS` times ridge's own leave-one-out alpha
     (rank reduction regularises too, so the best alpha is often smaller). `like`: take its alpha and
     rank instead of choosing them (a related problem's choice; one SVD instead of a cross-validation)."""
+    inputs = as_inputs(x)
     if like is not None:
-        return fit_fixed(x, y, like)
+        return fit_fixed(inputs, y, like)
+    x = inputs.x
     ridge_alpha = fit_ridge(x, y).alpha
     ranks = candidate_ranks(y.shape[1], len(x) - len(x) // n_splits)
     errors = np.zeros((len(ALPHA_FACTORS), len(ranks)))
     for train, test in KFold(n_splits, shuffle=True, random_state=seed).split(x):
-        x_mean, y_mean, s, vt, uty = _centred_svd(x[train], y[train])
+        x_mean, u, s, vt = inputs.centred_svd(train)
+        y_mean = y[train].mean(axis=0)
+        uty = u.T @ (y[train] - y_mean)
         for i, factor in enumerate(ALPHA_FACTORS):
             predicted = (x[test] - x_mean) @ _ridge_coef(s, vt, uty, ridge_alpha * factor)
             directions = _output_directions(s, uty, ridge_alpha * factor)
@@ -105,12 +124,15 @@ def fit_reduced_rank_ridge(x: np.ndarray, y: np.ndarray, n_splits: int = 5, seed
                 reduced = predicted if rank is None else scores[:, :rank] @ directions[:, :rank].T
                 errors[i, j] += np.sum((reduced + y_mean - y[test]) ** 2)
     i, j = np.unravel_index(np.argmin(errors), errors.shape)
-    return fit_fixed(x, y, LinearFit(np.empty(0), np.empty(0), ridge_alpha * ALPHA_FACTORS[i], ranks[j], ALPHA_FACTORS[i]))
+    choice = LinearFit(np.empty(0), np.empty(0), ridge_alpha * ALPHA_FACTORS[i], ranks[j], ALPHA_FACTORS[i])
+    return fit_fixed(inputs, y, choice)
 
 
-def fit_fixed(x: np.ndarray, y: np.ndarray, like: LinearFit) -> LinearFit:
+def fit_fixed(x: np.ndarray | Inputs, y: np.ndarray, like: LinearFit) -> LinearFit:
     """Ridge, or reduced-rank ridge, with the alpha and rank of `like`, in closed form."""
-    x_mean, y_mean, s, vt, uty = _centred_svd(x, y)
+    x_mean, u, s, vt = as_inputs(x).centred_svd()
+    y_mean = y.mean(axis=0)
+    uty = u.T @ (y - y_mean)
     alpha, rank = like.alpha, like.rank
     coef = _ridge_coef(s, vt, uty, alpha)
     if rank is not None and rank < min(coef.shape):
@@ -137,9 +159,9 @@ class ReducedRankRidgeCV(RegressorMixin, BaseEstimator):
         return self.fit_.predict(np.asarray(x, dtype=float))
 
 
-# The anchors' estimators, called as (x, y, seed, like): `like` is a related problem's fit whose
+# The anchors' estimators, called as (inputs, y, seed, like): `like` is a related problem's fit whose
 # choices (rank, alpha factor) are reused instead of cross-validating again.
 ESTIMATORS = {
-    "ridge": lambda x, y, seed, like: fit_ridge(x, y) if like is None else fit_fixed(x, y, like),
+    "ridge": lambda x, y, seed, like: fit_ridge(x.x, y) if like is None else fit_fixed(x, y, like),
     "reduced_rank_ridge": lambda x, y, seed, like: fit_reduced_rank_ridge(x, y, seed=seed, like=like),
 }

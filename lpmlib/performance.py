@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from lpmlib.cohort import Cohort
 from lpmlib.cv import DEEP, FoldResult, fold_view
-from lpmlib.linear import cohort_genomic_design, fit_reduced_rank_ridge, fit_ridge
+from lpmlib.linear import cohort_genomic_design, design, fit_reduced_rank_ridge, fit_ridge
 from lpmlib.model import evaluation_patterns
 from lpmlib.perturb import observed_held_out
 from lpmlib.stats import mean_interval, summarise_folds
@@ -37,10 +37,9 @@ def linear_inputs(cohort: Cohort, layer: str, fold: FoldResult, genomics_only: b
     """The linear baselines' inputs for predicting `layer`, as the LPM sees them: genomics, plus every
     PTM layer other than `layer` scaled like the model's inputs (a fold's training statistics)."""
     view = fold_view(cohort, fold)
-    blocks = [cohort_genomic_design(view)]
-    if not genomics_only:
-        blocks += [fold.scaler.standardise(p, view.layers[p].values.to_numpy()) for p in view.ptm_names if p != layer]
-    return np.hstack(blocks)
+    visible = [] if genomics_only else [p for p in view.ptm_names if p != layer]
+    ptms = {p: fold.scaler.standardise(p, view.layers[p].values.to_numpy()) for p in visible}
+    return design(cohort_genomic_design(view), ptms, visible)
 
 
 def linear_predictor(fitter: Callable) -> Predictor:

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from threadpoolctl import threadpool_limits
 
-from lpmlib.linear import ESTIMATORS, LinearFit, design, genomic_design
+from lpmlib.linear import ESTIMATORS, Inputs, LinearFit, design, genomic_design
 from lpmlib.model import (
     LatentPerturbationModel,
     ModelConfig,
@@ -128,11 +128,14 @@ def fit_anchors(model: LatentPerturbationModel, data: CohortTensors, estimator: 
     genomics = genomic_design(data.drivers.numpy(), data.grade.numpy())
     ptms = {name: data.layers[name].double().numpy() for name in names}
     fits: dict[tuple[str, tuple[str, ...]], LinearFit] = {}
+    inputs: dict[tuple[str, ...], Inputs] = {}
 
     def fitted(layer: str, visible: tuple[str, ...], like: LinearFit | None = None) -> LinearFit:
         if (layer, visible) not in fits:
-            x = design(genomics, ptms, list(visible))
-            fits[layer, visible] = ESTIMATORS[estimator](x, data.layers[layer].double().numpy(), seed, like)
+            if visible not in inputs:
+                inputs[visible] = Inputs(design(genomics, ptms, list(visible)))
+            y = data.layers[layer].double().numpy()
+            fits[layer, visible] = ESTIMATORS[estimator](inputs[visible], y, seed, like)
         return fits[layer, visible]
 
     with threadpool_limits(1):

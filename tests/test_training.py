@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,24 +15,38 @@ from lpmlib.performance import q0_per_fold
 from lpmlib.simulate import SimulationConfig, simulate_cohort
 from lpmlib.train import TrainSettings
 
-SETTINGS = TrainSettings(epochs=12, patience=5)
-SMALL = {"latent_dim": 32, "vae_latent_dim": 16}
+SETTINGS = TrainSettings(epochs=4, patience=5)  # the mechanics of training, not its quality
+SMALL = {"latent_dim": 16, "vae_latent_dim": 8}
+N_FOLDS = 3
 
 
 @pytest.fixture(scope="module")
-def cohort():
-    return simulate_cohort(SimulationConfig()).cohort
+def cohort(small_sim):
+    """The small simulated cohort: reproducibility, resuming and checkpoints do not depend on its size."""
+    return small_sim.cohort
 
 
 def q0_csv(cohort, run_dir: Path, n_jobs: int = 1, settings: TrainSettings = SETTINGS) -> tuple[bytes, list]:
-    folds = run_cv(cohort, run_dir, settings, n_jobs=n_jobs, log=None, **SMALL)
+    folds = run_cv(cohort, run_dir, settings, N_FOLDS, n_jobs=n_jobs, log=None, **SMALL)
     path = run_dir / "q0.csv"
     q0_per_fold(cohort, folds).to_csv(path, index=False)
     return path.read_bytes(), folds
 
 
-def test_training_beats_the_mean_predictor_on_held_out_patients(cohort, tmp_path: Path) -> None:
-    folds = run_cv(cohort, tmp_path, log=None)  # the default settings and model
+@pytest.fixture(scope="module")
+def trained(cohort, tmp_path_factory) -> tuple[Path, bytes, list]:
+    """One finished run: its folder, its Q0 table and its folds. Tests change copies of the folder."""
+    run_dir = tmp_path_factory.mktemp("trained")
+    return (run_dir, *q0_csv(cohort, run_dir))
+
+
+def copy_run(trained, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(trained[0], tmp_path / "run"))
+
+
+def test_training_beats_the_mean_predictor_on_held_out_patients(tmp_path: Path) -> None:
+    cohort = simulate_cohort(SimulationConfig()).cohort
+    folds = run_cv(cohort, tmp_path, log=None)  # the default cohort, settings and model
     q0 = q0_per_fold(cohort, folds)
     lpm = q0[(q0["method"] == "lpm_all") & (q0["metric"] == "r2_variance_weighted")]
     by_layer = lpm.groupby("layer")["value"].mean()
@@ -41,60 +56,55 @@ def test_training_beats_the_mean_predictor_on_held_out_patients(cohort, tmp_path
     assert all(f.history["validation_loss"].iloc[-1] < f.history["validation_loss"].iloc[0] for f in folds)
 
 
-def test_same_seed_gives_a_byte_identical_q0_table(cohort, tmp_path: Path) -> None:
-    first, _ = q0_csv(cohort, tmp_path / "a")
-    second, _ = q0_csv(cohort, tmp_path / "b")
-    assert first == second
-
-
-def test_one_or_two_jobs_give_the_same_table(cohort, tmp_path: Path) -> None:
+def test_same_seed_gives_a_byte_identical_q0_table_with_one_or_two_jobs(cohort, trained, tmp_path: Path) -> None:
     serial, _ = q0_csv(cohort, tmp_path / "serial", n_jobs=1)
     parallel, _ = q0_csv(cohort, tmp_path / "parallel", n_jobs=2)
-    assert serial == parallel
+    assert serial == trained[1]
+    assert parallel == trained[1]
 
 
-def test_rerun_reuses_finished_folds_and_resumes_a_deleted_one(cohort, tmp_path: Path) -> None:
-    original, _ = q0_csv(cohort, tmp_path)
-    FoldStore(tmp_path, 2).weights.unlink()
-    resumed, folds = q0_csv(cohort, tmp_path)
-    assert [f.reused for f in folds] == [True, False, True, True, True]
-    assert resumed == original
+def test_rerun_reuses_finished_folds_and_resumes_a_deleted_one(cohort, trained, tmp_path: Path) -> None:
+    run_dir = copy_run(trained, tmp_path)
+    FoldStore(run_dir, 2).weights.unlink()
+    resumed, folds = q0_csv(cohort, run_dir)
+    assert [f.reused for f in folds] == [True, False, True]
+    assert resumed == trained[1]
 
 
-def test_a_corrupt_checkpoint_is_retrained_not_loaded(cohort, tmp_path: Path) -> None:
-    original, _ = q0_csv(cohort, tmp_path)
-    weights = FoldStore(tmp_path, 3).weights
+def test_a_corrupt_checkpoint_is_retrained_not_loaded(cohort, trained, tmp_path: Path) -> None:
+    run_dir = copy_run(trained, tmp_path)
+    weights = FoldStore(run_dir, 3).weights
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    again, folds = q0_csv(cohort, tmp_path)
-    assert [f.reused for f in folds] == [True, True, False, True, True]
-    assert again == original
+    again, folds = q0_csv(cohort, run_dir)
+    assert [f.reused for f in folds] == [True, True, False]
+    assert again == trained[1]
 
 
-def test_changed_settings_retrain_every_fold(cohort, tmp_path: Path) -> None:
-    q0_csv(cohort, tmp_path)
-    _, folds = q0_csv(cohort, tmp_path, settings=TrainSettings(epochs=3, patience=5))
+def test_changed_settings_retrain_every_fold(cohort, trained, tmp_path: Path) -> None:
+    _, folds = q0_csv(cohort, copy_run(trained, tmp_path), settings=TrainSettings(epochs=2, patience=5))
     assert not any(f.reused for f in folds)
-    assert all(len(f.history) <= 3 for f in folds)
+    assert all(f.history["epoch"].max() <= 2 for f in folds)
 
 
-def test_checkpoints_of_other_model_code_are_retrained_and_never_loaded(cohort, tmp_path: Path, monkeypatch) -> None:
-    q0_csv(cohort, tmp_path)
+def test_checkpoints_of_other_model_code_are_retrained_and_never_loaded(cohort, trained, tmp_path: Path,
+                                                                        monkeypatch) -> None:  # fmt: skip
+    run_dir = copy_run(trained, tmp_path)
     monkeypatch.setattr(cv, "training_code_hash", lambda: "another version")
     with pytest.raises(MissingTrainingError, match="another version of lpmlib"):
-        load_folds(cohort, tmp_path)
-    _, folds = q0_csv(cohort, tmp_path)
+        load_folds(cohort, run_dir, N_FOLDS)
+    _, folds = q0_csv(cohort, run_dir)
     assert not any(f.reused for f in folds)
 
 
-def test_held_out_predictions_cover_every_pattern_and_patient(cohort, tmp_path: Path) -> None:
-    _, folds = q0_csv(cohort, tmp_path, settings=TrainSettings(epochs=2))
+def test_held_out_predictions_cover_every_pattern_and_patient(cohort, trained) -> None:
+    run_dir, _, folds = trained
     held_out = np.sort(np.concatenate([f.test_rows for f in folds]))
     assert np.array_equal(held_out, np.arange(cohort.n_patients))
     fold = folds[0]
     assert {"all", "genomics_only", "without_pY", "only_acetyl"} <= set(fold.predictions)
     for layer in cohort.layers:
         assert fold.predictions["all"][layer].shape == (len(fold.test_rows), cohort.layers[layer].n_features)
-    saved = np.load(FoldStore(tmp_path, 1).predictions)
+    saved = np.load(FoldStore(run_dir, 1).predictions)
     assert list(saved["case_id"]) == list(cohort.case_ids[fold.test_rows])
     np.testing.assert_array_equal(saved["genomics_only/rna"], fold.predictions["genomics_only"]["rna"])
     assert not np.allclose(fold.predictions["genomics_only"]["pY"], fold.predictions["all"]["pY"])
