@@ -110,6 +110,9 @@ def fit_reduced_rank_ridge(x: np.ndarray | Inputs, y: np.ndarray, n_splits: int 
         return fit_fixed(inputs, y, like)
     x = inputs.x
     ridge_alpha = fit_ridge(x, y).alpha
+    n_splits = min(n_splits, len(x))  # a cohort this small cross-validates by leaving one patient out
+    if n_splits < 2:
+        return fit_fixed(inputs, y, LinearFit(np.empty(0), np.empty(0), ridge_alpha, None))
     ranks = candidate_ranks(y.shape[1], len(x) - len(x) // n_splits)
     errors = np.zeros((len(ALPHA_FACTORS), len(ranks)))
     for train, test in KFold(n_splits, shuffle=True, random_state=seed).split(x):

@@ -73,6 +73,13 @@ def test_full_rank_is_plain_ridge_and_a_full_rank_map_is_kept() -> None:
     np.testing.assert_allclose(same.coef, fit.coef, atol=1e-12)
 
 
+def test_a_few_patients_are_cross_validated_one_left_out_at_a_time() -> None:
+    x, y = low_rank_problem(3, rank=2)
+    fit = fit_reduced_rank_ridge(x, y)  # 5 folds asked, 3 patients: every rank below 2 is no choice
+    assert fit.rank is None and fit.alpha_factor in (1 / 16, 1 / 4, 1.0)
+    np.testing.assert_allclose(fit.predict(x), Ridge(alpha=fit.alpha).fit(x, y).predict(x), atol=1e-8)
+
+
 def linear_cohort(template: Cohort, seed: int = 3) -> Cohort:
     """A cohort whose PTM layers are independent noise and whose target layers are an exact linear
     function of drivers, grade and the PTM layers plus noise: nothing for depth to find."""
