@@ -84,6 +84,12 @@ def as_inputs(x: np.ndarray | Inputs) -> Inputs:
     return x if isinstance(x, Inputs) else Inputs(x)
 
 
+def _centred_projection(u: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The outputs' means, and the centred outputs projected on the inputs' left singular vectors (U'y)."""
+    y_mean = y.mean(axis=0)
+    return y_mean, u.T @ (y - y_mean)
+
+
 def _ridge_coef(s: np.ndarray, vt: np.ndarray, uty: np.ndarray, alpha: float) -> np.ndarray:
     return vt.T @ ((s / (s**2 + alpha))[:, None] * uty)
 
@@ -110,15 +116,12 @@ def fit_reduced_rank_ridge(x: np.ndarray | Inputs, y: np.ndarray, n_splits: int 
         return fit_fixed(inputs, y, like)
     x = inputs.x
     ridge_alpha = fit_ridge(x, y).alpha
-    n_splits = min(n_splits, len(x))  # a cohort this small cross-validates by leaving one patient out
-    if n_splits < 2:
-        return fit_fixed(inputs, y, LinearFit(np.empty(0), np.empty(0), ridge_alpha, None))
+    n_splits = min(n_splits, len(x))  # fewer patients than folds: leave one patient out at a time
     ranks = candidate_ranks(y.shape[1], len(x) - len(x) // n_splits)
     errors = np.zeros((len(ALPHA_FACTORS), len(ranks)))
     for train, test in KFold(n_splits, shuffle=True, random_state=seed).split(x):
         x_mean, u, s, vt = inputs.centred_svd(train)
-        y_mean = y[train].mean(axis=0)
-        uty = u.T @ (y[train] - y_mean)
+        y_mean, uty = _centred_projection(u, y[train])
         for i, factor in enumerate(ALPHA_FACTORS):
             predicted = (x[test] - x_mean) @ _ridge_coef(s, vt, uty, ridge_alpha * factor)
             directions = _output_directions(s, uty, ridge_alpha * factor)
@@ -134,8 +137,7 @@ def fit_reduced_rank_ridge(x: np.ndarray | Inputs, y: np.ndarray, n_splits: int 
 def fit_fixed(x: np.ndarray | Inputs, y: np.ndarray, like: LinearFit) -> LinearFit:
     """Ridge, or reduced-rank ridge, with the alpha and rank of `like`, in closed form."""
     x_mean, u, s, vt = as_inputs(x).centred_svd()
-    y_mean = y.mean(axis=0)
-    uty = u.T @ (y - y_mean)
+    y_mean, uty = _centred_projection(u, y)
     alpha, rank = like.alpha, like.rank
     coef = _ridge_coef(s, vt, uty, alpha)
     if rank is not None and rank < min(coef.shape):
