@@ -328,11 +328,13 @@ def _read_layer(path: Path) -> pd.DataFrame:
 
 
 def _to_numeric(table: pd.DataFrame, path: Path) -> pd.DataFrame:
-    numeric = table.apply(lambda col: pd.to_numeric(col.str.strip(), errors="coerce"))
-    blank = table.apply(lambda col: col.str.strip().str.lower().isin(["", "nan", "na"]))
-    for column in table.columns:
-        if blank[column].all():
-            raise AllMissingColumnError("every value is missing", file=path, column=column)
+    stripped = np.char.strip(table.to_numpy(dtype=str))
+    parsed = pd.to_numeric(pd.Series(stripped.ravel()), errors="coerce").to_numpy(dtype=np.float64)
+    numeric = pd.DataFrame(parsed.reshape(stripped.shape), index=table.index, columns=table.columns)
+    blank = pd.DataFrame(np.isin(np.char.lower(stripped), ["", "nan", "na"]), index=table.index, columns=table.columns)
+    empty_columns = table.columns[blank.all(axis=0).to_numpy()]
+    if len(empty_columns):
+        raise AllMissingColumnError("every value is missing", file=path, column=empty_columns[0])
     bad = numeric.isna() & ~blank
     if bad.any().any():
         case_id, column = _first_true(bad)

@@ -19,6 +19,12 @@ SMALL_MODEL = {"latent_dim": 32, "vae_latent_dim": 16}
 RNA_DRIVER = 3  # the only driver that feeds the "rna" layer of KnownModel
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files that hold a slow test first (each file keeps its own order), so the longest start at once."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 @pytest.fixture(scope="session")
 def small_sim() -> SimulatedCohort:
     """120 simulated patients, 10 components per layer."""

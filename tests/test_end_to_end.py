@@ -1,8 +1,8 @@
-"""The whole book, as a user and CI run it: `lpm run` with the quick parameters, twice.
+"""The whole book, as a user and CI run it: `lpm run` with the quick parameters.
 
-Checks that the book renders every chapter, that two runs with the same parameters give
-byte-identical tables, that one question chapter re-runs alone with another gene (changing only its
-own tables, training nothing), and that the built book works in a real browser.
+Checks that the book renders every chapter, that a second run of the chapters that draw random
+numbers gives byte-identical tables, that one question chapter re-runs alone with another gene
+(changing only its own tables, training nothing), and that the built book works in a real browser.
 """
 
 from __future__ import annotations
@@ -73,12 +73,18 @@ def test_the_book_renders_every_chapter_with_its_tables(quick_book: Path) -> Non
     assert provenance["parameters"]["epochs"] == 3 and provenance["packages"]["torch"].startswith("2.")
 
 
+# The chapters that draw random numbers: simulation, training (with Q0's cross-validated baselines),
+# the knockout's bootstrap and the attributions. The others are deterministic functions of their tables
+# and models; re-running these four keeps the check within the suite's time.
+RANDOM_CHAPTERS = ("01", "03", "04", "06")
+
+
 @pytest.mark.slow
 def test_a_second_run_with_the_same_parameters_gives_identical_tables(quick_book: Path) -> None:
-    lpm_run(quick_book, "-p", "run_dir=results/b")
+    lpm_run(quick_book, "--notebooks", *RANDOM_CHAPTERS, "--no-book", "-p", "run_dir=results/b")
     first, second = tables(quick_book / "results/a"), tables(quick_book / "results/b")
-    assert first.keys() == second.keys() and len(first) > 20
-    assert [name for name in first if first[name] != second[name]] == []
+    assert len(second) > 10 and second.keys() < first.keys()
+    assert [name for name in second if first[name] != second[name]] == []
 
 
 @pytest.mark.slow

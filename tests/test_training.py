@@ -44,6 +44,7 @@ def copy_run(trained, tmp_path: Path) -> Path:
     return Path(shutil.copytree(trained[0], tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_training_beats_the_mean_predictor_on_held_out_patients(tmp_path: Path) -> None:
     cohort = simulate_cohort(SimulationConfig()).cohort
     folds = run_cv(cohort, tmp_path, log=None)  # the default cohort, settings and model

@@ -33,10 +33,12 @@ def reversals(tmp_path_factory) -> pd.DataFrame:
     return known_effect_check(folds[0].cohort, folds, cohort.known_effects).set_index("driver")
 
 
+@pytest.mark.slow
 def test_the_manifest_lists_the_known_effects_of_the_data_readme(reversals) -> None:
     assert reversals["feature"].to_dict() == EXPECTED and set(reversals["layer"]) == {"protein"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alteration", EXPECTED)
 def test_reversing_an_alteration_moves_its_protein_back_and_near_the_top(reversals, alteration) -> None:
     row = reversals.loc[alteration]
