@@ -32,6 +32,7 @@ class RunParams:
     simulate_if_missing: bool = True  # simulate the default cohort into data_dir when it is absent
     n_patients: int = 160  # patients of a simulated cohort
     simulation_seed: int = 42  # seed of the simulated cohort
+    nonlinearity: float = 0.0  # how far the simulated cohort is from linear (0: the method's simulator)
     seed: int = 42  # global seed of every random step of the analysis
     n_folds: int = 5  # cross-validation folds
     run_dir: str = "results/default"  # where tables, figures and executed notebooks of the run go
@@ -95,8 +96,29 @@ class RunParams:
             raise ParameterError(f"n_patients ({self.n_patients}) must be >= n_folds ({self.n_folds})")
         if self.n_folds < 2:
             raise ParameterError(f"n_folds must be >= 2, got {self.n_folds}")
+        if self.nonlinearity < 0:
+            raise ParameterError(f"nonlinearity must be >= 0, got {self.nonlinearity}")
         if self.anchor not in ESTIMATORS:
             raise ParameterError(f"anchor must be one of {', '.join(ESTIMATORS)}, got {self.anchor!r}")
+
+    def check_simulated_folder(self, data_dir: str | Path) -> None:
+        """A simulated folder must hold the cohort that the simulation parameters set away from their
+        defaults ask for: otherwise `-p nonlinearity=1` (say) would silently analyse the old cohort. At
+        their defaults they ask for nothing, so a folder made by `lpm simulate` is analysed as it is."""
+        from lpmlib.simulate import read_truth
+
+        truth = read_truth(data_dir)
+        if truth is None:
+            return  # the user's own seed-layout cohort
+        found = {"n_patients": truth["config"]["n_patients"], "simulation_seed": truth["config"]["seed"],
+                 "nonlinearity": truth["config"].get("nonlinearity", 0.0)}  # fmt: skip
+        asked = {name: getattr(self, name) for name in found if getattr(self, name) != getattr(RunParams(), name)}
+        differences = [f"{name}={found[name]} (asked: {value})" for name, value in asked.items() if found[name] != value]
+        if differences:
+            raise ParameterError(
+                f"'{data_dir}' holds a cohort simulated with {', '.join(differences)}. Give another data_dir "
+                "for the cohort you ask for, or delete this folder to simulate it again."
+            )
 
     def train_settings(self) -> TrainSettings:
         return TrainSettings(

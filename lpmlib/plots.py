@@ -107,3 +107,24 @@ def r2_by_layer(summary: pd.DataFrame, metric: str = "r2_variance_weighted") -> 
     ax.legend(frameon=False, fontsize=8, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.12))
     fig.tight_layout()
     return fig
+
+
+def r2_by_cohort_size(curve: pd.DataFrame, inputs: str = "all") -> Figure:
+    """Held-out R^2 against the number of patients (log scale), one panel per target layer: each model's
+    cross-fold mean with its 95% interval, and the noise ceiling as a dashed line."""
+    layers = list(dict.fromkeys(curve["layer"]))
+    fig, axes = plt.subplots(1, len(layers), figsize=(3.2 * len(layers), 3.4), sharey=True, squeeze=False)
+    for ax, layer in zip(axes[0], layers):
+        rows = curve[curve["layer"] == layer]
+        for model, line in rows[rows["inputs"] == inputs].groupby("model", sort=False):
+            ax.errorbar(line["n_patients"], line["mean"], capsize=2, marker="o", label=model,
+                        yerr=np.nan_to_num([line["mean"] - line["ci_low"], line["ci_high"] - line["mean"]]))  # fmt: skip
+        ceiling = rows[rows["model"] == "noise_ceiling"]
+        ax.plot(ceiling["n_patients"], ceiling["mean"], color="black", ls="--", lw=1, label="noise ceiling")
+        ax.set_xscale("log")
+        ax.set_title(layer)
+        ax.set_xlabel("patients")
+    axes[0, 0].set_ylabel(f"held-out R^2 ({inputs.replace('_', ' ')} inputs)")
+    axes[0, 0].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig

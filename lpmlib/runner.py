@@ -162,6 +162,8 @@ def run(params: RunParams, project: Path, notebooks: list[str] | None = None, bo
     selected = [
         nb for nb in find_notebooks(project) if notebooks is None or any(nb.name.startswith(n) for n in notebooks)
     ]  # fmt: skip
+    if not params.manifest and (project / params.data_dir).is_dir():
+        params.check_simulated_folder(project / params.data_dir)
     if notebooks is None:
         shutil.rmtree(project / GENERATED, ignore_errors=True)
     write_json(project / params.run_dir / "params.json", params.as_dict())

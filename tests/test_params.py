@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from lpmlib.params import ParameterError, RunParams, load_params, parse_override
+from lpmlib.simulate import SimulationConfig, simulate_cohort, write_simulated_cohort
 
 
 def test_defaults_build_the_book_on_the_simulated_cohort() -> None:
@@ -54,3 +55,18 @@ def test_overrides_are_read_as_yaml() -> None:
 def test_the_default_file_lists_every_parameter_at_its_default() -> None:
     listed = yaml.safe_load((Path(__file__).resolve().parents[1] / "params/default.yaml").read_text())
     assert listed == RunParams().as_dict()
+
+
+def test_a_simulated_folder_must_hold_the_cohort_the_changed_simulation_parameters_ask_for(tmp_path) -> None:
+    folder = write_simulated_cohort(simulate_cohort(SimulationConfig(n_patients=30, seed=7)), tmp_path / "sim")
+    RunParams().check_simulated_folder(folder)  # at their defaults they ask for nothing: `lpm simulate`'s folder
+    RunParams(n_patients=30, simulation_seed=7).check_simulated_folder(folder)
+    with pytest.raises(ParameterError, match=r"n_patients=30 \(asked: 60\)") as error:
+        RunParams(n_patients=60).check_simulated_folder(folder)
+    assert "simulation_seed" not in str(error.value) and "another data_dir" in str(error.value)
+    with pytest.raises(ParameterError, match=r"nonlinearity=0.0 \(asked: 1.0\)"):
+        RunParams(nonlinearity=1.0).check_simulated_folder(folder)
+    (folder / "truth.json").unlink()  # the user's own cohort: nothing to compare
+    RunParams(n_patients=60).check_simulated_folder(folder)
+    with pytest.raises(ParameterError, match="nonlinearity must be >= 0"):
+        RunParams.from_mapping({"nonlinearity": -0.5})
