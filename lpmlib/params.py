@@ -15,7 +15,12 @@ from typing import Any
 import yaml
 
 from lpmlib.linear import ESTIMATORS
+from lpmlib.simulate import SimulationConfig, read_truth
 from lpmlib.train import TrainSettings
+
+
+# run parameter -> the SimulationConfig field it sets (the config's own defaults fill the rest)
+SIMULATION_FIELDS = {"n_patients": "n_patients", "simulation_seed": "seed", "nonlinearity": "nonlinearity"}
 
 
 class ParameterError(ValueError):
@@ -101,18 +106,20 @@ class RunParams:
         if self.anchor not in ESTIMATORS:
             raise ParameterError(f"anchor must be one of {', '.join(ESTIMATORS)}, got {self.anchor!r}")
 
+    def simulation_config(self) -> SimulationConfig:
+        """The cohort to simulate when `data_dir` does not exist."""
+        return SimulationConfig(**{field: getattr(self, name) for name, field in SIMULATION_FIELDS.items()})
+
     def check_simulated_folder(self, data_dir: str | Path) -> None:
         """A simulated folder must hold the cohort that the simulation parameters set away from their
         defaults ask for: otherwise `-p nonlinearity=1` (say) would silently analyse the old cohort. At
         their defaults they ask for nothing, so a folder made by `lpm simulate` is analysed as it is."""
-        from lpmlib.simulate import read_truth
-
         truth = read_truth(data_dir)
         if truth is None:
             return  # the user's own seed-layout cohort
-        found = {"n_patients": truth["config"]["n_patients"], "simulation_seed": truth["config"]["seed"],
-                 "nonlinearity": truth["config"].get("nonlinearity", 0.0)}  # fmt: skip
-        asked = {name: getattr(self, name) for name in found if getattr(self, name) != getattr(RunParams(), name)}
+        defaults = SimulationConfig()  # a field left out of truth.json is at its default
+        found = {name: truth["config"].get(field, getattr(defaults, field)) for name, field in SIMULATION_FIELDS.items()}
+        asked = {name: getattr(self, name) for name in SIMULATION_FIELDS if getattr(self, name) != getattr(RunParams(), name)}
         differences = [f"{name}={found[name]} (asked: {value})" for name, value in asked.items() if found[name] != value]
         if differences:
             raise ParameterError(

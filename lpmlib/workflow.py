@@ -16,7 +16,6 @@ from lpmlib.manifest import KnownEffect, RawCohort, read_manifest
 from lpmlib.params import RunParams
 from lpmlib.questions.permutation import knockout_permutation_null
 from lpmlib.simulate import (
-    SimulationConfig,
     read_layer_truth,
     read_truth,
     simulate_cohort,
@@ -76,14 +75,10 @@ def _seed_layout_cohort(params: RunParams) -> Cohort:
             raise FileNotFoundError(
                 f"cohort folder '{data_dir}' not found (set simulate_if_missing=True to simulate one)"
             )
-        write_simulated_cohort(simulate_cohort(simulation_config(params)), data_dir)
+        write_simulated_cohort(simulate_cohort(params.simulation_config()), data_dir)
     else:
         params.check_simulated_folder(data_dir)
     return read_seed_layout(data_dir, n_folds=params.n_folds)
-
-
-def simulation_config(params: RunParams) -> SimulationConfig:
-    return SimulationConfig(n_patients=params.n_patients, seed=params.simulation_seed, nonlinearity=params.nonlinearity)
 
 
 def raw_cohort(params: RunParams) -> RawCohort:
