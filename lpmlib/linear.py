@@ -6,8 +6,8 @@ them (a fold's `LayerScaler`); a layer is never an input of its own prediction. 
 `RidgeCV` (alpha by efficient leave-one-out). Reduced-rank ridge keeps only the `rank` leading
 directions of ridge's fitted values: every output feature is then read from one shared
 low-dimensional linear state, which is what the LPM's z_state is meant to be. Its alpha and rank are
-chosen together by K-fold cross-validation on the training patients, and full rank (plain ridge) is
-one of the choices.
+chosen together by K-fold cross-validation on the training patients, and plain ridge (full rank, ridge's
+own alpha) is kept unless the best choice beats it clearly (`SEPARATION`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from lpmlib.cohort import N_GRADES, Cohort
 RIDGE_ALPHAS = np.logspace(-2, 5, 15)
 RANKS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # candidate ranks; full rank (plain ridge) is always a candidate
 ALPHA_FACTORS = (1 / 16, 1 / 4, 1.0)  # reduced-rank ridge's alphas, relative to ridge's own
+SEPARATION = 2.0  # standard errors by which a reduced-rank choice must beat plain ridge in the CV
 
 
 def genomic_design(drivers: np.ndarray, grade: np.ndarray) -> np.ndarray:
@@ -107,10 +108,15 @@ def candidate_ranks(n_outputs: int, n_samples: int) -> list[int | None]:
 
 def fit_reduced_rank_ridge(x: np.ndarray | Inputs, y: np.ndarray, n_splits: int = 5, seed: int = 0,
                            like: LinearFit | None = None) -> LinearFit:  # fmt: skip
-    """Reduced-rank ridge: alpha and rank chosen together by K-fold CV (summed squared error) among the
-    ranks of `candidate_ranks` and the alphas `ALPHA_FACTORS` times ridge's own leave-one-out alpha
-    (rank reduction regularises too, so the best alpha is often smaller). `like`: take its alpha and
-    rank instead of choosing them (a related problem's choice; one SVD instead of a cross-validation)."""
+    """Reduced-rank ridge: alpha and rank chosen together by K-fold CV among the ranks of
+    `candidate_ranks` and the alphas `ALPHA_FACTORS` times ridge's own leave-one-out alpha (rank
+    reduction regularises too, so the best alpha is often smaller). `like`: take its alpha and rank
+    instead of choosing them (a related problem's choice; one SVD instead of a cross-validation).
+
+    The best choice replaces plain ridge only when its gain is positive in every CV fold and larger than
+    `SEPARATION` standard errors of the per-patient gain: the best of 30 choices beats ridge in the CV by
+    chance alone, and on weak signals (genomics only) such a choice loses to ridge on new patients.
+    """
     inputs = as_inputs(x)
     if like is not None:
         return fit_fixed(inputs, y, like)
@@ -118,8 +124,10 @@ def fit_reduced_rank_ridge(x: np.ndarray | Inputs, y: np.ndarray, n_splits: int 
     ridge_alpha = fit_ridge(x, y).alpha
     n_splits = min(n_splits, len(x))  # fewer patients than folds: leave one patient out at a time
     ranks = candidate_ranks(y.shape[1], len(x) - len(x) // n_splits)
-    errors = np.zeros((len(ALPHA_FACTORS), len(ranks)))
-    for train, test in KFold(n_splits, shuffle=True, random_state=seed).split(x):
+    errors = np.zeros((len(ALPHA_FACTORS), len(ranks), len(x)))  # per choice and patient
+    folds = np.zeros(len(x), dtype=int)
+    for k, (train, test) in enumerate(KFold(n_splits, shuffle=True, random_state=seed).split(x)):
+        folds[test] = k
         x_mean, u, s, vt = inputs.centred_svd(train)
         y_mean, uty = _centred_projection(u, y[train])
         for i, factor in enumerate(ALPHA_FACTORS):
@@ -128,10 +136,20 @@ def fit_reduced_rank_ridge(x: np.ndarray | Inputs, y: np.ndarray, n_splits: int 
             scores = predicted @ directions
             for j, rank in enumerate(ranks):
                 reduced = predicted if rank is None else scores[:, :rank] @ directions[:, :rank].T
-                errors[i, j] += np.sum((reduced + y_mean - y[test]) ** 2)
-    i, j = np.unravel_index(np.argmin(errors), errors.shape)
+                errors[i, j, test] = np.sum((reduced + y_mean - y[test]) ** 2, axis=1)
+    ridge = (ALPHA_FACTORS.index(1.0), len(ranks) - 1)
+    best = np.unravel_index(np.argmin(errors.sum(axis=2)), errors.shape[:2])
+    i, j = best if _separated(errors[ridge] - errors[best], folds) else ridge
     choice = LinearFit(np.empty(0), np.empty(0), ridge_alpha * ALPHA_FACTORS[i], ranks[j], ALPHA_FACTORS[i])
     return fit_fixed(inputs, y, choice)
+
+
+def _separated(gain: np.ndarray, folds: np.ndarray) -> bool:
+    """A per-patient gain positive in every fold and above `SEPARATION` standard errors."""
+    if len(gain) < 2 or not np.any(gain):
+        return False
+    in_every_fold = all(gain[folds == k].sum() > 0 for k in np.unique(folds))
+    return in_every_fold and gain.mean() > SEPARATION * gain.std(ddof=1) / np.sqrt(len(gain))
 
 
 def fit_fixed(x: np.ndarray | Inputs, y: np.ndarray, like: LinearFit) -> LinearFit:

@@ -13,7 +13,9 @@ trained without the anchor (the deep model alone). The prediction of layer l is
 
     (1 - w_l) * anchor_l + w_l * direct_l + g_l * residual_l
 
-with the gate g_l and blend weight w_l chosen per layer on an inner split (both 0: the anchor alone).
+with the gate g_l and blend weight w_l chosen on an inner split (both 0: the anchor alone) for each
+layer and each of its two kinds of inputs (`INPUTS`): with some other PTM layer visible, and from
+genomics alone, on which the counterfactual answers rest and where depth has the least to add.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+INPUTS = ("all", "genomics_only")  # a layer predicted with other PTM layers visible, or from genomics alone
 
 
 @dataclass(frozen=True)
@@ -257,8 +262,8 @@ class LatentPerturbationModel(nn.Module):
             name: _mlp(d + self._parent_width(name), d, dim, p) for name, dim in config.target_dims.items()
         })
         self.direct_ptm_decoders = nn.ModuleDict({name: _mlp(d, d, dim, p) for name, dim in config.ptm_dims.items()})
-        self.register_buffer("residual_gate", torch.zeros(len(self.output_dims)))
-        self.register_buffer("blend_weight", torch.zeros(len(self.output_dims)))
+        self.register_buffer("residual_gate", torch.zeros(len(INPUTS), len(self.output_dims)))
+        self.register_buffer("blend_weight", torch.zeros(len(INPUTS), len(self.output_dims)))
 
     @property
     def output_dims(self) -> dict[str, int]:
@@ -268,16 +273,25 @@ class LatentPerturbationModel(nn.Module):
     def _parent_width(self, name: str) -> int:
         return sum(self.config.target_dims[q] for q in self.config.target_parents.get(name, []))
 
-    def set_read_out(self, gates: dict[str, float], blends: dict[str, float]) -> None:
-        """Each layer's residual gate g and blend weight w (layers not named keep theirs)."""
-        for i, name in enumerate(self.output_dims):
-            self.residual_gate[i] = gates.get(name, float(self.residual_gate[i]))
-            self.blend_weight[i] = blends.get(name, float(self.blend_weight[i]))
+    def set_read_out(self, gates: dict[tuple[str, str], float], blends: dict[tuple[str, str], float]) -> None:
+        """The residual gate g and blend weight w of (layer, inputs) pairs (`INPUTS`); others keep theirs."""
+        layers = list(self.output_dims)
+        for (name, inputs), gate in gates.items():
+            self.residual_gate[INPUTS.index(inputs), layers.index(name)] = gate
+        for (name, inputs), blend in blends.items():
+            self.blend_weight[INPUTS.index(inputs), layers.index(name)] = blend
 
-    def read_out(self) -> dict[str, tuple[float, float]]:
-        """Layer -> (gate g, blend weight w) of the prediction (1 - w) anchor + w direct + g residual."""
-        return {name: (float(self.residual_gate[i]), float(self.blend_weight[i]))
-                for i, name in enumerate(self.output_dims)}  # fmt: skip
+    def read_out(self) -> dict[tuple[str, str], tuple[float, float]]:
+        """(layer, inputs) -> (gate g, blend weight w) of the prediction (1 - w) anchor + w direct + g residual."""
+        return {(name, inputs): (float(self.residual_gate[k, i]), float(self.blend_weight[k, i]))
+                for k, inputs in enumerate(INPUTS) for i, name in enumerate(self.output_dims)}  # fmt: skip
+
+    def _genomics_only(self, ptm_mask: Tensor) -> Tensor:
+        """(B, n_outputs) long: 1 where a row shows a layer no PTM layer other than itself, else 0."""
+        names = list(self.config.ptm_dims)
+        others = [ptm_mask & (torch.arange(len(names), device=ptm_mask.device) != names.index(name))
+                  if name in names else ptm_mask for name in self.output_dims]  # fmt: skip
+        return torch.stack([~seen.any(dim=1) for seen in others], dim=1).long()
 
     def _sample(self, mu: Tensor, logvar: Tensor) -> Tensor:
         """Reparameterised draw in training; the mean in evaluation, so comparisons have no sampling noise."""
@@ -313,9 +327,11 @@ class LatentPerturbationModel(nn.Module):
         grade_one_hot = F.one_hot(grade, self.config.n_grades).to(drivers.dtype)
         anchor = self.anchor(torch.cat([drivers, grade_one_hot, *visible.values()], dim=1), ptm_mask)
         residual, direct = self._decode(z_state, anchor)
+        kind, columns = self._genomics_only(ptm_mask), torch.arange(len(self.output_dims), device=ptm_mask.device)
+        gates, blends = self.residual_gate[kind, columns], self.blend_weight[kind, columns]  # (B, n_outputs)
         predictions = {}
         for i, name in enumerate(self.output_dims):
-            gate, blend = self.residual_gate[i], self.blend_weight[i]
+            gate, blend = gates[:, i : i + 1], blends[:, i : i + 1]
             predictions[name] = (1 - blend) * anchor[name] + blend * direct[name] + gate * residual[name]
         paths = {"anchor": anchor, "residual": residual, "direct": direct}
         return LPMOutput(predictions, z_state, z_seed, ptm_mu, ptm_logvar, joint_mu, joint_logvar, attention, paths)
@@ -427,8 +443,8 @@ def masking_patterns(ptm_names: list[str]) -> dict[str, Tensor]:
 
 
 def evaluation_patterns(layer: str, ptm_names: list[str]) -> list[str]:
-    """The named patterns under which a layer's prediction is judged: with every other input, and
-    from genomics alone (a PTM layer is never an input of its own prediction)."""
+    """The named patterns under which a layer's prediction is judged, one per `INPUTS`: with every other
+    input, and from genomics alone (a PTM layer is never an input of its own prediction)."""
     return [f"without_{layer}" if layer in ptm_names else "all", "genomics_only"]
 
 

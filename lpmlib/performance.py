@@ -22,12 +22,11 @@ from threadpoolctl import threadpool_limits
 from lpmlib.cohort import Cohort
 from lpmlib.cv import DEEP, FoldResult, fold_view
 from lpmlib.linear import cohort_genomic_design, design, fit_reduced_rank_ridge, fit_ridge
-from lpmlib.model import evaluation_patterns
+from lpmlib.model import INPUTS, evaluation_patterns
 from lpmlib.perturb import observed_held_out
 from lpmlib.stats import mean_interval, summarise_folds
 
 METRICS = {"r2_uniform": "uniform_average", "r2_variance_weighted": "variance_weighted"}
-INPUTS = ("all", "genomics_only")
 MODELS = ("lpm", "deep", "ridge", "reduced_rank_ridge")
 METHODS = tuple(f"{model}_{inputs}" for model in MODELS for inputs in INPUTS)
 Predictor = Callable[[Cohort, str, FoldResult, bool], np.ndarray]
@@ -135,14 +134,15 @@ def read_out_table(folds: list[FoldResult]) -> pd.DataFrame:
     """The read-out each fold chose for each layer on its inner split (anchor, residual or blend, with
     the weight), beside the inner-split errors (relative to the training mean's) behind the choice."""
     return pd.concat([fold.read_out.assign(fold=fold.fold) for fold in folds], ignore_index=True)[
-        ["layer", "fold", "read_out", "weight", "inner_error_anchor", "inner_error_chosen", "inner_error_deep"]]
+        ["layer", "inputs", "fold", "read_out", "weight", "inner_error_anchor", "inner_error_chosen", "inner_error_deep"]]
 
 
 def read_out_matrix(read_outs: pd.DataFrame) -> pd.DataFrame:
-    """Layers x folds: each fold's read-out as `anchor`, `residual 0.5` or `blend 0.25`."""
+    """(Layer, inputs) x folds: each fold's read-out as `anchor`, `residual 0.5` or `blend 0.25`."""
     labels = read_outs.assign(label=[r if r == "anchor" else f"{r} {w:g}" for r, w in zip(read_outs["read_out"], read_outs["weight"])])
-    table = labels.pivot(index="layer", columns="fold", values="label")
-    return table.reindex(index=list(dict.fromkeys(read_outs["layer"]))).rename(columns=lambda k: f"fold {k}")
+    table = labels.pivot(index=["layer", "inputs"], columns="fold", values="label")
+    order = list(dict.fromkeys(zip(read_outs["layer"], read_outs["inputs"])))
+    return table.reindex(index=pd.MultiIndex.from_tuples(order, names=["layer", "inputs"])).rename(columns=lambda k: f"fold {k}")
 
 
 def versus_sentence(versus: pd.DataFrame, margin: float = 0.005, level: float = 0.05) -> str:

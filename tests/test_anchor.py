@@ -13,7 +13,7 @@ from sklearn.linear_model import Ridge, RidgeCV
 from lpmlib.cohort import N_GRADES, Cohort, Layer
 from lpmlib.cv import fold_splits, model_config, run_cv
 from lpmlib.linear import RIDGE_ALPHAS, ReducedRankRidgeCV, fit_fixed, fit_reduced_rank_ridge, fit_ridge
-from lpmlib.model import LatentPerturbationModel, masking_patterns
+from lpmlib.model import INPUTS, LatentPerturbationModel, masking_patterns
 from lpmlib.performance import lpm_versus_ridge, held_out_errors, q0_per_fold, q0_summary, r2_table
 from lpmlib.tensors import CohortTensors, LayerScaler
 from lpmlib.train import TrainSettings, choose_read_outs, fit_anchors
@@ -61,6 +61,14 @@ def test_reduced_rank_ridge_finds_a_low_rank_map_and_predicts_better_than_ridge(
     assert held_out(fit) < 0.97 * held_out(fit_ridge(x[:200], y[:200]))
     estimator = ReducedRankRidgeCV().fit(x[:200], y[:200])
     assert estimator.rank_ == 3 and np.allclose(estimator.predict(x[200:]), fit.predict(x[200:]))
+
+
+def test_on_outputs_unrelated_to_the_inputs_reduced_rank_ridge_keeps_plain_ridge() -> None:
+    """The best of 30 choices beats ridge in the CV by chance; only a clear gain may replace it."""
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        fit = fit_reduced_rank_ridge(rng.normal(size=(150, 20)), rng.normal(size=(150, 30)))
+        assert (fit.rank, fit.alpha_factor) == (None, 1.0), seed
 
 
 def test_full_rank_is_plain_ridge_and_a_full_rank_map_is_kept() -> None:
@@ -117,4 +125,4 @@ def test_an_untrained_model_reads_out_its_anchors(small_sim) -> None:
     assert (table["read_out"] == "anchor").all()  # an untrained model: its direct read-out never helps
     # the residual read-outs of an untrained model are exactly zero: the best deep read-out is the anchor
     assert np.isclose(error, table["inner_error_deep"].mean()) and np.allclose(table["inner_error_deep"], table["inner_error_anchor"])
-    assert list(table["layer"]) == list(model.output_dims)
+    assert list(zip(table["layer"], table["inputs"])) == [(n, k) for n in model.output_dims for k in INPUTS]

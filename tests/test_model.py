@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lpmlib.model import (
+    INPUTS,
     LatentPerturbationModel,
     LPMOutput,
     ModelConfig,
@@ -48,7 +49,11 @@ def randomise_read_out(model: LatentPerturbationModel) -> None:
                 model.anchor.set_map(k, name, torch.randn(model.anchor.weight.shape[1], dim) * 0.1, torch.randn(dim))
         for decoder in [*model.target_decoders.values(), *model.ptm_decoders.values()]:
             torch.nn.init.normal_(decoder[-1].weight, std=0.1)
-    model.set_read_out({name: 1.0 for name in model.output_dims}, {name: 0.5 for name in model.output_dims})
+    model.set_read_out(every_read_out(model, 1.0), every_read_out(model, 0.5))
+
+
+def every_read_out(model: LatentPerturbationModel, value: float) -> dict[tuple[str, str], float]:
+    return {(name, inputs): value for name in model.output_dims for inputs in INPUTS}
 
 
 def make_batch(n: int = 10, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
@@ -250,15 +255,31 @@ def test_a_new_model_is_its_anchor_and_gate_zero_gives_exactly_the_anchor() -> N
     out = fresh(drivers, grade, ptms, mask)
     assert all(torch.count_nonzero(r) == 0 for r in out.paths["residual"].values())  # zero-initialised
     model = make_model().eval()
-    model.set_read_out({name: 0.0 for name in model.output_dims}, {name: 0.0 for name in model.output_dims})
+    model.set_read_out(every_read_out(model, 0.0), every_read_out(model, 0.0))
     out = model(drivers, grade, ptms, mask)
     assert all(torch.equal(out.predictions[n], out.paths["anchor"][n]) for n in model.output_dims)
     assert any(torch.count_nonzero(r) > 0 for r in out.paths["residual"].values())
-    model.set_read_out({"rna": 0.5}, {"met": 1.0})
+    model.set_read_out({("rna", "all"): 0.5}, {("met", "all"): 1.0})
     out = model(drivers, grade, ptms, mask)
     assert torch.allclose(out.predictions["rna"], out.paths["anchor"]["rna"] + 0.5 * out.paths["residual"]["rna"])
     assert torch.equal(out.predictions["met"], out.paths["direct"]["met"])
-    assert model.read_out()["rna"] == (0.5, 0.0) and model.read_out()["met"] == (0.0, 1.0)
+    assert model.read_out()["rna", "all"] == (0.5, 0.0) and model.read_out()["met", "all"] == (0.0, 1.0)
+    assert model.read_out()["rna", "genomics_only"] == (0.0, 0.0)
+
+
+def test_genomics_only_rows_take_the_genomics_only_read_out() -> None:
+    """A row that shows a layer no other PTM layer is read out with that layer's genomics-only choice."""
+    model = make_model().eval()
+    model.set_read_out(every_read_out(model, 0.0), every_read_out(model, 0.0))
+    model.set_read_out({("rna", "genomics_only"): 1.0, ("a", "genomics_only"): 1.0}, {})
+    drivers, grade, ptms, _ = make_batch(n=3)
+    mask = torch.tensor([[False, False, False], [True, False, False], [False, True, False]])  # a only; b only
+    out = model(drivers, grade, ptms, mask)
+    with_residual = {n: out.paths["anchor"][n] + out.paths["residual"][n] for n in ("rna", "a")}
+    assert torch.allclose(out.predictions["rna"][0], with_residual["rna"][0])  # genomics only
+    assert torch.equal(out.predictions["rna"][1:], out.paths["anchor"]["rna"][1:])  # a or b visible
+    assert torch.allclose(out.predictions["a"][:2], with_residual["a"][:2])  # a sees no other PTM layer
+    assert torch.equal(out.predictions["a"][2], out.paths["anchor"]["a"][2])  # a sees b
 
 
 def test_an_anchor_never_reads_its_own_layer_or_a_masked_one() -> None:
