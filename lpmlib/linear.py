@@ -20,6 +20,7 @@ from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold
 
 from lpmlib.cohort import N_GRADES, Cohort
+from lpmlib.stats import clear_gain
 
 RIDGE_ALPHAS = np.logspace(-2, 5, 15)
 RANKS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # candidate ranks; full rank (plain ridge) is always a candidate
@@ -146,10 +147,8 @@ def fit_reduced_rank_ridge(x: np.ndarray | Inputs, y: np.ndarray, n_splits: int 
 
 def _separated(gain: np.ndarray, folds: np.ndarray) -> bool:
     """A per-patient gain positive in every fold and above `SEPARATION` standard errors."""
-    if len(gain) < 2 or not np.any(gain):
-        return False
     in_every_fold = all(gain[folds == k].sum() > 0 for k in np.unique(folds))
-    return in_every_fold and gain.mean() > SEPARATION * gain.std(ddof=1) / np.sqrt(len(gain))
+    return in_every_fold and clear_gain(gain, SEPARATION)
 
 
 def fit_fixed(x: np.ndarray | Inputs, y: np.ndarray, like: LinearFit) -> LinearFit:

@@ -282,7 +282,7 @@ class LatentPerturbationModel(nn.Module):
             self.blend_weight[INPUTS.index(inputs), layers.index(name)] = blend
 
     def read_out(self) -> dict[tuple[str, str], tuple[float, float]]:
-        """(layer, inputs) -> (gate g, blend weight w) of the prediction (1 - w) anchor + w direct + g residual."""
+        """(layer, inputs) -> (gate g, blend weight w): prediction (1 - w) anchor + w direct + g residual."""
         return {(name, inputs): (float(self.residual_gate[k, i]), float(self.blend_weight[k, i]))
                 for k, inputs in enumerate(INPUTS) for i, name in enumerate(self.output_dims)}  # fmt: skip
 
@@ -327,8 +327,9 @@ class LatentPerturbationModel(nn.Module):
         grade_one_hot = F.one_hot(grade, self.config.n_grades).to(drivers.dtype)
         anchor = self.anchor(torch.cat([drivers, grade_one_hot, *visible.values()], dim=1), ptm_mask)
         residual, direct = self._decode(z_state, anchor)
-        kind, columns = self._genomics_only(ptm_mask), torch.arange(len(self.output_dims), device=ptm_mask.device)
-        gates, blends = self.residual_gate[kind, columns], self.blend_weight[kind, columns]  # (B, n_outputs)
+        kind = self._genomics_only(ptm_mask)
+        layers = torch.arange(len(self.output_dims), device=ptm_mask.device)
+        gates, blends = self.residual_gate[kind, layers], self.blend_weight[kind, layers]  # (B, n_outputs)
         predictions = {}
         for i, name in enumerate(self.output_dims):
             gate, blend = gates[:, i : i + 1], blends[:, i : i + 1]

@@ -17,6 +17,13 @@ def mean_rms(change: np.ndarray) -> float:
     return float(np.sqrt(np.mean(change**2, axis=1)).mean()) if len(change) else np.nan
 
 
+def clear_gain(gain: np.ndarray, n_se: float) -> bool:
+    """Whether a paired per-patient gain has a mean above `n_se` standard errors: the one rule by which
+    a more flexible predictor (a reduced rank, a deep read-out) replaces the simpler one."""
+    gain = np.asarray(gain, dtype=float)
+    return len(gain) > 1 and float(gain.mean()) > n_se * float(gain.std(ddof=1)) / np.sqrt(len(gain))
+
+
 def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
     """Mean and two-sided t-interval over folds, ignoring NaN folds; NaN when fewer than two remain."""
     finite = np.asarray([v for v in values if np.isfinite(v)], dtype=float)

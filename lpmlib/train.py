@@ -7,9 +7,10 @@ and the network is trained on it. After every epoch the read-out (anchor alone, 
 residual, or a blend of anchor and direct read-out; see `READ_OUTS`) of each layer, with other inputs
 and from genomics only, is chosen by its squared error on the inner validation patients (leaving the
 anchor only for a gain larger than 2.7 standard errors); training stops when the best deep read-outs'
-mean error on the inner split has not improved for `patience` epochs, and the best epoch's weights and read-outs are kept. The anchors are then refitted on
-all training patients. The residual decoders start at zero and the anchor alone is always a candidate,
-so the network can only add what the inner split shows it adds.
+mean error on the inner split has not improved for `patience` epochs, and the best epoch's weights and
+read-outs are kept. The anchors are then refitted on all training patients. The residual decoders start
+at zero and the anchor alone is always a candidate, so the network can only add what the inner split
+shows it adds.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from lpmlib.model import (
     masking_patterns,
     sample_ptm_mask,
 )
+from lpmlib.stats import clear_gain
 from lpmlib.tensors import CohortTensors
 
 Progress = Callable[[dict], None]
@@ -210,12 +212,11 @@ def choose_read_outs(model: LatentPerturbationModel, data: CohortTensors) -> tup
         truth = data.layers[layer]
         scale = float(truth.pow(2).sum()) or 1.0
         for inputs, paths in zip(INPUTS, by_pattern.values()):
+            # (read-outs, patients)
             errors = torch.stack([(read_out_prediction(paths, mode, w) - truth).pow(2).sum(dim=1)
-                                  for mode, w in READ_OUTS]).double()  # (read-outs, patients)  # fmt: skip
+                                  for mode, w in READ_OUTS]).double()  # fmt: skip
             best = int(errors.mean(dim=1).argmin())
-            gain = errors[0] - errors[best]
-            separated = best > 0 and float(gain.mean()) > SEPARATION * float(gain.std() / len(gain) ** 0.5)
-            chosen = best if separated else 0
+            chosen = best if best > 0 and clear_gain((errors[0] - errors[best]).numpy(), SEPARATION) else 0
             rows.append({"layer": layer, "inputs": inputs, "read_out": READ_OUTS[chosen][0],
                          "weight": READ_OUTS[chosen][1], "inner_error_anchor": float(errors[0].sum()) / scale,
                          "inner_error_chosen": float(errors[chosen].sum()) / scale,
