@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from lpmlib.cv import run_cv
 from lpmlib.performance import q0_per_fold, q0_summary
 from lpmlib.simulate import SimulationConfig, simulate_cohort
+from lpmlib.stats import mean_interval
 from lpmlib.train import TrainSettings
 
 CURVE_METHODS = ("lpm", "deep", "ridge", "reduced_rank_ridge", "noise_ceiling")
@@ -45,8 +47,44 @@ def r2_by_cohort_size(
     return table[table["model"].isin(CURVE_METHODS)][columns].reset_index(drop=True)
 
 
-def versus_ridge(curve: pd.DataFrame) -> pd.DataFrame:
-    """Sizes x (layer, inputs): the LPM's mean R^2 minus ridge's (positive where the LPM is ahead)."""
-    fitted = curve[curve["model"].isin(["lpm", "ridge"])]
+def versus_ridge(curve: pd.DataFrame, model: str = "lpm") -> pd.DataFrame:
+    """Sizes x (layer, inputs): a model's mean R^2 minus ridge's (positive where the model is ahead)."""
+    fitted = curve[curve["model"].isin([model, "ridge"])]
     wide = fitted.pivot_table(index=["n_patients", "layer", "inputs"], columns="model", values="mean")
-    return (wide["lpm"] - wide["ridge"]).unstack(["layer", "inputs"])
+    return (wide[model] - wide["ridge"]).unstack(["layer", "inputs"])
+
+
+def gains_over_ridge(curve: pd.DataFrame, models: Sequence[str] = ("lpm", "deep")) -> pd.DataFrame:
+    """Per size, target layer, inputs and model: R^2 minus ridge's on the same folds, the mean with its
+    95% t-interval over folds (paired by fold) and the number of folds where the model is ahead."""
+    per_fold = curve.set_index(["n_patients", "layer", "inputs", "model"])["per_fold"].dropna()
+    rows = []
+    for (n_patients, layer, inputs, model), values in per_fold.items():
+        if model not in models:
+            continue
+        gain = _fold_values(values) - _fold_values(per_fold[(n_patients, layer, inputs, "ridge")])
+        mean, low, high = mean_interval(gain)
+        rows.append({"n_patients": n_patients, "layer": layer, "inputs": inputs, "model": model, "gain": mean,
+                     "ci_low": low, "ci_high": high, "folds_ahead": f"{int((gain > 0).sum())}/{len(gain)}"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _fold_values(per_fold: str) -> np.ndarray:
+    return np.array([float(v) for v in per_fold.split(";")])
+
+
+def gain_sentence(gains: pd.DataFrame, margin: float = 0.01) -> str:
+    """Where each model is clearly ahead of ridge (by more than `margin`, its interval above zero), and
+    where it is clearly behind, in words."""
+    names = {"lpm": "The LPM", "deep": "The deep path alone"}
+    parts = []
+    for model, rows in gains.groupby("model", sort=False):
+        ahead = rows[(rows["gain"] > margin) & (rows["ci_low"] > 0)]
+        behind = rows[(rows["gain"] < -margin) & (rows["ci_high"] < 0)]
+        listed = lambda found: "; ".join(f"{r.layer} from {r.inputs.replace('_', ' ')} inputs at {r.n_patients} patients "  # noqa: E731
+                                         f"({r.gain:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}])" for r in found.itertuples())  # fmt: skip
+        parts.append(f"{names.get(model, model)} is ahead of ridge by more than {margin} with a 95% interval above "
+                     f"zero on {len(ahead)} of {len(rows)} (size, layer, inputs) points"
+                     + (f": {listed(ahead)}." if len(ahead) else ".")
+                     + f" It is clearly behind on {len(behind)}.")  # fmt: skip
+    return " ".join(parts)

@@ -58,6 +58,7 @@ class RunParams:
     top_features: int = 20  # Q1: features per layer shown after mapping back through the loadings
     ig_steps: int = 64  # Q3: integration steps of integrated gradients
     n_permutations: int = 0  # Q1: retrainings with the gene's column permuted (a null distribution)
+    curve_sizes: tuple[int, ...] = ()  # patients of each simulated cohort of the cohort-size chapter (none: skipped)
     pca_layer: str = "rna"  # data chapter: layer shown in the PCA view
     colour_driver: str = "ERG"  # data chapter: driver whose status colours the PCA view
     # the model
@@ -80,11 +81,10 @@ class RunParams:
                     f"{source}: unknown parameter '{name}'. Accepted: {', '.join(fields)}."
                 )
             expected = type(getattr(cls(), name))
-            value = values[name] = _yaml_float(value, expected)
+            value = values[name] = _from_yaml(value, expected)
             if not _is_instance(value, expected):
-                raise ParameterError(
-                    f"{source}: parameter '{name}' must be {expected.__name__}, got {value!r}"
-                )
+                kind = "a list of integers" if expected is tuple else expected.__name__
+                raise ParameterError(f"{source}: parameter '{name}' must be {kind}, got {value!r}")
         params = cls(**values)
         params.check()
         return params
@@ -103,6 +103,9 @@ class RunParams:
             raise ParameterError(f"n_folds must be >= 2, got {self.n_folds}")
         if self.nonlinearity < 0:
             raise ParameterError(f"nonlinearity must be >= 0, got {self.nonlinearity}")
+        if any(size < self.n_folds for size in self.curve_sizes) or len(set(self.curve_sizes)) < len(self.curve_sizes):
+            raise ParameterError(f"curve_sizes must be distinct sizes of at least n_folds ({self.n_folds}) patients, "
+                                 f"got {list(self.curve_sizes)}")  # fmt: skip
         if self.anchor not in ESTIMATORS:
             raise ParameterError(f"anchor must be one of {', '.join(ESTIMATORS)}, got {self.anchor!r}")
 
@@ -143,11 +146,14 @@ class RunParams:
         return RunParams.from_mapping({**dataclasses.asdict(self), **changes})
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The parameters as YAML and JSON hold them (and papermill passes them): tuples as lists."""
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in dataclasses.asdict(self).items()}
 
 
-def _yaml_float(value: Any, expected: type) -> Any:
-    """YAML 1.1 reads '1e-3' as a string; take it as the float it means."""
+def _from_yaml(value: Any, expected: type) -> Any:
+    """YAML 1.1 reads '1e-3' as a string: take it as the float it means; a list is the tuple it means."""
+    if expected is tuple and isinstance(value, list):
+        return tuple(value)
     if expected is float and isinstance(value, str):
         try:
             return float(value)
@@ -163,6 +169,8 @@ def _is_instance(value: Any, expected: type) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if expected is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is tuple:
+        return isinstance(value, tuple) and all(_is_instance(item, int) for item in value)
     return isinstance(value, expected)
 
 

@@ -130,10 +130,22 @@ def staged_toc(project: Path) -> Path:
     return write_text(project / GENERATED / "_toc.yml", yaml.safe_dump(toc, sort_keys=False))
 
 
-def applies(notebook: Path, params: RunParams, project: Path) -> bool:
-    """False for a chapter that needs what the cohort lacks: validation needs a planted truth."""
+# what a chapter may require (notebook metadata `lpm.requires`): whether the run has it, and why it is skipped
+REQUIREMENTS = {
+    "planted_truth": (lambda params, project: has_planted_truth(params, project),
+                      "the cohort has no planted truth to validate against"),
+    "curve_sizes": (lambda params, project: bool(params.curve_sizes),
+                    "no curve_sizes were given (e.g. -p curve_sizes=[160,640,2560])"),
+}  # fmt: skip
+
+
+def skip_reason(notebook: Path, params: RunParams, project: Path) -> str | None:
+    """Why a chapter does not apply to this run (it needs what the run lacks), or None when it does."""
     needs = nbformat.read(notebook, as_version=4).metadata.get("lpm", {}).get("requires")
-    return needs != "planted_truth" or has_planted_truth(params, project)
+    if needs is None:
+        return None
+    has, reason = REQUIREMENTS[needs]
+    return None if has(params, project) else reason
 
 
 def build_book(project: Path, log=print) -> Path:
@@ -169,8 +181,9 @@ def run(params: RunParams, project: Path, notebooks: list[str] | None = None, bo
     write_json(project / params.run_dir / "params.json", params.as_dict())
     write_json(project / params.run_dir / "provenance.json", run_record(params, project))
     for notebook in selected:
-        if not applies(notebook, params, project):
-            log(f"[lpm] skipping {notebook.name}: the cohort has no planted truth to validate against")
+        reason = skip_reason(notebook, params, project)
+        if reason:
+            log(f"[lpm] skipping {notebook.name}: {reason}")
             continue
         stage_for_book(execute_notebook(notebook, params, project, log), project)
     if book:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from lpmlib.artifacts import folder_hashes, write_json, write_table
 from lpmlib.cohort import Cohort, read_seed_layout
+from lpmlib.cohort_size import r2_by_cohort_size
 from lpmlib.cv import FoldResult, load_folds, run_cv
 from lpmlib.manifest import KnownEffect, RawCohort, read_manifest
 from lpmlib.params import RunParams
@@ -162,4 +163,14 @@ def knockout_null(params: RunParams, cohort: Cohort, gene: str) -> pd.DataFrame:
     return knockout_permutation_null(
         training_source(params, cohort), gene, Path(params.run_dir), params.train_settings(), params.n_permutations,
         seed=params.seed, n_jobs=params.n_jobs, n_folds=params.n_folds, **params.hyperparameters(),
+    )  # fmt: skip
+
+
+def cohort_size_curve(params: RunParams, log=print) -> pd.DataFrame:
+    """Held-out R^2 of the LPM and its baselines on simulated cohorts of each of `curve_sizes` patients,
+    drawn from the run's simulated world (its simulation seed and nonlinearity) and trained with the run's
+    settings; checkpoints under the run folder's `cohort_size/`."""
+    return r2_by_cohort_size(
+        sorted(params.curve_sizes), Path(params.run_dir) / "cohort_size", params.train_settings(), params.n_folds,
+        params.seed, params.simulation_seed, params.nonlinearity, params.n_jobs, log, **params.hyperparameters(),
     )  # fmt: skip

@@ -3,10 +3,11 @@ minus ridge read off the same folds."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from lpmlib.cohort_size import CURVE_METHODS, r2_by_cohort_size, versus_ridge
+from lpmlib.cohort_size import CURVE_METHODS, gain_sentence, gains_over_ridge, r2_by_cohort_size, versus_ridge
 from lpmlib.simulate import SimulationConfig, simulate_cohort
 from lpmlib.train import TrainSettings
 
@@ -58,3 +59,20 @@ def test_versus_ridge_is_the_lpm_minus_ridge_per_size_layer_and_inputs(curve) ->
             for inputs in ("all", "genomics_only"):
                 expected = mean[(size, layer, "lpm", inputs)] - mean[(size, layer, "ridge", inputs)]
                 assert difference.loc[size, (layer, inputs)] == pytest.approx(expected)
+
+
+def test_gains_over_ridge_pair_the_folds_and_the_sentence_counts_them(curve) -> None:
+    _, table = curve
+    gains = gains_over_ridge(table)
+    assert len(gains) == len(SIZES) * 3 * 2 * 2 and set(gains["model"]) == {"lpm", "deep"}
+    per_fold = table.set_index(["n_patients", "layer", "inputs", "model"])["per_fold"]
+    fold_values = lambda key: np.array([float(v) for v in per_fold[key].split(";")])  # noqa: E731
+    for row in gains.itertuples():
+        gain = fold_values((row.n_patients, row.layer, row.inputs, row.model)) - fold_values(
+            (row.n_patients, row.layer, row.inputs, "ridge"))  # fmt: skip
+        assert row.gain == pytest.approx(gain.mean()) and row.ci_low <= row.gain <= row.ci_high
+        assert row.folds_ahead == f"{(gain > 0).sum()}/2"
+    sentence = gain_sentence(gains)
+    assert sentence.count(f"of {len(SIZES) * 3 * 2} (size, layer, inputs) points") == 2
+    clearly_behind = ((gains["model"] == "deep") & (gains["gain"] < -0.01) & (gains["ci_high"] < 0)).sum()
+    assert f"It is clearly behind on {clearly_behind}." in sentence.split("The deep path alone")[1]

@@ -57,7 +57,7 @@ def quick_book(tmp_path_factory) -> Path:
 def test_the_book_renders_every_chapter_with_its_tables(quick_book: Path) -> None:
     run = quick_book / "results/a"
     chapters = sorted(p.stem for p in (quick_book / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    assert len(chapters) == 11
+    assert len(chapters) == 12
     for chapter in chapters:
         page = quick_book / f"_build/html/book/_generated/{chapter}.html"
         assert page.is_file(), chapter
@@ -65,7 +65,8 @@ def test_the_book_renders_every_chapter_with_its_tables(quick_book: Path) -> Non
     assert read_glued(run / "notebooks/01_data_assembly.ipynb")["n_patients"] == "60"
     assert json.loads((run / "cohort.json").read_text())["planted_truth"]
     for name in ("q0_cv_performance", "q1_knockout_summary", "q2_paired_comparison", "q3_rank_stability",
-                 "q4_resistance_summary", "q5_pair_matrix_summary", "q6_leader", "validation_targets"):
+                 "q4_resistance_summary", "q5_pair_matrix_summary", "q6_leader", "validation_targets",
+                 "cohort_size_r2"):
         assert f"{name}.csv" in tables(run), name
     abstract = (quick_book / "_build/html/book/abstract.html").read_text()
     assert "60" in abstract and "Abstract" in abstract

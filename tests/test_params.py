@@ -52,6 +52,19 @@ def test_overrides_are_read_as_yaml() -> None:
         parse_override("n_patients")
 
 
+def test_curve_sizes_are_a_list_of_distinct_sizes_passed_on_as_a_list() -> None:
+    params = load_params(overrides=dict([parse_override("curve_sizes=[160, 640]")]))
+    assert params.curve_sizes == (160, 640) and params.as_dict()["curve_sizes"] == [160, 640]
+    with pytest.raises(ParameterError, match="'curve_sizes' must be a list of integers, got 160"):
+        load_params(overrides={"curve_sizes": 160})
+    with pytest.raises(ParameterError, match="'curve_sizes' must be a list of integers"):
+        load_params(overrides={"curve_sizes": [160, "x"]})
+    with pytest.raises(ParameterError, match=r"distinct sizes of at least n_folds \(5\) patients, got \[160, 3\]"):
+        load_params(overrides={"curve_sizes": [160, 3]})
+    with pytest.raises(ParameterError, match="distinct"):
+        load_params(overrides={"curve_sizes": [160, 160]})
+
+
 def test_the_default_file_lists_every_parameter_at_its_default() -> None:
     listed = yaml.safe_load((Path(__file__).resolve().parents[1] / "params/default.yaml").read_text())
     assert listed == RunParams().as_dict()

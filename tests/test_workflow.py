@@ -15,7 +15,7 @@ from test_manifest import edited, write_small_cohort
 from lpmlib import workflow
 from lpmlib.params import RunParams
 from lpmlib.questions import attribution, knockout, masking
-from lpmlib.runner import GENERATED, applies, find_notebooks, staged_toc
+from lpmlib.runner import GENERATED, find_notebooks, skip_reason, staged_toc
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -81,13 +81,19 @@ def test_the_permutation_null_retrains_on_the_raw_cohort(manifest_run) -> None:
 
 def test_validation_applies_only_to_a_cohort_with_a_planted_truth(manifest_run, tmp_path: Path) -> None:
     params, _ = manifest_run
-    validation = next(nb for nb in find_notebooks(PROJECT) if nb.name.startswith("10_"))
-    assert not applies(validation, params, PROJECT)
-    assert all(applies(nb, params, PROJECT) for nb in find_notebooks(PROJECT) if nb != validation)
+    validation, curve = (next(nb for nb in find_notebooks(PROJECT) if nb.name.startswith(n)) for n in ("10_", "12_"))
+    assert "planted truth" in skip_reason(validation, params, PROJECT)
+    assert all(skip_reason(nb, params, PROJECT) is None for nb in find_notebooks(PROJECT) if nb not in (validation, curve))
     from lpmlib.simulate import SimulationConfig, simulate_cohort, write_simulated_cohort
 
     write_simulated_cohort(simulate_cohort(SimulationConfig(n_patients=20)), tmp_path / "sim")
-    assert applies(validation, RunParams(data_dir="sim"), tmp_path)
+    assert skip_reason(validation, RunParams(data_dir="sim"), tmp_path) is None
+
+
+def test_the_cohort_size_chapter_runs_only_when_sizes_are_given() -> None:
+    curve = next(nb for nb in find_notebooks(PROJECT) if nb.name.startswith("12_"))
+    assert "curve_sizes" in skip_reason(curve, RunParams(), PROJECT)
+    assert skip_reason(curve, RunParams(curve_sizes=(40, 80)), PROJECT) is None
 
 
 def test_the_table_of_contents_lists_only_the_staged_chapters(tmp_path: Path) -> None:
@@ -98,5 +104,6 @@ def test_the_table_of_contents_lists_only_the_staged_chapters(tmp_path: Path) ->
         (tmp_path / GENERATED / f"{stem}.ipynb").write_text("{}")
     toc = yaml.safe_load(staged_toc(tmp_path).read_text())
     files = [chapter["file"] for part in toc["parts"] for chapter in part["chapters"]]
-    assert files == [f"book/_generated/{stem}" for stem in staged] + ["book/references"]
+    assert sorted(files) == sorted([f"book/_generated/{stem}" for stem in staged] + ["book/references"])
+    assert files.index("book/_generated/12_cohort_size") == files.index("book/_generated/03_cv_training") + 1
     assert "Validation" not in [part["caption"] for part in toc["parts"]] and toc["root"] == "book/abstract"
