@@ -249,8 +249,11 @@ def load_folds(
 ) -> list[FoldResult]:  # fmt: skip
     """The trained folds of a run folder, checked against this cohort and split; nothing is retrained.
 
-    Question chapters use this, so that re-running one with another gene never trains a model.
+    Question chapters use this, so that re-running one with another gene never trains a model. The
+    models then run as they were trained: seeded, deterministic kernels, one thread (many threads on
+    these small batches cost far more than they save, and on a busy machine they wait on each other).
     """
+    make_deterministic(seed)
     results = []
     splits = fold_splits(cohort.n_patients, n_folds, seed)
     for k, ((train_rows, test_rows), view) in enumerate(zip(splits, fold_cohorts(cohort, splits, pipeline)), start=1):
