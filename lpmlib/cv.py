@@ -31,7 +31,7 @@ from lpmlib.manifest import RawCohort
 from lpmlib.model import LatentPerturbationModel, ModelConfig, masking_patterns
 from lpmlib.preprocess import PipelineSettings
 from lpmlib.tensors import CohortTensors, LayerScaler
-from lpmlib.train import TrainSettings, fit, make_deterministic
+from lpmlib.train import TrainSettings, fit, make_deterministic, seed_one_thread
 
 Log = Callable[[str], None]
 
@@ -250,10 +250,10 @@ def load_folds(
     """The trained folds of a run folder, checked against this cohort and split; nothing is retrained.
 
     Question chapters use this, so that re-running one with another gene never trains a model. The
-    models then run as they were trained: seeded, deterministic kernels, one thread (many threads on
-    these small batches cost far more than they save, and on a busy machine they wait on each other).
+    models then run seeded on one thread, as in training (many threads on these small batches cost far
+    more than they save, and on a busy machine they wait on each other).
     """
-    make_deterministic(seed)
+    seed_one_thread(seed)
     results = []
     splits = fold_splits(cohort.n_patients, n_folds, seed)
     for k, ((train_rows, test_rows), view) in enumerate(zip(splits, fold_cohorts(cohort, splits, pipeline)), start=1):

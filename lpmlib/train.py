@@ -83,15 +83,21 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def seed_one_thread(seed: int) -> None:
+    """Seed every generator and run torch on one thread: on these small batches more threads cost
+    more than they save, and one thread gives the same rounding however many processes run."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.set_num_threads(1)
+
+
 def make_deterministic(seed: int) -> None:
-    """Seed every generator and ask torch for deterministic kernels on one thread.
+    """`seed_one_thread`, and deterministic kernels for training (the backward pass).
 
     One thread per fit makes results independent of how many folds run side by side.
     """
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
+    seed_one_thread(seed)
+    torch.use_deterministic_algorithms(True)  # imports torch's compiler (seconds): only where training runs
 
 
 def _batch_loss(model, batch: CohortTensors, mask: torch.Tensor, config: ModelConfig) -> dict:
