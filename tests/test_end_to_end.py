@@ -36,7 +36,7 @@ def copy_project(target: Path) -> Path:
 
 def lpm_run(project: Path, *arguments: str, params: str = "params/quick.yaml") -> subprocess.CompletedProcess:
     command = [str(LPM), "run", "--project", str(project), "--params", str(project / params), *arguments]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=3600)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return result
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from test_manifest import edited, write_small_cohort
 
@@ -49,7 +50,9 @@ def test_each_fold_is_preprocessed_on_its_own_training_patients(manifest_run) ->
     assert all(view is not None for view in views)
     assert not views[0].layers["prot"].values.equals(views[1].layers["prot"].values)
     assert not cohort.layers["prot"].values.equals(views[0].layers["prot"].values)  # all tumours != one fold
+    torch.set_num_threads(2)
     reloaded = workflow.trained_folds(params, cohort)
+    assert torch.get_num_threads() == 1  # the loaded models run as they were trained, on one thread
     for fold, again in zip(folds, reloaded):
         assert again.cohort.equals(fold.cohort)
         np.testing.assert_array_equal(again.predictions["all"]["prot"], fold.predictions["all"]["prot"])
