@@ -64,8 +64,10 @@ def gains_over_ridge(curve: pd.DataFrame, models: Sequence[str] = ("lpm", "deep"
             continue
         gain = _fold_values(values) - _fold_values(per_fold[(n_patients, layer, inputs, "ridge")])
         mean, low, high = mean_interval(gain)
-        rows.append({"n_patients": n_patients, "layer": layer, "inputs": inputs, "model": model, "gain": mean,
-                     "ci_low": low, "ci_high": high, "folds_ahead": f"{int((gain > 0).sum())}/{len(gain)}"})  # fmt: skip
+        rows.append({
+            "n_patients": n_patients, "layer": layer, "inputs": inputs, "model": model, "gain": mean,
+            "ci_low": low, "ci_high": high, "folds_ahead": f"{int((gain > 0).sum())}/{len(gain)}",
+        })  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -81,10 +83,13 @@ def gain_sentence(gains: pd.DataFrame, margin: float = 0.01) -> str:
     for model, rows in gains.groupby("model", sort=False):
         ahead = rows[(rows["gain"] > margin) & (rows["ci_low"] > 0)]
         behind = rows[(rows["gain"] < -margin) & (rows["ci_high"] < 0)]
-        listed = lambda found: "; ".join(f"{r.layer} from {r.inputs.replace('_', ' ')} inputs at {r.n_patients} patients "  # noqa: E731
-                                         f"({r.gain:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}])" for r in found.itertuples())  # fmt: skip
-        parts.append(f"{names.get(model, model)} is ahead of ridge by more than {margin} with a 95% interval above "
-                     f"zero on {len(ahead)} of {len(rows)} (size, layer, inputs) points"
-                     + (f": {listed(ahead)}." if len(ahead) else ".")
-                     + f" It is clearly behind on {len(behind)}.")  # fmt: skip
+        listed = f": {'; '.join(map(_point, ahead.itertuples()))}." if len(ahead) else "."
+        parts.append(f"{names.get(model, model)} is ahead of ridge by more than {margin} with a 95% interval "
+                     f"above zero on {len(ahead)} of {len(rows)} (size, layer, inputs) points{listed} "
+                     f"It is clearly behind on {len(behind)}.")  # fmt: skip
     return " ".join(parts)
+
+
+def _point(row) -> str:
+    return (f"{row.layer} from {row.inputs.replace('_', ' ')} inputs at {row.n_patients} patients "
+            f"({row.gain:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}])")  # fmt: skip

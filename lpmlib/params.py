@@ -58,7 +58,7 @@ class RunParams:
     top_features: int = 20  # Q1: features per layer shown after mapping back through the loadings
     ig_steps: int = 64  # Q3: integration steps of integrated gradients
     n_permutations: int = 0  # Q1: retrainings with the gene's column permuted (a null distribution)
-    curve_sizes: tuple[int, ...] = ()  # patients of each simulated cohort of the cohort-size chapter (none: skipped)
+    curve_sizes: tuple[int, ...] = ()  # patients of each cohort of the cohort-size chapter (none: skipped)
     pca_layer: str = "rna"  # data chapter: layer shown in the PCA view
     colour_driver: str = "ERG"  # data chapter: driver whose status colours the PCA view
     # the model
@@ -103,9 +103,12 @@ class RunParams:
             raise ParameterError(f"n_folds must be >= 2, got {self.n_folds}")
         if self.nonlinearity < 0:
             raise ParameterError(f"nonlinearity must be >= 0, got {self.nonlinearity}")
-        if any(size < self.n_folds for size in self.curve_sizes) or len(set(self.curve_sizes)) < len(self.curve_sizes):
-            raise ParameterError(f"curve_sizes must be distinct sizes of at least n_folds ({self.n_folds}) patients, "
-                                 f"got {list(self.curve_sizes)}")  # fmt: skip
+        sizes = self.curve_sizes
+        if any(size < self.n_folds for size in sizes) or len(set(sizes)) < len(sizes):
+            raise ParameterError(
+                f"curve_sizes must be distinct sizes of at least n_folds ({self.n_folds}) patients, "
+                f"got {list(sizes)}"
+            )
         if self.anchor not in ESTIMATORS:
             raise ParameterError(f"anchor must be one of {', '.join(ESTIMATORS)}, got {self.anchor!r}")
 
@@ -147,7 +150,8 @@ class RunParams:
 
     def as_dict(self) -> dict[str, Any]:
         """The parameters as YAML and JSON hold them (and papermill passes them): tuples as lists."""
-        return {name: list(value) if isinstance(value, tuple) else value for name, value in dataclasses.asdict(self).items()}
+        values = dataclasses.asdict(self)
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
 
 
 def _from_yaml(value: Any, expected: type) -> Any:

@@ -171,6 +171,7 @@ def cohort_size_curve(params: RunParams, log=print) -> pd.DataFrame:
     drawn from the run's simulated world (its simulation seed and nonlinearity) and trained with the run's
     settings; checkpoints under the run folder's `cohort_size/`."""
     return r2_by_cohort_size(
-        sorted(params.curve_sizes), Path(params.run_dir) / "cohort_size", params.train_settings(), params.n_folds,
-        params.seed, params.simulation_seed, params.nonlinearity, params.n_jobs, log, **params.hyperparameters(),
+        sorted(params.curve_sizes), Path(params.run_dir) / "cohort_size", params.train_settings(),
+        params.n_folds, params.seed, params.simulation_seed, params.nonlinearity, params.n_jobs, log,
+        **params.hyperparameters(),
     )  # fmt: skip

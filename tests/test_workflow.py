@@ -84,9 +84,10 @@ def test_the_permutation_null_retrains_on_the_raw_cohort(manifest_run) -> None:
 
 def test_validation_applies_only_to_a_cohort_with_a_planted_truth(manifest_run, tmp_path: Path) -> None:
     params, _ = manifest_run
-    validation, curve = (next(nb for nb in find_notebooks(PROJECT) if nb.name.startswith(n)) for n in ("10_", "12_"))
+    notebooks = find_notebooks(PROJECT)
+    validation, curve = (next(nb for nb in notebooks if nb.name.startswith(n)) for n in ("10_", "12_"))
     assert "planted truth" in skip_reason(validation, params, PROJECT)
-    assert all(skip_reason(nb, params, PROJECT) is None for nb in find_notebooks(PROJECT) if nb not in (validation, curve))
+    assert all(skip_reason(nb, params, PROJECT) is None for nb in notebooks if nb not in (validation, curve))
     from lpmlib.simulate import SimulationConfig, simulate_cohort, write_simulated_cohort
 
     write_simulated_cohort(simulate_cohort(SimulationConfig(n_patients=20)), tmp_path / "sim")
