@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lpmlib.cohort_size import r2_by_cohort_size, versus_ridge
+from lpmlib.cohort_size import gains_over_ridge, r2_by_cohort_size
 from lpmlib.train import TrainSettings
 
 
@@ -50,7 +50,8 @@ def main() -> None:
         rows = curve[curve["inputs"].isin([inputs, ""])]
         table = rows.pivot_table(index=["n_patients", "layer"], columns="model", values="mean", sort=False)
         print(f"\n{inputs.replace('_', ' ')} inputs\n{table.round(3).to_string()}")
-    print(f"\nLPM minus ridge\n{versus_ridge(curve).round(3).to_string()}")
+    gains = gains_over_ridge(curve).pivot_table(index="n_patients", columns=["model", "layer", "inputs"], values="gain")
+    print(f"\nMinus ridge on the same folds\n{gains.round(3).to_string()}")
     print("\n" + "\n".join(f"{size:>6} patients: {s:7.1f} s" for size, s in seconds.items()))
     print(f"table: {out}")
 

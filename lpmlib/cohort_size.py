@@ -47,13 +47,6 @@ def r2_by_cohort_size(
     return table[table["model"].isin(CURVE_METHODS)][columns].reset_index(drop=True)
 
 
-def versus_ridge(curve: pd.DataFrame, model: str = "lpm") -> pd.DataFrame:
-    """Sizes x (layer, inputs): a model's mean R^2 minus ridge's (positive where the model is ahead)."""
-    fitted = curve[curve["model"].isin([model, "ridge"])]
-    wide = fitted.pivot_table(index=["n_patients", "layer", "inputs"], columns="model", values="mean")
-    return (wide[model] - wide["ridge"]).unstack(["layer", "inputs"])
-
-
 def gains_over_ridge(curve: pd.DataFrame, models: Sequence[str] = ("lpm", "deep")) -> pd.DataFrame:
     """Per size, target layer, inputs and model: R^2 minus ridge's on the same folds, the mean with its
     95% t-interval over folds (paired by fold) and the number of folds where the model is ahead."""

@@ -132,8 +132,7 @@ def staged_toc(project: Path) -> Path:
 
 # what a chapter may require (notebook metadata `lpm.requires`): whether the run has it, and why it is skipped
 REQUIREMENTS = {
-    "planted_truth": (lambda params, project: has_planted_truth(params, project),
-                      "the cohort has no planted truth to validate against"),
+    "planted_truth": (has_planted_truth, "the cohort has no planted truth to validate against"),
     "curve_sizes": (lambda params, project: bool(params.curve_sizes),
                     "no curve_sizes were given (e.g. -p curve_sizes=[160,640,2560])"),
 }  # fmt: skip
