@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.model_selection import KFold, train_test_split
 
 from lpmlib import linear as linear_module
@@ -34,6 +34,12 @@ from lpmlib.tensors import CohortTensors, LayerScaler
 from lpmlib.train import TrainSettings, fit, make_deterministic, seed_one_thread
 
 Log = Callable[[str], None]
+
+
+def n_workers(n_jobs: int, n_tasks: int) -> int:
+    """Processes for `n_tasks` independent tasks: joblib's reading of `n_jobs` (-1: every core), at most
+    one per task."""
+    return max(1, min(effective_n_jobs(n_jobs), n_tasks))
 
 
 def fold_splits(n_patients: int, n_folds: int = 5, seed: int = 42) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -217,12 +223,13 @@ def run_cv(
     seed: int = 42, n_jobs: int = 1, log: Log | None = print, pipeline: PipelineSettings | None = None,
     **hyperparameters,
 ) -> list[FoldResult]:  # fmt: skip
-    """Train every fold (in parallel with `n_jobs`), reusing those already finished.
+    """Train every fold (side by side with `n_jobs`, -1: every core), reusing those already finished.
 
     A raw cohort (from a manifest) is preprocessed per fold with `pipeline`, fitted on that fold's
     training patients; each result then keeps its view in `FoldResult.cohort`.
     """
     make_deterministic(seed)
+    n_jobs = n_workers(n_jobs, n_folds)
     splits = fold_splits(cohort.n_patients, n_folds, seed)
     views = fold_cohorts(cohort, splits, pipeline)
     jobs = (

@@ -49,7 +49,7 @@ class RunParams:
     patience: int = 10  # epochs without a better read-out on the inner split before stopping
     grad_clip: float = 1.0
     anchor: str = "reduced_rank_ridge"  # the linear anchor nested in the model: ridge or reduced_rank_ridge
-    n_jobs: int = 1  # folds trained side by side (joblib)
+    n_jobs: int = -1  # processes the run may use: chapters, folds and permutations side by side (-1: all cores)
     device: str = "auto"  # "auto": CUDA when present, else the CPU
     # the questions
     knockout_gene: str = "FOXA1"  # Q1: the driver knocked out in detail
@@ -109,6 +109,8 @@ class RunParams:
                 f"curve_sizes must be distinct sizes of at least n_folds ({self.n_folds}) patients, "
                 f"got {list(sizes)}"
             )
+        if self.n_jobs < 1 and self.n_jobs != -1:
+            raise ParameterError(f"n_jobs must be a number of processes >= 1, or -1 for every core; got {self.n_jobs}")
         if self.anchor not in ESTIMATORS:
             raise ParameterError(f"anchor must be one of {', '.join(ESTIMATORS)}, got {self.anchor!r}")
 

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import nbformat
@@ -15,6 +17,7 @@ import yaml
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
 from lpmlib.artifacts import atomic_write, write_json, write_text
+from lpmlib.cv import n_workers
 from lpmlib.params import RunParams
 from lpmlib.provenance import run_record
 from lpmlib.workflow import has_planted_truth
@@ -66,23 +69,65 @@ def declared_parameters(notebook: Path) -> set[str]:
     return set(papermill.inspect_notebook(str(notebook)).keys())
 
 
-def execute_notebook(notebook: Path, params: RunParams, project: Path, log=print) -> Path:
-    """Execute one notebook with the run's parameters; the executed copy goes into the run folder."""
+def execute_notebook(notebook: Path, params: RunParams, project: Path) -> tuple[Path, float]:
+    """Execute one notebook with the run's parameters into the run folder: the executed copy and the
+    seconds it took."""
     wanted = declared_parameters(notebook)
     given = {k: v for k, v in params.as_dict().items() if k in wanted}
-    run_dir = project / params.run_dir
-    output = run_dir / "notebooks" / notebook.name
+    output = project / params.run_dir / "notebooks" / notebook.name
     output.parent.mkdir(parents=True, exist_ok=True)
-    log(f"[lpm] executing {notebook.name} ...")
     start = time.perf_counter()
     papermill.execute_notebook(
-        str(notebook), str(output), parameters=given, kernel_name=ensure_kernel(),
+        str(notebook), str(output), parameters=given, kernel_name=KERNEL_NAME,
         cwd=str(project), progress_bar=False, log_output=False, stdout_file=sys.stdout,
     )  # fmt: skip
-    seconds = time.perf_counter() - start
-    log(f"[lpm] {notebook.name} done in {seconds:.1f} s")
-    _record_timing(run_dir, notebook.name, seconds)
-    return output
+    return output, time.perf_counter() - start
+
+
+def chapter_metadata(notebook: Path) -> dict:
+    """What a chapter declares for the run (notebook metadata `lpm`): `requires` and `after`."""
+    return nbformat.read(notebook, as_version=4).metadata.get("lpm", {})
+
+
+def waits_for(chapters: list[Path]) -> dict[Path, set[Path]]:
+    """Each chapter of a run -> the earlier chapters of the run that must finish before it starts.
+
+    A chapter names those it reads from in its metadata `lpm.after` (number prefixes); without it, it
+    waits for every chapter before it. A named chapter that is not part of this run is taken as done.
+    """
+    order = {}
+    for position, chapter in enumerate(chapters):
+        after = chapter_metadata(chapter).get("after")
+        earlier = chapters[:position]
+        order[chapter] = set(earlier) if after is None else {c for c in earlier if c.name[:2] in after}
+    return order
+
+
+def execute_chapters(chapters: list[Path], params: RunParams, project: Path, log=print) -> Iterator[Path]:
+    """Execute the chapters, up to `params.n_jobs` side by side (each in its own process and kernel) and
+    each once those it waits for have finished; yields the executed copies as they finish.
+
+    Chapters share nothing but the run folder, and every model runs on one thread, so the tables do not
+    depend on how many run side by side.
+    """
+    ensure_kernel()
+    workers = n_workers(params.n_jobs, len(chapters))
+    pending, running, finished = waits_for(chapters), {}, set()
+    with ProcessPoolExecutor(workers) as pool:
+        while pending or running:
+            ready = [chapter for chapter, waits in pending.items() if waits <= finished]
+            for chapter in ready[: workers - len(running)]:
+                log(f"[lpm] executing {chapter.name} ...")
+                running[pool.submit(execute_notebook, chapter, params, project)] = chapter
+                del pending[chapter]
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                chapter = running.pop(future)
+                output, seconds = future.result()
+                log(f"[lpm] {chapter.name} done in {seconds:.1f} s")
+                _record_timing(project / params.run_dir, chapter.name, seconds)
+                finished.add(chapter)
+                yield output
 
 
 def _record_timing(run_dir: Path, name: str, seconds: float) -> None:
@@ -140,7 +185,7 @@ REQUIREMENTS = {
 
 def skip_reason(notebook: Path, params: RunParams, project: Path) -> str | None:
     """Why a chapter does not apply to this run (it needs what the run lacks), or None when it does."""
-    needs = nbformat.read(notebook, as_version=4).metadata.get("lpm", {}).get("requires")
+    needs = chapter_metadata(notebook).get("requires")
     if needs is None:
         return None
     has, reason = REQUIREMENTS[needs]
@@ -165,7 +210,8 @@ def build_book(project: Path, log=print) -> Path:
 
 
 def run(params: RunParams, project: Path, notebooks: list[str] | None = None, book: bool = True, log=print) -> None:
-    """Execute the notebooks in order (all, or those named), stage them, and build the book.
+    """Execute the notebooks (all, or those named; side by side where they allow it), stage them, and
+    build the book.
 
     A run of all notebooks first clears the staged chapters, so that none of an earlier run (or
     cohort) reaches this book; chapters that do not apply to the cohort are skipped.
@@ -179,11 +225,14 @@ def run(params: RunParams, project: Path, notebooks: list[str] | None = None, bo
         shutil.rmtree(project / GENERATED, ignore_errors=True)
     write_json(project / params.run_dir / "params.json", params.as_dict())
     write_json(project / params.run_dir / "provenance.json", run_record(params, project))
+    chapters = []
     for notebook in selected:
         reason = skip_reason(notebook, params, project)
         if reason:
             log(f"[lpm] skipping {notebook.name}: {reason}")
-            continue
-        stage_for_book(execute_notebook(notebook, params, project, log), project)
+        else:
+            chapters.append(notebook)
+    for executed in execute_chapters(chapters, params, project, log):
+        stage_for_book(executed, project)
     if book:
         build_book(project, log)
