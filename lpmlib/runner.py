@@ -105,7 +105,8 @@ def waits_for(chapters: list[Path]) -> dict[Path, set[Path]]:
 
 def execute_chapters(chapters: list[Path], params: RunParams, project: Path, log=print) -> Iterator[Path]:
     """Execute the chapters, up to `params.n_jobs` side by side (each in its own process and kernel) and
-    each once those it waits for have finished; yields the executed copies as they finish.
+    each once those it waits for have finished, skipping those that do not apply to the run; yields the
+    executed copies as they finish.
 
     Chapters share nothing but the run folder, and every model runs on one thread, so the tables do not
     depend on how many run side by side.
@@ -116,10 +117,17 @@ def execute_chapters(chapters: list[Path], params: RunParams, project: Path, log
     with ProcessPoolExecutor(workers) as pool:
         while pending or running:
             ready = [chapter for chapter, waits in pending.items() if waits <= finished]
-            for chapter in ready[: workers - len(running)]:
-                log(f"[lpm] executing {chapter.name} ...")
-                running[pool.submit(execute_notebook, chapter, params, project)] = chapter
+            for chapter in ready:
+                if len(running) == workers:
+                    break
                 del pending[chapter]
+                reason = skip_reason(chapter, params, project)  # decided now: earlier chapters may make the cohort
+                if reason:
+                    log(f"[lpm] skipping {chapter.name}: {reason}")
+                    finished.add(chapter)
+                else:
+                    log(f"[lpm] executing {chapter.name} ...")
+                    running[pool.submit(execute_notebook, chapter, params, project)] = chapter
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 chapter = running.pop(future)
@@ -225,14 +233,7 @@ def run(params: RunParams, project: Path, notebooks: list[str] | None = None, bo
         shutil.rmtree(project / GENERATED, ignore_errors=True)
     write_json(project / params.run_dir / "params.json", params.as_dict())
     write_json(project / params.run_dir / "provenance.json", run_record(params, project))
-    chapters = []
-    for notebook in selected:
-        reason = skip_reason(notebook, params, project)
-        if reason:
-            log(f"[lpm] skipping {notebook.name}: {reason}")
-        else:
-            chapters.append(notebook)
-    for executed in execute_chapters(chapters, params, project, log):
+    for executed in execute_chapters(selected, params, project, log):
         stage_for_book(executed, project)
     if book:
         build_book(project, log)

@@ -16,7 +16,7 @@ from test_manifest import edited, write_small_cohort
 from lpmlib import workflow
 from lpmlib.params import RunParams
 from lpmlib.questions import attribution, knockout, masking
-from lpmlib.runner import GENERATED, find_notebooks, skip_reason, staged_toc
+from lpmlib.runner import GENERATED, find_notebooks, skip_reason, staged_toc, waits_for
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -98,6 +98,18 @@ def test_the_cohort_size_chapter_runs_only_when_sizes_are_given() -> None:
     curve = next(nb for nb in find_notebooks(PROJECT) if nb.name.startswith("12_"))
     assert "curve_sizes" in skip_reason(curve, RunParams(), PROJECT)
     assert skip_reason(curve, RunParams(curve_sizes=(40, 80)), PROJECT) is None
+
+
+def test_chapters_wait_for_the_chapters_they_read_from_and_no_others() -> None:
+    chapters = find_notebooks(PROJECT)
+    waits = {chapter.name[:2]: sorted(c.name[:2] for c in earlier) for chapter, earlier in waits_for(chapters).items()}
+    assert waits["01"] == [] and waits["02"] == waits["03"] == waits["12"] == ["01"]
+    assert all(waits[f"{k:02d}"] == ["03"] for k in range(4, 10))
+    assert waits["10"] == ["04", "05", "06", "07", "08", "09"]
+    assert waits["11"] == [f"{k:02d}" for k in range(1, 11)]  # no declaration: every chapter before it
+    # a chapter named in `after` but not part of this run is taken as done
+    questions = [c for c in chapters if c.name[:2] in ("04", "10")]
+    assert [sorted(c.name[:2] for c in w) for w in waits_for(questions).values()] == [[], ["04"]]
 
 
 def test_the_table_of_contents_lists_only_the_staged_chapters(tmp_path: Path) -> None:
