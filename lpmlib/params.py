@@ -49,7 +49,7 @@ class RunParams:
     patience: int = 10  # epochs without a better read-out on the inner split before stopping
     grad_clip: float = 1.0
     anchor: str = "reduced_rank_ridge"  # the linear anchor nested in the model: ridge or reduced_rank_ridge
-    n_jobs: int = -1  # processes the run may use: chapters, folds and permutations side by side (-1: all cores)
+    n_jobs: int = -1  # processes: chapters, folds and permutations side by side (-1: every core)
     device: str = "auto"  # "auto": CUDA when present, else the CPU
     # the questions
     knockout_gene: str = "FOXA1"  # Q1: the driver knocked out in detail
@@ -110,7 +110,9 @@ class RunParams:
                 f"got {list(sizes)}"
             )
         if self.n_jobs < 1 and self.n_jobs != -1:
-            raise ParameterError(f"n_jobs must be a number of processes >= 1, or -1 for every core; got {self.n_jobs}")
+            raise ParameterError(
+                f"n_jobs must be a number of processes >= 1, or -1 for every core; got {self.n_jobs}"
+            )
         if self.anchor not in ESTIMATORS:
             raise ParameterError(f"anchor must be one of {', '.join(ESTIMATORS)}, got {self.anchor!r}")
 

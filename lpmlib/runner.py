@@ -121,7 +121,7 @@ def execute_chapters(chapters: list[Path], params: RunParams, project: Path, log
                 if len(running) == workers:
                     break
                 del pending[chapter]
-                reason = skip_reason(chapter, params, project)  # decided now: earlier chapters may make the cohort
+                reason = skip_reason(chapter, params, project)  # now: an earlier chapter may make the cohort
                 if reason:
                     log(f"[lpm] skipping {chapter.name}: {reason}")
                     finished.add(chapter)

@@ -81,8 +81,16 @@ RANDOM_CHAPTERS = ("01", "03", "04", "06")
 
 
 @pytest.mark.slow
-def test_a_second_run_with_the_same_parameters_gives_identical_tables(quick_book: Path) -> None:
-    lpm_run(quick_book, "--notebooks", *RANDOM_CHAPTERS, "--no-book", "-p", "run_dir=results/b")
+def test_a_second_run_with_chapters_and_folds_side_by_side_gives_identical_tables(quick_book: Path) -> None:
+    # the first run executed one chapter and one fold at a time (quick.yaml); this one runs 04 and 06
+    # side by side, and the folds of 03 in two processes
+    result = lpm_run(quick_book, "--notebooks", *RANDOM_CHAPTERS, "--no-book", "-p", "run_dir=results/b",
+                     "-p", "n_jobs=2")  # fmt: skip
+    order = [text for text in result.stdout.splitlines() if text.startswith("[lpm] ")]
+    position = {text.split(" in ")[0]: i for i, text in enumerate(order)}  # "done in 12.3 s" -> "done"
+    started, done = "[lpm] executing {}.ipynb ...", "[lpm] {}.ipynb done"
+    assert position[started.format("06_q3_master_regulators")] < position[done.format("04_q1_gene_knockout")]
+    assert position[done.format("03_cv_training")] < position[started.format("04_q1_gene_knockout")]
     first, second = tables(quick_book / "results/a"), tables(quick_book / "results/b")
     assert len(second) > 10 and second.keys() < first.keys()
     assert [name for name in second if first[name] != second[name]] == []

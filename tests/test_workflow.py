@@ -102,7 +102,8 @@ def test_the_cohort_size_chapter_runs_only_when_sizes_are_given() -> None:
 
 def test_chapters_wait_for_the_chapters_they_read_from_and_no_others() -> None:
     chapters = find_notebooks(PROJECT)
-    waits = {chapter.name[:2]: sorted(c.name[:2] for c in earlier) for chapter, earlier in waits_for(chapters).items()}
+    waits = {chapter.name[:2]: sorted(c.name[:2] for c in earlier)
+             for chapter, earlier in waits_for(chapters).items()}  # fmt: skip
     assert waits["01"] == [] and waits["02"] == waits["03"] == waits["12"] == ["01"]
     assert all(waits[f"{k:02d}"] == ["03"] for k in range(4, 10))
     assert waits["10"] == ["04", "05", "06", "07", "08", "09"]

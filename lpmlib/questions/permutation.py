@@ -63,8 +63,8 @@ def knockout_permutation_null(
 ) -> pd.DataFrame:  # fmt: skip
     """The null distribution of Q1's knockout of `gene`: one row per permutation and layer.
 
-    Permutations run as independent joblib jobs (`n_jobs`, -1: every core), each training its folds one after the
-    other into `run_dir/permutations/<gene>/<i>` (finished folds are reused on a re-run); the
+    Permutations run as independent joblib jobs (`n_jobs`, -1: every core), each training its folds one
+    after the other into `run_dir/permutations/<gene>/<i>` (finished folds are reused on a re-run); the
     training seed is `seed`, as in the observed run, so only the driver's column differs. Pass the
     observed run's `settings`, `seed` and hyperparameters, or the null answers another question.
     Columns: permutation, driver, layer, quantity, value (mean over folds), n_folds (folds with
@@ -78,7 +78,8 @@ def knockout_permutation_null(
     folder = Path(run_dir) / "permutations" / gene
     jobs = (delayed(one_permutation)(cohort, gene, folder, settings, i, seed, n_folds, hyperparameters)
             for i in range(n_permutations))  # fmt: skip
-    return pd.concat(Parallel(n_jobs=n_workers(n_jobs, n_permutations))(jobs), ignore_index=True)[NULL_COLUMNS]
+    null = Parallel(n_jobs=n_workers(n_jobs, n_permutations))(jobs)
+    return pd.concat(null, ignore_index=True)[NULL_COLUMNS]
 
 
 def permutation_p_values(observed: pd.DataFrame, null: pd.DataFrame) -> pd.DataFrame:
