@@ -168,8 +168,7 @@ def train_fold(
                      CohortTensors.build(cohort, inner_validation, scaler), settings, seed + fold, progress)  # fmt: skip
         model, history, read_out = result.model, result.history, result.read_out
         record = {"key": key, "fold": fold, "data": fingerprint, "code": training_code_hash(),
-                  "config": config.to_dict(), "best_epoch": result.best_epoch,
-                  "read_out": read_out.to_dict(orient="records"),
+                  "config": config.to_dict(), "read_out": read_out.to_dict(orient="records"),
                   "test_case_ids": list(cohort.case_ids[test_rows])}  # fmt: skip
         _save(store, model, history, record)
     predictions = predict_patterns(model, CohortTensors.build(cohort, test_rows, scaler), scaler, cohort.ptm_names)
@@ -242,7 +241,7 @@ def run_cv(
         result.cohort = view if isinstance(cohort, RawCohort) else None
     if log and n_jobs != 1:
         for result in results:
-            log(f"fold {result.fold}: {'reused' if result.reused else 'trained'}, {len(result.history)} epochs")
+            log(f"fold {result.fold}: {'reused' if result.reused else 'trained'}, {len(result.history) - 1} epochs")
     return results
 
 

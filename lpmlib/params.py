@@ -42,11 +42,10 @@ class RunParams:
     n_folds: int = 5  # cross-validation folds
     run_dir: str = "results/default"  # where tables, figures and executed notebooks of the run go
     # training (defaults of the method's reference implementation)
-    epochs: int = 100
+    epochs: int = 100  # the whole cosine schedule, no early stopping (lpmlib.train)
     batch_size: int = 16
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
-    patience: int = 10  # epochs without a better read-out on the inner split before stopping
     grad_clip: float = 1.0
     anchor: str = "reduced_rank_ridge"  # the linear anchor nested in the model: ridge or reduced_rank_ridge
     n_jobs: int = -1  # processes: chapters, folds and permutations side by side (-1: every core)
@@ -140,7 +139,7 @@ class RunParams:
     def train_settings(self) -> TrainSettings:
         return TrainSettings(
             epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay, patience=self.patience, grad_clip=self.grad_clip,
+            weight_decay=self.weight_decay, grad_clip=self.grad_clip,
             anchor=self.anchor, device=self.device,
         )  # fmt: skip
 

@@ -70,14 +70,11 @@ def layer_pcs_by_driver(cohort: Cohort, layer: str, driver: str) -> Figure:
 
 
 def learning_curves(histories: dict[int, pd.DataFrame]) -> Figure:
-    """Training and validation loss per epoch, one panel per fold; a dotted line at the epoch kept (the
-    best deep read-out error on the inner split, epoch 0 being the untrained network)."""
+    """Training and inner-validation loss per epoch (0: the untrained network), one panel per fold."""
     fig, axes = plt.subplots(1, len(histories), figsize=(2.6 * len(histories), 3.2), sharey=True, squeeze=False)
     for ax, (fold, history) in zip(axes[0], histories.items()):
         ax.plot(history["epoch"], history["train_loss"], label="training")
         ax.plot(history["epoch"], history["validation_loss"], label="validation")
-        trained = history[history["epoch"] > 0]
-        ax.axvline(trained.loc[trained["read_out_error"].idxmin(), "epoch"], color="grey", lw=0.8, ls=":")
         ax.set_title(f"fold {fold}")
         ax.set_xlabel("epoch")
     axes[0, 0].set_ylabel("loss")

@@ -1,21 +1,26 @@
-"""Fitting one Latent Perturbation Model: closed-form anchors, then AdamW with cosine annealing and
-clipping, and the read-out of every layer chosen on an inner split.
+"""Fitting one Latent Perturbation Model: closed-form anchors, then AdamW over a whole cosine schedule
+with clipping, and the read-out of every layer chosen on an inner split.
 
-The rule, stable on small cohorts: the training patients are split once into an inner training part
-(80%) and an inner validation part (20%). Anchors are fitted in closed form on the inner training part
-and the network is trained on it. After every epoch the read-out (anchor alone, anchor plus a gated
-residual, or a blend of anchor and direct read-out; see `READ_OUTS`) of each layer, with other inputs
-and from genomics only, is chosen by its squared error on the inner validation patients (leaving the
-anchor only for a gain larger than 2.7 standard errors); training stops when the best deep read-outs'
-mean error on the inner split has not improved for `patience` epochs, and the best epoch's weights and
-read-outs are kept. The anchors are then refitted on all training patients. The residual decoders start
-at zero and the anchor alone is always a candidate, so the network can only add what the inner split
-shows it adds.
+The training patients are split once into an inner training part (80%) and an inner validation part
+(20%). Anchors are fitted in closed form on the inner training part and the network is trained on it for
+all `epochs` of the cosine schedule, which ends at a learning rate of zero. At the end, the read-out
+(anchor alone, anchor plus a gated residual, or a blend of anchor and direct read-out; see `READ_OUTS`)
+of each layer, with other inputs and from genomics only, is chosen by its squared error on the inner
+validation patients, leaving the anchor only for a gain larger than 2.7 standard errors. The anchors are
+then refitted on all training patients. The residual decoders start at zero and the anchor alone is
+always a candidate, so the network can only add what the inner split shows it adds.
+
+There is no early stopping, because it was not stable on small cohorts. On 15-30 inner patients, the
+inner error of the deep read-outs moves by less than its noise from epoch to epoch. The epoch it picked
+was chance, often one of the first few, and at that epoch the PTM encoders had not yet learned: their
+posterior means varied across patients by 1% of the posterior variance (UCEC). At the end of the
+schedule the same error was 0.002-0.013 above its minimum (UCEC, the default cohort and 640 simulated
+patients), the same read-outs were chosen, and the codes carried signal (`lpmlib.describe.posterior_snr`
+2.6-42 against 0.01-0.1). The inner error is still recorded for every epoch, in the history.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,14 +54,13 @@ class TrainSettings:
     batch_size: int = 16
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
-    patience: int = 10  # epochs without a better read-out on the inner split before stopping
     grad_clip: float = 1.0
-    validation_fraction: float = 0.2  # of each training fold: the inner split of read-outs and stopping
+    validation_fraction: float = 0.2  # of each training fold: the inner split that chooses the read-outs
     anchor: str = "reduced_rank_ridge"  # the anchors' estimator: "ridge" or "reduced_rank_ridge"
     device: str = "auto"  # "auto" takes CUDA when present, else the CPU
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "patience"):
+        for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainSettings.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.validation_fraction < 1:
@@ -70,9 +74,8 @@ class TrainSettings:
 
 @dataclass
 class FitResult:
-    model: LatentPerturbationModel  # in eval mode, with the weights and read-outs of the best epoch
-    history: pd.DataFrame  # one row per epoch (0: untrained): losses, the chosen read-outs' error, learning rate
-    best_epoch: int
+    model: LatentPerturbationModel  # in eval mode, trained, with the read-outs chosen on the inner split
+    history: pd.DataFrame  # one row per epoch (0: untrained): losses, the best read-outs' inner error, learning rate
     read_out: pd.DataFrame  # per layer: the chosen read-out and the inner-split errors behind it
 
 
@@ -204,8 +207,7 @@ def layer_paths(model: LatentPerturbationModel, data: CohortTensors) -> dict[str
 def choose_read_outs(model: LatentPerturbationModel, data: CohortTensors) -> tuple[float, pd.DataFrame]:
     """The read-out of each layer and inputs (`INPUTS`: its evaluation pattern with every other input, and
     genomics only) on `data`, and the mean of the best deep read-outs' errors (relative to the error of
-    predicting the training mean, 0 in model units): the quantity training stops on, so the network
-    trains until its read-outs stop improving, whether or not they beat the anchors yet.
+    predicting the training mean, 0 in model units), which the history records for every epoch.
 
     A patient's error is its squared error summed over the layer's features. The read-out with the least
     mean error replaces the anchor only when it beats the anchor by more than `SEPARATION` standard
@@ -246,8 +248,8 @@ def fit(
     seed: int = 42,
     progress: Progress | None = None,
 ) -> FitResult:
-    """Anchors on `train`, the network trained on `train`, read-outs and stopping on `validation`; the
-    anchors of the returned model are refitted on `train` and `validation` together."""
+    """Anchors on `train`, the network trained on `train`, read-outs chosen on `validation` after the
+    last epoch; the anchors of the returned model are refitted on `train` and `validation` together."""
     make_deterministic(seed)
     device = resolve_device(settings.device)
     model = LatentPerturbationModel(config)
@@ -260,8 +262,7 @@ def fit(
     n_ptm = len(config.ptm_dims)
     validation_mask = evaluation_mask(len(validation), n_ptm, seed + 1).to(device)
 
-    error, best_read_out = choose_read_outs(model, validation)
-    best_error, best_epoch, best_state = np.inf, 0, copy.deepcopy(model.state_dict())
+    error, read_out = choose_read_outs(model, validation)
     rows = [{"epoch": 0, "train_loss": np.nan, "validation_loss": _validation_loss(model, validation, validation_mask),
              "read_out_error": error, "learning_rate": np.nan}]  # fmt: skip
     for epoch in range(1, settings.epochs + 1):
@@ -286,13 +287,7 @@ def fit(
         rows.append(row)
         if progress is not None:
             progress(row)
-        if error < best_error:
-            best_error, best_epoch, best_read_out = error, epoch, read_out
-            best_state = copy.deepcopy(model.state_dict())
-        elif epoch - best_epoch >= settings.patience:
-            break
-    model.load_state_dict(best_state)
     model.to("cpu").eval()
-    apply_read_outs(model, best_read_out)
+    apply_read_outs(model, read_out)
     fit_anchors(model, CohortTensors.concat(train.to("cpu"), validation.to("cpu")), settings.anchor)
-    return FitResult(model, pd.DataFrame(rows), best_epoch, best_read_out)
+    return FitResult(model, pd.DataFrame(rows), read_out)

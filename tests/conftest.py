@@ -35,7 +35,7 @@ def small_sim() -> SimulatedCohort:
 def small_folds(small_sim: SimulatedCohort, tmp_path_factory) -> list[FoldResult]:
     """Five folds of a small model trained briefly on `small_sim` (a few seconds)."""
     run_dir = tmp_path_factory.mktemp("small_run")
-    return run_cv(small_sim.cohort, run_dir, TrainSettings(epochs=15, patience=5), log=None, **SMALL_MODEL)
+    return run_cv(small_sim.cohort, run_dir, TrainSettings(epochs=15), log=None, **SMALL_MODEL)
 
 
 def folds_around(model, cohort: Cohort, n_folds: int = 3) -> list[FoldResult]:

@@ -105,7 +105,7 @@ def linear_cohort(template: Cohort, seed: int = 3) -> Cohort:
 
 def test_on_an_exactly_linear_cohort_the_lpm_matches_ridge(small_sim, tmp_path) -> None:
     cohort = linear_cohort(small_sim.cohort)
-    folds = run_cv(cohort, tmp_path, TrainSettings(epochs=8, patience=4), log=None, latent_dim=16, vae_latent_dim=8)
+    folds = run_cv(cohort, tmp_path, TrainSettings(epochs=8), log=None, latent_dim=16, vae_latent_dim=8)
     errors = held_out_errors(cohort, folds)
     table = r2_table(q0_summary(q0_per_fold(cohort, folds, errors)))
     for layer in cohort.target_names:
@@ -123,6 +123,9 @@ def test_an_untrained_model_reads_out_its_anchors(small_sim) -> None:
     fit_anchors(model, CohortTensors.build(cohort, rows[:90], scaler), "ridge")
     error, table = choose_read_outs(model, CohortTensors.build(cohort, rows[90:], scaler))
     assert (table["read_out"] == "anchor").all()  # an untrained model: its direct read-out never helps
-    # the residual read-outs of an untrained model are exactly zero: the best deep read-out is the anchor
-    assert np.isclose(error, table["inner_error_deep"].mean()) and np.allclose(table["inner_error_deep"], table["inner_error_anchor"])
+    # the residual read-outs of an untrained model equal the anchor (its residual decoders output zero), so
+    # the best deep read-out is never worse than the anchor; a blend with the random direct read-out may
+    # be slightly better by chance, but not by the separation the read-out needs
+    assert np.isclose(error, table["inner_error_deep"].mean())
+    assert (table["inner_error_deep"] <= table["inner_error_anchor"] + 1e-12).all()
     assert list(zip(table["layer"], table["inputs"])) == [(n, k) for n in model.output_dims for k in INPUTS]

@@ -12,7 +12,7 @@ from lpmlib.simulate import SimulationConfig, simulate_cohort
 from lpmlib.train import TrainSettings
 
 SIZES = [40, 80]
-SETTINGS = TrainSettings(epochs=2, patience=2)  # the mechanics, not the quality
+SETTINGS = TrainSettings(epochs=2)  # the mechanics, not the quality
 SMALL = {"latent_dim": 16, "vae_latent_dim": 8}
 
 

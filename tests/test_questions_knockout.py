@@ -202,7 +202,7 @@ def test_permutation_null_without_permutations_trains_nothing(small_sim, tmp_pat
 
 def test_permutation_null_and_p_values_on_a_tiny_setting(small_sim, q1, tmp_path) -> None:
     cohort = small_sim.cohort
-    settings = TrainSettings(epochs=2, patience=1)
+    settings = TrainSettings(epochs=2)
     null = knockout_permutation_null(cohort, GENE, tmp_path, settings, 2, latent_dim=16, vae_latent_dim=8)
     layers = [Z_STATE] + cohort.target_names + cohort.ptm_names
     assert null.groupby("layer").size().reindex(layers).tolist() == [2] * len(layers)

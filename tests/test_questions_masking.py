@@ -141,7 +141,7 @@ def planted_run(tmp_path_factory):
     path and each layer's read-out choice a run over the planted structure.
     """
     cohort = planted_cohort()
-    settings = TrainSettings(epochs=10, patience=10)
+    settings = TrainSettings(epochs=10)
     folds = run_cv(cohort, tmp_path_factory.mktemp("planted"), settings, n_folds=3, log=None, **SMALL_MODEL)
     return cohort, folds, q5_ptm_dependency(cohort, folds), q6_storm_leader(cohort, folds)
 

@@ -15,7 +15,7 @@ from lpmlib.performance import q0_per_fold
 from lpmlib.simulate import SimulationConfig, simulate_cohort
 from lpmlib.train import TrainSettings
 
-SETTINGS = TrainSettings(epochs=4, patience=5)  # the mechanics of training, not its quality
+SETTINGS = TrainSettings(epochs=4)  # the mechanics of training, not its quality
 SMALL = {"latent_dim": 16, "vae_latent_dim": 8}
 N_FOLDS = 3
 
@@ -53,8 +53,14 @@ def test_training_beats_the_mean_predictor_on_held_out_patients(tmp_path: Path) 
     by_layer = lpm.groupby("layer")["value"].mean()
     # the held-out mean predictor scores 0; the training-fold mean scores slightly below
     assert by_layer[["rna", "protein", "pY", "phospho"]].min() > 0.1, by_layer
-    assert all(len(f.history) >= 2 for f in folds)
+    assert all(len(f.history) == TrainSettings().epochs + 1 for f in folds)  # epoch 0 and the whole schedule
     assert all(f.history["validation_loss"].iloc[-1] < f.history["validation_loss"].iloc[0] for f in folds)
+
+
+def test_training_runs_the_whole_schedule_and_reads_out_after_its_last_epoch(trained) -> None:
+    for fold in trained[2]:
+        assert fold.history["epoch"].tolist() == list(range(SETTINGS.epochs + 1))
+        assert np.isclose(fold.history["read_out_error"].iloc[-1], fold.read_out["inner_error_deep"].mean())
 
 
 def test_same_seed_gives_a_byte_identical_q0_table_with_one_or_two_jobs(cohort, trained, tmp_path: Path) -> None:
@@ -82,7 +88,7 @@ def test_a_corrupt_checkpoint_is_retrained_not_loaded(cohort, trained, tmp_path:
 
 
 def test_changed_settings_retrain_every_fold(cohort, trained, tmp_path: Path) -> None:
-    _, folds = q0_csv(cohort, copy_run(trained, tmp_path), settings=TrainSettings(epochs=2, patience=5))
+    _, folds = q0_csv(cohort, copy_run(trained, tmp_path), settings=TrainSettings(epochs=2))
     assert not any(f.reused for f in folds)
     assert all(f.history["epoch"].max() <= 2 for f in folds)
 
