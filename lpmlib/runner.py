@@ -160,6 +160,15 @@ def stage_for_book(executed: Path, project: Path) -> Path:
     return atomic_write(target, lambda tmp: nbformat.write(notebook, tmp))
 
 
+def stage_run(params: RunParams, project: Path) -> list[Path]:
+    """Stage for the book every chapter of which the run folder holds an executed copy and that applies to
+    the run, and no other: the staged chapters of any earlier build are removed first."""
+    shutil.rmtree(project / GENERATED, ignore_errors=True)
+    executed = project / params.run_dir / "notebooks"
+    return [stage_for_book(executed / chapter.name, project) for chapter in find_notebooks(project)
+            if (executed / chapter.name).is_file() and skip_reason(chapter, params, project) is None]  # fmt: skip
+
+
 def read_glued(notebook: Path) -> dict[str, str]:
     """The values an executed notebook glued for the book (their plain-text form), by key."""
     values = {}
@@ -221,19 +230,19 @@ def run(params: RunParams, project: Path, notebooks: list[str] | None = None, bo
     """Execute the notebooks (all, or those named; side by side where they allow it), stage them, and
     build the book.
 
-    A run of all notebooks first clears the staged chapters, so that none of an earlier run (or
-    cohort) reaches this book; chapters that do not apply to the cohort are skipped.
+    Chapters that do not apply to the cohort are skipped. The book is built from this run folder's
+    executed chapters alone (`stage_run`), so that a run of some chapters never mixes its chapters with
+    those of another run or cohort.
     """
     selected = [
         nb for nb in find_notebooks(project) if notebooks is None or any(nb.name.startswith(n) for n in notebooks)
     ]  # fmt: skip
     if not params.manifest and (project / params.data_dir).is_dir():
         params.check_simulated_folder(project / params.data_dir)
-    if notebooks is None:
-        shutil.rmtree(project / GENERATED, ignore_errors=True)
     write_json(project / params.run_dir / "params.json", params.as_dict())
     write_json(project / params.run_dir / "provenance.json", run_record(params, project))
-    for executed in execute_chapters(selected, params, project, log):
-        stage_for_book(executed, project)
+    for _ in execute_chapters(selected, params, project, log):
+        pass
     if book:
+        stage_run(params, project)
         build_book(project, log)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -77,3 +78,120 @@ def rank_stability(per_fold: pd.DataFrame, item: str, score: str, top_k: int = 3
     in_top = (ranks <= top_k) & per_fold[score].notna()
     n_folds = per_fold["fold"].nunique()
     return in_top.groupby(per_fold[item], sort=False).sum() / n_folds
+
+
+# ---------------------------------------------------------------------------------------------
+# Naming a winner only where the data separate it
+
+ALPHA = 0.05  # Benjamini-Hochberg-adjusted level at which the best item must beat each other one
+FOLD_FRACTION = 0.8  # of the folds in which it must also be ahead of each other one (4 of 5)
+
+
+@dataclass(frozen=True)
+class Separation:
+    """Whether the best of several items (layers, drivers) is separated from every other one.
+
+    `table`: one row per item, best first: its cross-fold `mean` and 95% interval, and, against the
+    best, the test's `p_value` and `p_adjusted`, `n_folds_ahead` (folds in which the best scores higher)
+    of `n_folds`, and `separated`. `leader` is the best item when it is separated from every other one,
+    else None; `tied` lists the items that cannot be separated from the best (the best first).
+    """
+
+    table: pd.DataFrame
+    leader: str | None
+    tied: list[str]
+    test: str  # the test that compared the best with each other item
+
+
+def separate_best(scores: pd.DataFrame, units: pd.DataFrame, item: str, paired: bool) -> Separation:
+    """The best item by mean per-fold score, and whether it beats every other item.
+
+    `scores`: columns `item`, `fold`, `value` (one score per item and fold, higher is better).
+    `units`: columns `item`, `fold`, `unit`, `value`: the per-patient values that the test compares,
+    pooled over folds (higher is better). Paired (the same patients for every item, as layers predicted
+    for the same held-out patients): a Wilcoxon signed-rank test of the per-patient differences, which
+    needs no normality and no equal variances. Unpaired (different patients per item, as the carriers of
+    different drivers): a Mann-Whitney U test. Both two-sided, Benjamini-Hochberg-adjusted over the
+    comparisons with the best. The best is separated from an item when the adjusted p is below `ALPHA`
+    and it is ahead in at least `FOLD_FRACTION` of the folds where both are scored.
+    """
+    by_fold = scores.pivot_table(index="fold", columns=item, values="value", sort=False)
+    means = by_fold.mean().dropna().sort_values(ascending=False, kind="stable")
+    if means.empty:
+        return Separation(pd.DataFrame(columns=SEPARATION_COLUMNS), None, [], _test_name(paired))
+    best = means.index[0]
+    rows = [{item: best, "p_value": np.nan, "n_folds_ahead": np.nan, "n_folds": int(by_fold[best].notna().sum())}]
+    for other in means.index[1:]:
+        both = by_fold[[best, other]].dropna()
+        rows.append({item: other, "p_value": _p_value(units, item, best, other, paired),
+                     "n_folds_ahead": int((both[best] > both[other]).sum()), "n_folds": len(both)})  # fmt: skip
+    table = pd.DataFrame(rows)
+    table.insert(1, "mean", [means[name] for name in table[item]])
+    intervals = [mean_interval(by_fold[name].to_list()) for name in table[item]]
+    table.insert(2, "ci_low", [low for _, low, _ in intervals])
+    table.insert(3, "ci_high", [high for _, _, high in intervals])
+    table["p_adjusted"] = np.concatenate([[np.nan], benjamini_hochberg(table["p_value"].iloc[1:])])
+    needed = np.ceil(FOLD_FRACTION * table["n_folds"])
+    table["separated"] = (table["p_adjusted"] < ALPHA) & (table["n_folds_ahead"] >= needed)
+    table.loc[0, "separated"] = False
+    tied = [best, *table.loc[1:, item][~table.loc[1:, "separated"]]]
+    leader = best if len(tied) == 1 else None
+    return Separation(table.rename(columns={item: "item"}), leader, tied, _test_name(paired))
+
+
+SEPARATION_COLUMNS = ["item", "mean", "ci_low", "ci_high", "p_value", "n_folds_ahead", "n_folds", "p_adjusted",
+                      "separated"]  # fmt: skip
+
+
+def _test_name(paired: bool) -> str:
+    return "paired Wilcoxon signed-rank" if paired else "Mann-Whitney U"
+
+
+def _p_value(units: pd.DataFrame, item: str, best: str, other: str, paired: bool) -> float:
+    a, b = units[units[item] == best], units[units[item] == other]
+    if paired:
+        merged = a.merge(b, on=["fold", "unit"], suffixes=("_best", "_other"))
+        differences = (merged["value_best"] - merged["value_other"]).to_numpy(dtype=float)
+        differences = differences[np.isfinite(differences)]
+        if len(differences) < 2 or not np.any(differences):
+            return np.nan if len(differences) < 2 else 1.0
+        return float(stats.wilcoxon(differences).pvalue)
+    x, y = a["value"].to_numpy(dtype=float), b["value"].to_numpy(dtype=float)
+    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    if len(x) < 2 or len(y) < 2:
+        return np.nan
+    return float(stats.mannwhitneyu(x, y, alternative="two-sided").pvalue)
+
+
+def gain_tests(units: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per group of `by`: a two-sided Wilcoxon signed-rank test that the per-patient gains (`value`,
+    pooled over folds) are centred on zero, Benjamini-Hochberg-adjusted over the groups."""
+    rows = []
+    for key, group in units.groupby(by, sort=False):
+        gains = group["value"].to_numpy(dtype=float)
+        gains = gains[np.isfinite(gains)]
+        p_value = np.nan if len(gains) < 2 else (float(stats.wilcoxon(gains).pvalue) if np.any(gains) else 1.0)
+        rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,))) | {"gain_p_value": p_value})
+    table = pd.DataFrame(rows, columns=[*by, "gain_p_value"])
+    table["gain_p_adjusted"] = benjamini_hochberg(table["gain_p_value"])
+    return table
+
+
+def separation_sentence(separation: Separation, noun: str, value_format: str = ".3f") -> str:
+    """The verdict in words: the leader with its interval and test, or that no single one leads."""
+    table = separation.table
+    if table.empty:
+        return f"No {noun} could be scored."
+    best = table.iloc[0]
+    interval = f"{best['mean']:{value_format}} [{best['ci_low']:{value_format}}, {best['ci_high']:{value_format}}]"
+    if separation.leader is not None and len(table) > 1:
+        others = table.iloc[1:]
+        return (f"{best['item']} leads, at {interval} (mean and 95% interval over folds): ahead of every other "
+                f"{noun} in at least {int(others['n_folds_ahead'].min())} of {int(others['n_folds'].max())} folds, "
+                f"{separation.test} test BH-adjusted p <= {others['p_adjusted'].max():.2g}.")  # fmt: skip
+    if separation.leader is not None:
+        return f"{best['item']} is the only {noun}, at {interval}."
+    rest = ", ".join(separation.tied[1:])
+    return (f"No single {noun} leads: {best['item']} has the highest mean, {interval}, but cannot be separated "
+            f"from {rest} (a {separation.test} test BH-adjusted p < {ALPHA} and ahead in at least "
+            f"{FOLD_FRACTION:.0%} of the folds are both needed).")  # fmt: skip

@@ -21,14 +21,17 @@ from lpmlib.train import TrainSettings
 PTMS = ("source", "copy", "independent")
 
 
-def planted_cohort(n: int = 150, k: int = 2, seed: int = 0) -> Cohort:
+def planted_cohort(n: int = 150, k: int = 2, seed: int = 0, endpoint_from: str = "independent",
+                   linear: bool = False) -> Cohort:  # fmt: skip
     """PTM `copy` is an exact copy of PTM `source`; `independent` is independent Gaussian noise; the
-    metabolome is a nonlinear function of `independent` alone (plus a little noise). Drivers are random."""
+    metabolome is a nonlinear function of `endpoint_from` alone (`linear`: that layer itself), plus a
+    little noise. Drivers are random."""
     rng = np.random.default_rng(seed)
     ids = pd.Index([f"P{i:03d}" for i in range(n)], name="case_id")
     source, independent = rng.normal(size=(n, k)), rng.normal(size=(n, k))
     mixing = rng.normal(size=(k, k)) / np.sqrt(k)
-    metabolome = 2 * np.tanh(independent @ mixing) + 0.1 * rng.normal(size=(n, k))
+    parent = {"independent": independent, "source": source}[endpoint_from]
+    metabolome = (parent if linear else 2 * np.tanh(parent @ mixing)) + 0.1 * rng.normal(size=(n, k))
     values = {"metabolome": metabolome, "source": source, "copy": source.copy(), "independent": independent}
     layers = {
         name: Layer(name, "target" if name == "metabolome" else "ptm",
@@ -60,8 +63,20 @@ class Coupled(nn.Module):
         return LPMOutput(predictions, zero, zero, {}, {}, zero, zero, torch.zeros(n, 1, 1))
 
 
-def coupled_folds(cohort: Cohort) -> list:
-    module = Coupled(cohort.ptm_names)
+class SourceOrCopy(Coupled):
+    """As `Coupled`, but the metabolome is predicted from `source` where it is observed, else from `copy`
+    (the same values): two layers that carry exactly the same information about the endpoint."""
+
+    def forward(self, drivers, grade, ptms, ptm_mask) -> LPMOutput:
+        output = super().forward(drivers, grade, ptms, ptm_mask)
+        seen = {p: ptm_mask[:, i : i + 1] for i, p in enumerate(self.ptm_names)}
+        from_copy = torch.where(seen["copy"], ptms["copy"], 0.0)
+        output.predictions["metabolome"] = torch.where(seen["source"], ptms["source"], from_copy)
+        return output
+
+
+def coupled_folds(cohort: Cohort, module_type: type = Coupled) -> list:
+    module = module_type(cohort.ptm_names)
     return [dataclasses.replace(f, scaler=identity_scaler(cohort)) for f in folds_around(module, cohort)]
 
 
@@ -104,6 +119,40 @@ def test_q6_scores_the_endpoint_against_its_true_values() -> None:
         assert row["r2_genomics_only"] == pytest.approx(nothing)
         assert row["loo_drop"] == pytest.approx(kept - nothing)
         assert per_fold.loc[("copy", fold.fold), "r2_only"] == pytest.approx(nothing)
+
+
+def test_q6_names_the_one_layer_that_adds_beyond_genomics_and_tests_each_gain() -> None:
+    cohort = planted_cohort(n=90, linear=True)
+    answer = q6_storm_leader(cohort, coupled_folds(cohort))
+    leader = answer["q6_leader"].set_index("ptm")
+    assert leader.index[0] == "independent" and leader["is_leader"].tolist() == [True, False, False]
+    assert leader.loc["independent", "gain_p_adjusted"] < 0.05 and leader.loc["independent", "ci_low"] > 0
+    # the copy and its source predict the endpoint no better than genomics alone: no gain, nothing to test
+    assert (leader.loc[["source", "copy"], "mean_gain"] == 0).all()
+    assert (leader.loc[["source", "copy"], "gain_p_value"] == 1).all()
+    verdict = answer["q6_verdict"].iloc[0]
+    assert verdict["leader"] == "independent" and verdict["sentence"].startswith("independent leads")
+
+
+def test_q6_names_no_single_leader_between_two_exact_copies() -> None:
+    cohort = planted_cohort(n=90, endpoint_from="source", linear=True)
+    answer = q6_storm_leader(cohort, coupled_folds(cohort, SourceOrCopy))
+    leader = answer["q6_leader"].set_index("ptm")
+    assert set(leader.index[:2]) == {"source", "copy"} and not leader["is_leader"].any()
+    assert (leader.loc[["source", "copy"], "gain_p_adjusted"] < 0.05).all()  # both gain, equally
+    verdict = answer["q6_verdict"].iloc[0]
+    assert verdict["leader"] == "" and set(verdict["not_separated"].split(";")) == {"source", "copy"}
+    assert verdict["sentence"].startswith("No single PTM layer leads")
+
+
+def test_q5_tests_each_gain_over_genomics_and_each_pair_loss() -> None:
+    cohort = planted_cohort(n=90)
+    answer = q5_ptm_dependency(cohort, coupled_folds(cohort))
+    gain = answer["q5_dependency_gain"].set_index("ptm")
+    assert (gain.loc[["source", "copy"], "gain_p_adjusted"] < 0.05).all() and (gain.loc[["source", "copy"], "mean"] > 0.5).all()
+    pairs = answer["q5_pair_matrix_summary"].set_index(["ptm", "also_masked"])
+    assert pairs.loc[("copy", "source"), "gain_p_adjusted"] < 0.05
+    assert pairs.loc[("copy", "independent"), "gain_p_value"] == 1  # masking it too changes nothing
 
 
 def test_undefined_r2_is_nan_with_a_reason() -> None:

@@ -16,7 +16,7 @@ from test_manifest import edited, write_small_cohort
 from lpmlib import workflow
 from lpmlib.params import RunParams
 from lpmlib.questions import attribution, knockout, masking
-from lpmlib.runner import GENERATED, find_notebooks, skip_reason, staged_toc, waits_for
+from lpmlib.runner import GENERATED, find_notebooks, skip_reason, stage_run, staged_toc, waits_for
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -111,6 +111,24 @@ def test_chapters_wait_for_the_chapters_they_read_from_and_no_others() -> None:
     # a chapter named in `after` but not part of this run is taken as done
     questions = [c for c in chapters if c.name[:2] in ("04", "10")]
     assert [sorted(c.name[:2] for c in w) for w in waits_for(questions).values()] == [[], ["04"]]
+
+
+def test_the_book_is_staged_from_its_own_run_folder_alone(tmp_path: Path) -> None:
+    shutil.copytree(PROJECT / "notebooks", tmp_path / "notebooks")
+    shutil.copy(PROJECT / "_toc.yml", tmp_path / "_toc.yml")
+    params = RunParams(run_dir="results/this")
+    for run, chapters in (("this", ["01_data_assembly", "04_q1_gene_knockout", "12_cohort_size"]),
+                          ("other", ["02_model"])):  # fmt: skip
+        for chapter in chapters:
+            executed = tmp_path / "results" / run / "notebooks" / f"{chapter}.ipynb"
+            executed.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(PROJECT / "notebooks" / f"{chapter}.ipynb", executed)
+    (tmp_path / GENERATED).mkdir(parents=True)
+    (tmp_path / GENERATED / "05_q2_fusion_deletion.ipynb").write_text("{}")  # left by an earlier build
+    staged = stage_run(params, tmp_path)
+    # chapter 12 does not apply to this run (no curve_sizes), so its old executed copy stays out
+    assert sorted(p.name for p in (tmp_path / GENERATED).iterdir()) == ["01_data_assembly.ipynb", "04_q1_gene_knockout.ipynb"]
+    assert staged == [tmp_path / GENERATED / "01_data_assembly.ipynb", tmp_path / GENERATED / "04_q1_gene_knockout.ipynb"]
 
 
 def test_the_table_of_contents_lists_only_the_staged_chapters(tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from lpmlib.stats import Separation, separation_sentence
+
 
 @dataclass
 class Answer:
@@ -26,3 +28,10 @@ class Answer:
     def save(self, run) -> list[Path]:
         """Write every table atomically into `run` (a `lpmlib.workflow.RunFolder`)."""
         return [run.save_table(name, table, index=False) for name, table in self.tables.items()]
+
+
+def verdict_table(separation: Separation, noun: str, keys: dict) -> pd.DataFrame:
+    """A question's verdict, one row: the leader ("" when no single one is separated), the items that
+    cannot be separated from the best (the best first), the test, and the verdict in words."""
+    return pd.DataFrame([keys | {"leader": separation.leader or "", "not_separated": ";".join(separation.tied),
+                                 "test": separation.test, "sentence": separation_sentence(separation, noun)}])  # fmt: skip

@@ -18,8 +18,8 @@ from lpmlib.cohort import Cohort
 from lpmlib.cv import FoldResult
 from lpmlib.model import masking_patterns
 from lpmlib.perturb import Outputs, observed_held_out, predict_masked
-from lpmlib.questions import Answer
-from lpmlib.stats import summarise_folds
+from lpmlib.questions import Answer, verdict_table
+from lpmlib.stats import ALPHA, Separation, gain_tests, separate_best, summarise_folds
 
 Scored = tuple[float, str]  # an R^2 and the reason it is NaN ("" when defined)
 PAIR_COLUMNS = ["ptm", "also_masked", "fold", "r2", "r2_lost", "n_patients", "note"]
@@ -34,6 +34,16 @@ def pooled_r2(truth: np.ndarray, predicted: np.ndarray) -> Scored:
     if not np.isfinite(predicted).all():
         return np.nan, "non-finite predictions"
     return float(r2_score(truth, predicted, multioutput="variance_weighted")), ""
+
+
+def squared_errors(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Per patient: the squared error summed over the layer's features."""
+    return ((predicted - truth) ** 2).sum(axis=1)
+
+
+def gain_units(keys: dict, fold: FoldResult, worse: np.ndarray, better: np.ndarray) -> pd.DataFrame:
+    """Per held-out patient (`unit`): `worse` - `better` squared errors, the gain of the better prediction."""
+    return pd.DataFrame({**keys, "fold": fold.fold, "unit": fold.test_rows, "value": worse - better})
 
 
 def masked_layers(pattern: str, ptm_names: list[str]) -> list[str]:
@@ -84,6 +94,18 @@ def long_summary(per_fold: pd.DataFrame, by: list[str], metrics: list[str]) -> p
 # Q5: PTM dependency
 
 
+def dependency_gains(cohort: Cohort, fold: FoldResult) -> pd.DataFrame:
+    """Per PTM layer and held-out patient: its squared error from genomics only minus that from the other
+    layers (and genomics), what the other layers add beyond genomics."""
+    gains = []
+    for ptm in cohort.ptm_names:
+        truth = observed_held_out(cohort, fold, ptm)
+        floor = squared_errors(truth, pattern_prediction(cohort, fold, "genomics_only", ptm))
+        rest = squared_errors(truth, pattern_prediction(cohort, fold, f"without_{ptm}", ptm))
+        gains.append(gain_units({"ptm": ptm}, fold, floor, rest))
+    return pd.concat(gains, ignore_index=True)
+
+
 def dependency_rows(cohort: Cohort, fold: FoldResult) -> list[dict]:
     """Per PTM layer: R^2 when masked and predicted from the other PTM layers, and from genomics only."""
     rows = []
@@ -103,37 +125,69 @@ def pair_predictions(cohort: Cohort, fold: FoldResult) -> dict[frozenset[str], O
     return {pair: predict_masked(cohort, fold, sorted(pair)) for pair in pairs}
 
 
-def pair_rows(cohort: Cohort, fold: FoldResult) -> list[dict]:
-    """Per ordered pair (p, q): R^2 of p with p and q masked, and the R^2 of p lost by masking q too."""
+def pair_rows(cohort: Cohort, fold: FoldResult) -> tuple[list[dict], list[pd.DataFrame]]:
+    """Per ordered pair (p, q): R^2 of p with p and q masked, and the R^2 of p lost by masking q too;
+    and per patient, the squared error of p that masking q too adds."""
     outputs = pair_predictions(cohort, fold)
-    rows = []
+    rows, losses = [], []
     for ptm in cohort.ptm_names:
         truth = observed_held_out(cohort, fold, ptm)
         from_rest = score_pattern(cohort, fold, f"without_{ptm}", ptm)
+        rest_errors = squared_errors(truth, pattern_prediction(cohort, fold, f"without_{ptm}", ptm))
         for other in (q for q in cohort.ptm_names if q != ptm):
-            both = pooled_r2(truth, outputs[frozenset((ptm, other))][ptm])
+            predicted = outputs[frozenset((ptm, other))][ptm]
+            both = pooled_r2(truth, predicted)
             scores = {"r2": both, "r2_lost": difference(from_rest, both)}
             rows.append(scored_row({"ptm": ptm, "also_masked": other}, scores, fold))
-    return rows
+            losses.append(gain_units({"ptm": ptm, "also_masked": other}, fold,
+                                     squared_errors(truth, predicted), rest_errors))  # fmt: skip
+    return rows, losses
 
 
 def q5_ptm_dependency(cohort: Cohort, folds: list[FoldResult]) -> Answer:
     """How well each PTM layer is predicted from the others, and which other layer it depends on.
 
-    Tables: `q5_dependency_per_fold` (R^2 of each masked PTM from the rest and from genomics only),
-    `q5_dependency_summary`, `q5_pair_matrix_per_fold` (R^2 of p with p and q masked; r2_lost =
-    R^2(without p) - R^2(without p and q), what q contributes to predicting p) and
-    `q5_pair_matrix_summary` (r2_lost across folds).
+    A layer's dependency is what the other layers add beyond genomics: its R^2 from the other layers (and
+    genomics) minus its R^2 from genomics alone, so a layer whose information is all in genomics gains
+    nothing. Each gain and each pair's loss is tested against zero over the held-out patients of every
+    fold (a paired Wilcoxon signed-rank test of per-patient squared errors, Benjamini-Hochberg-adjusted).
+
+    Tables: `q5_dependency_per_fold` (R^2 of each masked PTM from the rest and from genomics only, and
+    the gain), `q5_dependency_summary`, `q5_dependency_gain` (per layer: the gain's mean, 95% interval
+    and test), `q5_pair_matrix_per_fold` (R^2 of p with p and q masked; r2_lost = R^2(without p) -
+    R^2(without p and q), what q contributes to predicting p) and `q5_pair_matrix_summary` (r2_lost
+    across folds, and its test).
     """
     dependency = pd.DataFrame([row for fold in folds for row in dependency_rows(cohort, fold)])
-    pairs = pd.DataFrame([row for fold in folds for row in pair_rows(cohort, fold)], columns=PAIR_COLUMNS)
+    gains = pd.concat([dependency_gains(cohort, fold) for fold in folds], ignore_index=True)
+    pair_results = [pair_rows(cohort, fold) for fold in folds]
+    pairs = pd.DataFrame([row for rows, _ in pair_results for row in rows], columns=PAIR_COLUMNS)
+    losses = [loss for _, fold_losses in pair_results for loss in fold_losses]
+    pair_summary = summarise_folds(pairs, by=["ptm", "also_masked"], value="r2_lost")
+    if losses:
+        pair_summary = pair_summary.merge(gain_tests(pd.concat(losses), ["ptm", "also_masked"]), how="left")
+    gain_summary = summarise_folds(dependency, by=["ptm"], value="r2_gain_over_genomics")
     metrics = ["r2_from_rest", "r2_genomics_only", "r2_gain_over_genomics"]
     return Answer({
         "q5_dependency_per_fold": dependency,
         "q5_dependency_summary": long_summary(dependency, ["ptm"], metrics),
+        "q5_dependency_gain": gain_summary.merge(gain_tests(gains, ["ptm"]), on="ptm", how="left"),
         "q5_pair_matrix_per_fold": pairs,
-        "q5_pair_matrix_summary": summarise_folds(pairs, by=["ptm", "also_masked"], value="r2_lost"),
+        "q5_pair_matrix_summary": pair_summary,
     })  # fmt: skip
+
+
+def dependency_sentence(gain: pd.DataFrame) -> str:
+    """The layers to which the other PTM layers add beyond genomics (a positive mean gain, BH-adjusted
+    p < `ALPHA`), with their intervals, and those to which they add nothing detectable."""
+    found = gain[(gain["gain_p_adjusted"] < ALPHA) & (gain["mean"] > 0)].sort_values("mean", ascending=False)
+    rest = [ptm for ptm in gain["ptm"] if ptm not in set(found["ptm"])]
+    if found.empty:
+        return "The other PTM layers add nothing detectable beyond genomics to the prediction of any PTM layer."
+    listed = ", ".join(f"{r.ptm} {r.mean:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]" for r in found.itertuples())
+    sentence = (f"Beyond genomics, the other PTM layers add to the held-out R^2 of {listed} (mean and 95% "
+                f"interval over folds; paired Wilcoxon test, BH-adjusted p < {ALPHA})")  # fmt: skip
+    return sentence + (f"; they add nothing detectable to {', '.join(rest)}." if rest else ".")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,32 +218,64 @@ def leader_rows(cohort: Cohort, fold: FoldResult, endpoint: str) -> list[dict]:
     return rows
 
 
-def leader_table(per_fold: pd.DataFrame) -> pd.DataFrame:
-    """Per PTM layer, best first: mean r2_only, the folds where it is the top layer, and the leader flag."""
-    ranked = per_fold.dropna(subset=["r2_only"])
-    tops = ranked.loc[ranked.groupby("fold")["r2_only"].idxmax(), "ptm"].value_counts()
-    table = per_fold.groupby(["endpoint", "ptm"], sort=False).agg(
-        mean_r2_only=("r2_only", "mean"), n_folds_scored=("r2_only", "count")
-    )
-    table["n_folds_top"] = tops.reindex(table.index.get_level_values("ptm"), fill_value=0).to_numpy(dtype=int)
+def endpoint_gains(cohort: Cohort, fold: FoldResult, endpoint: str) -> pd.DataFrame:
+    """Per PTM layer and held-out patient (`unit`): the endpoint's squared error from genomics only minus
+    its squared error with that layer kept (and genomics), what the layer adds beyond genomics."""
+    truth = observed_held_out(cohort, fold, endpoint)
+    floor = squared_errors(truth, pattern_prediction(cohort, fold, "genomics_only", endpoint))
+    gains = [gain_units({"ptm": ptm}, fold, floor,
+                        squared_errors(truth, pattern_prediction(cohort, fold, f"only_{ptm}", endpoint)))
+             for ptm in cohort.ptm_names]  # fmt: skip
+    return pd.concat(gains, ignore_index=True)
+
+
+LEADER_COLUMNS = ["endpoint", "ptm", "mean_gain", "ci_low", "ci_high", "gain_p_value", "gain_p_adjusted",
+                  "mean_r2_only", "n_folds_scored", "n_folds_top", "fraction_folds_top", "n_folds_behind_best",
+                  "p_value_vs_best", "p_adjusted_vs_best", "separated_from_best", "is_leader"]  # fmt: skip
+
+
+def leader_table(per_fold: pd.DataFrame, gains: pd.DataFrame, separation: Separation) -> pd.DataFrame:
+    """Per PTM layer, best first: its gain over genomics (mean, 95% interval, test against zero), its
+    R^2 with the layer kept, the folds where it is the top layer, its comparison with the best layer,
+    and whether it is the leader (separated from every other layer)."""
+    ranked = per_fold.dropna(subset=["r2_gain_over_genomics"])
+    tops = ranked.loc[ranked.groupby("fold")["r2_gain_over_genomics"].idxmax(), "ptm"].value_counts()
+    table = separation.table.rename(columns={
+        "item": "ptm", "mean": "mean_gain", "n_folds_ahead": "n_folds_behind_best", "n_folds": "n_folds_scored",
+        "p_value": "p_value_vs_best", "p_adjusted": "p_adjusted_vs_best", "separated": "separated_from_best"})  # fmt: skip
+    table = table.merge(gain_tests(gains, ["ptm"]), on="ptm", how="left")
+    table["mean_r2_only"] = table["ptm"].map(per_fold.groupby("ptm")["r2_only"].mean())
+    table["n_folds_top"] = table["ptm"].map(tops).fillna(0).astype(int)
     table["fraction_folds_top"] = table["n_folds_top"] / per_fold["fold"].nunique()
-    table = table.sort_values("mean_r2_only", ascending=False, na_position="last").reset_index()
-    table["is_leader"] = (table.index == 0) & table["mean_r2_only"].notna()
-    return table
+    table["is_leader"] = table["ptm"] == separation.leader
+    table["endpoint"] = per_fold["endpoint"].iloc[0]
+    return table.reindex(columns=LEADER_COLUMNS)
 
 
 def q6_storm_leader(cohort: Cohort, folds: list[FoldResult], endpoint: str = "metabolome") -> Answer:
     """Which single PTM layer carries most of the information about the endpoint (the storm leader).
 
+    A layer is judged by what it adds beyond genomics: R^2 of the endpoint with that layer kept (and
+    genomics) minus R^2 from genomics alone, so a layer whose information is all in genomics gains
+    nothing. The leader is named only where `lpmlib.stats.separate_best` separates the best layer from
+    every other one (per-patient squared errors, a paired Wilcoxon test, and the folds); otherwise there
+    is no single leader.
+
     Tables: `q6_leader_per_fold` (R^2 of the endpoint with one PTM kept, the genomics-only floor, the
-    all-PTM ceiling and the leave-one-out drop R^2(all) - R^2(without p)), `q6_leader_summary` and
-    `q6_leader` (the layer with the highest mean r2_only, and how often each layer is the top one).
+    all-PTM ceiling, the gain over genomics and the leave-one-out drop R^2(all) - R^2(without p)),
+    `q6_leader_summary`, `q6_leader` (per layer, best first: `leader_table`) and `q6_verdict` (the
+    leader or none, the layers that cannot be separated from the best, and the verdict in words).
     """
     check_endpoint(cohort, endpoint)
     per_fold = pd.DataFrame([row for fold in folds for row in leader_rows(cohort, fold, endpoint)])
+    gains = pd.concat([endpoint_gains(cohort, fold, endpoint) for fold in folds], ignore_index=True)
+    scores = per_fold.rename(columns={"r2_gain_over_genomics": "value"})[["ptm", "fold", "value"]]
+    separation = separate_best(scores, gains, "ptm", paired=True)
     metrics = ["r2_only", "r2_genomics_only", "r2_all", "r2_gain_over_genomics", "loo_drop"]
     return Answer({
         "q6_leader_per_fold": per_fold,
         "q6_leader_summary": long_summary(per_fold, ["endpoint", "ptm"], metrics),
-        "q6_leader": leader_table(per_fold),
+        "q6_leader": leader_table(per_fold, gains, separation),
+        "q6_verdict": verdict_table(separation, "PTM layer", {"endpoint": endpoint}),
     })  # fmt: skip
+

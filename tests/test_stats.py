@@ -1,0 +1,65 @@
+"""The rule by which an answer names a winner: only where a test and the folds separate it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lpmlib.stats import separate_best, separation_sentence
+
+N_FOLDS, N_PER_FOLD = 5, 30
+
+
+def per_patient(effects: dict[str, float], seed: int = 0, noise: float = 1.0, fold_shift: dict | None = None):
+    """Per-patient values of items measured on the same patients, and their per-fold means."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(N_FOLDS, N_PER_FOLD))  # what every item shares on a patient
+    rows = []
+    for name, effect in effects.items():
+        values = base + effect + noise * rng.normal(size=base.shape)
+        for fold in range(N_FOLDS):
+            shift = (fold_shift or {}).get((name, fold + 1), 0.0)
+            rows += [{"item": name, "fold": fold + 1, "unit": u, "value": v + shift} for u, v in enumerate(values[fold])]
+    units = pd.DataFrame(rows)
+    scores = units.groupby(["item", "fold"], as_index=False)["value"].mean()
+    return scores, units
+
+
+def test_a_clear_winner_is_named_with_its_interval_and_test() -> None:
+    scores, units = per_patient({"a": 1.0, "b": 0.0, "c": -0.5})
+    result = separate_best(scores, units, "item", paired=True)
+    assert result.leader == "a" and result.tied == ["a"]
+    assert result.table["item"].tolist() == ["a", "b", "c"]
+    assert (result.table["p_adjusted"].iloc[1:] < 0.05).all() and result.table["separated"].iloc[1:].all()
+    sentence = separation_sentence(result, "layer")
+    assert sentence.startswith("a leads") and "[" in sentence and "Wilcoxon" in sentence
+
+
+def test_two_copies_of_one_item_are_a_tie_and_no_leader_is_named() -> None:
+    scores, units = per_patient({"a": 1.0, "c": 0.0})
+    copy = units[units["item"] == "a"].assign(item="b")  # b is an exact copy of a
+    units = pd.concat([units, copy], ignore_index=True)
+    scores = units.groupby(["item", "fold"], as_index=False)["value"].mean()
+    result = separate_best(scores, units, "item", paired=True)
+    assert result.leader is None and set(result.tied) == {"a", "b"}
+    assert separation_sentence(result, "layer").startswith("No single layer leads")
+
+
+def test_a_winner_ahead_in_only_three_of_five_folds_is_not_named() -> None:
+    # a is far ahead of b in three folds and slightly behind in two: pooled, the test favours a
+    shift = {("a", 4): -1.7, ("a", 5): -1.7}
+    scores, units = per_patient({"a": 1.5, "b": 0.0}, noise=0.2, fold_shift=shift)
+    result = separate_best(scores, units, "item", paired=True)
+    row = result.table.set_index("item").loc["b"]
+    assert row["n_folds_ahead"] == 3 and row["n_folds"] == 5 and row["p_adjusted"] < 0.05
+    assert result.leader is None and result.tied == ["a", "b"]
+
+
+def test_unpaired_items_on_different_patients_use_a_rank_test() -> None:
+    scores, units = per_patient({"a": 1.5, "b": 0.0})
+    units.loc[units["item"] == "b", "unit"] += 1000  # different patients: nothing to pair
+    result = separate_best(scores, units, "item", paired=False)
+    assert result.test == "Mann-Whitney U" and result.leader == "a"
+    with np.errstate(all="ignore"):
+        paired = separate_best(scores, units, "item", paired=True)
+    assert np.isnan(paired.table["p_value"].iloc[1]) and paired.leader is None
