@@ -64,7 +64,7 @@ def test_the_book_renders_every_chapter_with_its_tables(quick_book: Path) -> Non
         assert "injected-parameters" not in page.read_text()  # papermill's cell is hidden in the book
     assert read_glued(run / "notebooks/01_data_assembly.ipynb")["n_patients"] == "60"
     assert json.loads((run / "cohort.json").read_text())["planted_truth"]
-    for name in ("q0_cv_performance", "q1_knockout_summary", "q2_paired_comparison", "q3_rank_stability",
+    for name in ("q0_cv_performance", "q1_knockout_summary", "q2_verdict", "q3_rank_stability",
                  "q4_resistance_summary", "q5_pair_matrix_summary", "q6_leader", "validation_targets",
                  "cohort_size_r2"):
         assert f"{name}.csv" in tables(run), name

@@ -115,6 +115,8 @@ def test_q3_ranks_the_only_influential_driver_first_in_every_fold(driver_two_ans
     assert stability.index[0] == "D2"
     assert stability.loc["D2", "fraction_top_k"] == 1.0 and stability.loc["D2", "mean_rank"] == 1.0
     assert (stability.drop(index="D2")["fraction_top_k"] == 0).all()
+    verdict = answer["q3_verdict"].iloc[0]  # every other driver's attribution is exactly zero
+    assert verdict["leader"] == "D2" and verdict["sentence"].startswith("D2 leads")
 
 
 def test_q3_gives_every_other_driver_exactly_zero(driver_two_answer) -> None:
@@ -152,3 +154,6 @@ def test_q3_tables_use_every_held_out_patient(small_sim, small_folds) -> None:
     assert {"mean", "ci_low", "ci_high", "n_folds", "per_fold"} <= set(summary.columns)
     assert set(answer["q3_rank_stability"]["driver"]) == set(cohort.driver_names)
     assert list(answer["q3_completeness"]["fold"]) == [f.fold for f in small_folds]
+    ranked = summary[summary["metric"] == "ig_mean_carriers"].set_index("driver")["mean"].dropna()
+    comparison = answer["q3_comparison"].set_index("driver")["mean"]
+    assert np.allclose(comparison, ranked[comparison.index]) and comparison.index[0] == ranked.idxmax()

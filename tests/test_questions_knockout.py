@@ -17,6 +17,8 @@ from lpmlib.questions.knockout import (
     q1_gene_knockout,
     q2_fusion_deletion,
     q4_resistance_driver,
+    shift_units,
+    storm_units,
 )
 from lpmlib.questions.permutation import NULL_COLUMNS, knockout_permutation_null, permutation_p_values
 from lpmlib.tensors import CohortTensors
@@ -144,23 +146,35 @@ def test_q1_on_a_known_model(known) -> None:
     assert np.allclose(rna, pd.Series(expected, cohort.layers["rna"].loadings.columns)[rna.index])
 
 
-def test_q2_reports_ptm_layers_and_a_paired_comparison(small_sim, small_folds) -> None:
+def test_q2_names_a_top_layer_only_where_the_comparison_separates_it(small_sim, small_folds) -> None:
     cohort = small_sim.cohort
     answer = q2_fusion_deletion(cohort, small_folds, gene="ERG")
     per_fold, summary = answer["q2_ptm_per_fold"], answer["q2_ptm_summary"]
     assert set(per_fold["layer"]) == set(summary["layer"]) == set(cohort.ptm_names)
     assert set(per_fold["quantity"]) == {"shift_standardised"}
-    top = answer["q2_top_layer"].iloc[0]
-    assert top["top_layer"] == summary.loc[summary["mean"].idxmax(), "layer"]
-    assert summary["n_folds_top"].sum() == len(small_folds) and 0 <= top["n_folds_top"] <= len(small_folds)
-    comparison = answer["q2_paired_comparison"]
-    assert len(comparison) == len(cohort.ptm_names) - 1
-    assert (comparison["top_layer"] == top["top_layer"]).all()
-    for column in ("p_value", "p_adjusted"):
-        assert comparison[column].between(0, 1).all()
-    assert (comparison["p_adjusted"] >= comparison["p_value"]).all()
-    others = summary.set_index("layer").loc[comparison["other_layer"], "mean"].to_numpy()
-    assert np.allclose(comparison["mean_difference"], top["mean"] - others)  # every fold has carriers of ERG
+    assert summary["n_folds_top"].sum() == len(small_folds)
+    comparison = answer["q2_comparison"].set_index("layer")
+    assert comparison.index[0] == summary.loc[summary["mean"].idxmax(), "layer"]
+    assert np.allclose(comparison["mean"], summary.set_index("layer").loc[comparison.index, "mean"])
+    others = comparison.iloc[1:]
+    assert others["p_value"].between(0, 1).all() and (others["p_adjusted"] >= others["p_value"]).all()
+    verdict = answer["q2_verdict"].iloc[0]
+    assert (verdict["leader"] == comparison.index[0]) == bool(others["separated"].all())
+    assert verdict["not_separated"].split(";")[0] == comparison.index[0]
+
+
+def test_the_per_carrier_values_average_to_the_per_fold_values(small_sim, small_folds, q1) -> None:
+    cohort = small_sim.cohort
+    edits = [edit_drivers(cohort, fold, "knockout") for fold in small_folds]
+    per_fold = q1["q1_knockout_per_fold"].set_index(["driver", "layer", "quantity", "fold"])["value"]
+    units = shift_units(cohort, small_folds, edits, GENE, cohort.ptm_names)
+    for (layer, fold), value in units.groupby(["layer", "fold"])["value"].mean().items():
+        assert value == pytest.approx(per_fold[(GENE, layer, "shift_standardised", fold)])
+    for (driver, fold), value in storm_units(small_folds, edits).groupby(["driver", "fold"])["value"].mean().items():
+        assert value == pytest.approx(per_fold[(driver, Z_STATE, "storm_intensity", fold)])
+    for name in ("q1_layer_verdict", "q1_storm_verdict"):
+        verdict = q1[name].iloc[0]
+        assert verdict["leader"] in ("", verdict["not_separated"]) and verdict["sentence"]
 
 
 def test_q4_on_a_known_model_gives_one_over_root_of_the_number_of_drivers(known) -> None:
@@ -191,6 +205,11 @@ def test_q4_fractions_are_one_for_lone_carriers_and_finite_elsewhere(small_sim, 
     summary = answer["q4_resistance_summary"]
     fraction = summary[summary["quantity"] == "distance_fraction"]
     assert fraction.loc[fraction["rank"] == 1, "mean"].iloc[0] == fraction["mean"].max()
+    with_others = summary[summary["quantity"] == "distance_fraction_with_others"].set_index("driver")["mean"]
+    comparison = answer["q4_comparison"].set_index("driver")["mean"]
+    assert comparison.index[0] == with_others.idxmax() and np.allclose(comparison, with_others[comparison.index])
+    verdict = answer["q4_verdict"].iloc[0]
+    assert verdict["quantity"] == "distance_fraction_with_others" and verdict["not_separated"].startswith(comparison.index[0])
 
 
 def test_permutation_null_without_permutations_trains_nothing(small_sim, tmp_path) -> None:

@@ -63,3 +63,13 @@ def test_unpaired_items_on_different_patients_use_a_rank_test() -> None:
     with np.errstate(all="ignore"):
         paired = separate_best(scores, units, "item", paired=True)
     assert np.isnan(paired.table["p_value"].iloc[1]) and paired.leader is None
+
+
+def test_items_with_too_few_values_to_test_are_named_as_such() -> None:
+    scores, units = per_patient({"a": 1.5, "b": 0.0, "rare": -1.0})
+    rare = units[units["item"] == "rare"]
+    units = pd.concat([units[units["item"] != "rare"], rare.iloc[:1]], ignore_index=True)  # one value
+    scores = units.groupby(["item", "fold"], as_index=False)["value"].mean()
+    result = separate_best(scores, units, "item", paired=False)
+    assert result.leader is None and result.tied == ["a", "rare"]
+    assert "cannot be separated from rare (too few values to test)" in separation_sentence(result, "driver")

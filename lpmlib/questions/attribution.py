@@ -26,8 +26,8 @@ from captum.attr import IntegratedGradients, Saliency
 from lpmlib.cohort import Cohort
 from lpmlib.cv import FoldResult, fold_view
 from lpmlib.perturb import held_out, ptm_mask
-from lpmlib.questions import Answer
-from lpmlib.stats import rank_stability, summarise_folds
+from lpmlib.questions import Answer, verdict_table
+from lpmlib.stats import rank_stability, separate_best, summarise_folds
 
 ATTRIBUTION_METRICS = ("ig_mean_abs", "ig_mean_carriers", "saliency_mean")
 Deviation = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -107,6 +107,14 @@ def attribution_rows(cohort: Cohort, fold: FoldResult, result: DriverAttribution
     return rows
 
 
+def carrier_attributions(cohort: Cohort, fold: FoldResult, result: DriverAttributions) -> pd.DataFrame:
+    """Per driver and held-out carrier (`unit`): its integrated-gradients attribution to that driver."""
+    frames = [pd.DataFrame({"driver": driver, "fold": fold.fold, "unit": fold.test_rows[result.genome[:, j]],
+                            "value": result.integrated_gradients[result.genome[:, j], j]})
+              for j, driver in enumerate(cohort.driver_names)]  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
+
+
 def completeness_row(fold: FoldResult, result: DriverAttributions) -> dict:
     """How exactly the attributions of one fold add up to F(genome) - F(wild type)."""
     return {
@@ -140,17 +148,25 @@ def q3_master_regulators(
     """Attribution to each driver of the predicted PTM deviation from the wild type, per fold and overall.
 
     Tables: `q3_attribution_per_fold`, `q3_attribution_summary`, `q3_rank_stability` (ranked by the
-    mean IG attribution over carriers) and `q3_completeness` (max |sum of IG - (F(x) - F(0))| per fold).
+    mean IG attribution over carriers), `q3_completeness` (max |sum of IG - (F(x) - F(0))| per fold),
+    and `q3_comparison` and `q3_verdict`: the master regulator, the driver with the highest mean
+    attribution over carriers where `stats.separate_best` separates it from every other driver
+    (per-carrier attributions, a Mann-Whitney test: drivers have different carriers; and the folds).
     """
-    rows, checks = [], []
+    rows, checks, units = [], [], []
     for fold in folds:
         result = attribute_drivers(cohort, fold, n_steps)
         rows += attribution_rows(cohort, fold, result)
         checks.append(completeness_row(fold, result))
+        units.append(carrier_attributions(cohort, fold, result))
     per_fold = pd.DataFrame(rows)
+    scores = per_fold.rename(columns={"ig_mean_carriers": "value"})[["driver", "fold", "value"]]
+    separation = separate_best(scores, pd.concat(units, ignore_index=True), "driver", paired=False)
     return Answer({
         "q3_attribution_per_fold": per_fold,
         "q3_attribution_summary": attribution_summary(per_fold),
         "q3_rank_stability": ranking_stability(per_fold, top_k),
         "q3_completeness": pd.DataFrame(checks),
+        "q3_comparison": separation.table.rename(columns={"item": "driver"}),
+        "q3_verdict": verdict_table(separation, "driver", {"metric": "ig_mean_carriers"}),
     })  # fmt: skip

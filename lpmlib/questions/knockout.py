@@ -21,8 +21,8 @@ from lpmlib.cohort import Cohort
 from lpmlib.cv import FoldResult, fold_view
 from lpmlib.manifest import KnownEffect
 from lpmlib.perturb import Z_STATE, DriverEdit, edit_drivers, normal_state, observed_held_out
-from lpmlib.questions import Answer
-from lpmlib.stats import benjamini_hochberg, mean_rms, paired_t_test, summarise_folds
+from lpmlib.questions import Answer, verdict_table
+from lpmlib.stats import mean_rms, separate_best, summarise_folds
 
 PER_FOLD_COLUMNS = ["driver", "layer", "quantity", "fold", "value", "n_patients", "n_carriers", "note"]
 SUMMARY_KEYS = ["driver", "layer", "quantity"]
@@ -31,9 +31,6 @@ FEATURE_COLUMNS = ["driver", "layer", "feature", "effect", "observed_difference"
                    "n_carriers", "note"]  # fmt: skip
 KNOWN_COLUMNS = ["driver", "layer", "feature", "altered", "observed_difference", "effect", "reversed", "rank",
                  "n_ranked", "top_fraction", "note"]  # fmt: skip
-PAIRED_COLUMNS = ["driver", "top_layer", "other_layer", "mean_difference", "p_value", "p_adjusted",
-                  "n_folds", "note"]  # fmt: skip
-TOP_LAYER_COLUMNS = ["driver", "top_layer", "mean", "n_folds_top", "n_folds", "note"]
 RESISTANCE_KEYS = ["driver", "quantity"]
 RESISTANCE_COLUMNS = ["driver", "quantity", "fold", "value", "n_patients", "n_carriers", "n_carriers_alone",
                       "note"]  # fmt: skip
@@ -73,6 +70,36 @@ def carrier_difference(values: np.ndarray, rows: np.ndarray) -> np.ndarray | Non
 def shift(edit: DriverEdit, layer: str) -> np.ndarray:
     """Edited minus baseline output of every carrier: (n_carriers, dim)."""
     return edit.edited[layer] - edit.baseline[layer]
+
+
+def shift_units(cohort: Cohort, folds: list[FoldResult], edits: list[dict[str, DriverEdit]], driver: str,
+                layers: list[str]) -> pd.DataFrame:  # fmt: skip
+    """Per held-out carrier of `driver` (`unit`) and layer: the RMS over features of its shift over the
+    layer's residual spread, whose mean over carriers is the fold's `shift_standardised`."""
+    frames = []
+    for fold, fold_edits in zip(folds, edits):
+        edit = fold_edits[driver]
+        for layer in layers:
+            spread = residual_spread(cohort, fold, layer)
+            rms = np.sqrt(np.mean(shift(edit, layer) ** 2, axis=1))
+            frames.append(pd.DataFrame({"layer": layer, "fold": fold.fold, "unit": fold.test_rows[edit.rows],
+                                        "value": rms / spread if spread > 0 else np.nan}))  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
+
+
+def storm_units(folds: list[FoldResult], edits: list[dict[str, DriverEdit]]) -> pd.DataFrame:
+    """Per driver and held-out carrier: the L2 norm of its z_state shift, whose mean over carriers is the
+    fold's `storm_intensity`."""
+    frames = [pd.DataFrame({"driver": driver, "fold": fold.fold, "unit": fold.test_rows[edit.rows],
+                            "value": np.linalg.norm(shift(edit, Z_STATE), axis=1)})
+              for fold, fold_edits in zip(folds, edits) for driver, edit in fold_edits.items()]  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
+
+
+def quantity_scores(per_fold: pd.DataFrame, item: str, quantity: str, layer: str | None = None) -> pd.DataFrame:
+    """The per-fold values of one quantity (and layer), as `stats.separate_best` takes them."""
+    rows = per_fold[(per_fold["quantity"] == quantity) & ((per_fold["layer"] == layer) if layer else True)]
+    return rows[[item, "fold", "value"]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,16 +279,28 @@ def q1_gene_knockout(
     """Q1: knock out every driver in its held-out carriers (one batched pass per fold).
 
     Tables: `q1_knockout_per_fold` (see `knockout_per_fold`), `q1_knockout_summary` (per driver,
-    layer and quantity across folds) and `q1_feature_effects` for `gene` (see `feature_effects`).
-    An unknown `gene` raises UnknownDriverError listing the valid names.
+    layer and quantity across folds), `q1_feature_effects` for `gene` (see `feature_effects`), and the
+    verdicts (`stats.separate_best`): `q1_layer_verdict`, which layer the knockout of `gene` moves most
+    (per-carrier standardised shifts, paired across layers), `q1_storm_verdict` and
+    `q1_storm_comparison`, which driver's knockout moves z_state most (per-carrier shifts, unpaired:
+    drivers have different carriers). An unknown `gene` raises UnknownDriverError listing the valid names.
     """
     cohort.driver(gene)
     edits = [edit_drivers(cohort, fold, "knockout") for fold in folds]
     per_fold = per_fold_table(cohort, folds, edits)
+    layers = cohort.target_names + cohort.ptm_names
+    gene_rows = per_fold[per_fold["driver"] == gene]
+    by_layer = separate_best(quantity_scores(gene_rows, "layer", "shift_standardised"),
+                             shift_units(cohort, folds, edits, gene, layers), "layer", paired=True)  # fmt: skip
+    by_driver = separate_best(quantity_scores(per_fold, "driver", "storm_intensity", Z_STATE), storm_units(folds, edits),
+                              "driver", paired=False)  # fmt: skip
     return Answer({
         "q1_knockout_per_fold": per_fold,
         "q1_knockout_summary": summarise(per_fold, SUMMARY_KEYS),
         "q1_feature_effects": feature_effects(cohort, folds, edits, gene, top_features),
+        "q1_layer_verdict": verdict_table(by_layer, "layer", {"driver": gene, "quantity": "shift_standardised"}),
+        "q1_storm_verdict": verdict_table(by_driver, "driver", {"quantity": "storm_intensity"}),
+        "q1_storm_comparison": by_driver.table.rename(columns={"item": "driver"}),
     })  # fmt: skip
 
 
@@ -276,51 +315,30 @@ def top_layer_counts(per_fold: pd.DataFrame) -> pd.Series:
     return winners.value_counts().reindex(per_fold["layer"].unique(), fill_value=0)
 
 
-def paired_comparison(per_fold: pd.DataFrame, gene: str, top: str) -> pd.DataFrame:
-    """Top layer minus each other layer across folds: mean paired difference, paired t-test, BH."""
-    values = per_fold.pivot(index="fold", columns="layer", values="value")
-    rows = []
-    for other in [layer for layer in per_fold["layer"].unique() if layer != top]:
-        difference, p_value = paired_t_test(values[top], values[other])
-        n_folds = int((values[top].notna() & values[other].notna()).sum())
-        note = "" if np.isfinite(p_value) else "fewer than two folds with both values"
-        rows.append({"driver": gene, "top_layer": top, "other_layer": other, "mean_difference": difference,
-                     "p_value": p_value, "n_folds": n_folds, "note": note})  # fmt: skip
-    table = pd.DataFrame(rows, columns=[c for c in PAIRED_COLUMNS if c != "p_adjusted"])
-    table.insert(5, "p_adjusted", benjamini_hochberg(table["p_value"].to_numpy(dtype=float)))
-    return table
-
-
 def q2_fusion_deletion(cohort: Cohort, folds: list[FoldResult], gene: str = "ERG") -> Answer:
     """Q2: the knockout of `gene` per PTM layer on a common scale (`shift_standardised`).
 
     Tables: `q2_ptm_per_fold` and `q2_ptm_summary` (with `rank`, 1 = highest mean, and `n_folds_top`,
-    the folds in which the layer has the largest shift); `q2_paired_comparison`: the top layer by
-    mean against each other PTM layer across folds (paired t-test, BH-adjusted over the pairs);
-    `q2_top_layer`: the answer, the PTM layer the deletion moves most.
+    the folds in which the layer has the largest shift); `q2_comparison`: the layer with the highest
+    mean against each other PTM layer (`stats.separate_best`: per-carrier shifts, a paired Wilcoxon test
+    and the folds); `q2_verdict`: the PTM layer the deletion moves most, where the comparison separates
+    it, else none and the layers that cannot be separated.
     """
     cohort.driver(gene)
-    table = knockout_per_fold(cohort, folds, [gene])
+    edits = [edit_drivers(cohort, fold, "knockout", [gene]) for fold in folds]
+    table = per_fold_table(cohort, folds, edits)
     per_fold = table[table["layer"].isin(cohort.ptm_names) & (table["quantity"] == "shift_standardised")]
     per_fold = per_fold.reset_index(drop=True)
     summary = summarise(per_fold, SUMMARY_KEYS)
     summary["rank"] = summary["mean"].rank(ascending=False, method="min")
     summary["n_folds_top"] = summary["layer"].map(top_layer_counts(per_fold)).astype(int)
-    if summary["mean"].notna().any():
-        best = summary.loc[summary["mean"].idxmax()]
-        comparison = paired_comparison(per_fold, gene, best["layer"])
-        top = [{"driver": gene, "top_layer": best["layer"], "mean": best["mean"],
-                "n_folds_top": best["n_folds_top"], "n_folds": best["n_folds"], "note": ""}]  # fmt: skip
-    else:
-        note = f"no carrier of {gene} in any fold's held-out patients"
-        comparison = pd.DataFrame(columns=PAIRED_COLUMNS)
-        top = [{"driver": gene, "top_layer": None, "mean": np.nan, "n_folds_top": 0, "n_folds": 0,
-                "note": note}]  # fmt: skip
+    units = shift_units(cohort, folds, edits, gene, cohort.ptm_names)
+    separation = separate_best(per_fold[["layer", "fold", "value"]], units, "layer", paired=True)
     return Answer({
         "q2_ptm_per_fold": per_fold,
         "q2_ptm_summary": summary,
-        "q2_paired_comparison": comparison,
-        "q2_top_layer": pd.DataFrame(top, columns=TOP_LAYER_COLUMNS),
+        "q2_comparison": separation.table.rename(columns={"item": "layer"}),
+        "q2_verdict": verdict_table(separation, "PTM layer", {"driver": gene}),
     })  # fmt: skip
 
 
@@ -428,8 +446,11 @@ def q4_resistance_driver(cohort: Cohort, folds: list[FoldResult]) -> Answer:
     `distance_fraction_normal_with_others`, `distance_only_normal`, `distance_full_normal` (a driver
     whose fraction stays near 1 holds the state as far from normal tissue on its own as the full
     genome does). Without normals these are absent. The summary ranks drivers per quantity (`rank`,
-    1 = highest mean): the resistance driver is rank 1 of `distance_fraction`.
-    Tables: `q4_resistance_per_patient`, `q4_resistance_per_fold`, `q4_resistance_summary`.
+    1 = highest mean). The resistance driver is the one with the highest `distance_fraction_with_others`
+    where `stats.separate_best` separates it from every other driver (per-carrier fractions, a
+    Mann-Whitney test: drivers have different carriers; and the folds), else there is none.
+    Tables: `q4_resistance_per_patient`, `q4_resistance_per_fold`, `q4_resistance_summary`,
+    `q4_comparison`, `q4_verdict`.
     """
     patients = pd.concat([resistance_per_patient(cohort, fold) for fold in folds], ignore_index=True)
     rows = []
@@ -438,8 +459,15 @@ def q4_resistance_driver(cohort: Cohort, folds: list[FoldResult]) -> Answer:
     per_fold = pd.DataFrame(rows, columns=RESISTANCE_COLUMNS)
     summary = summarise(per_fold, RESISTANCE_KEYS, COUNTS + ["n_carriers_alone"])
     summary["rank"] = summary.groupby("quantity")["mean"].rank(ascending=False, method="min")
+    with_others = patients[patients["n_other_drivers"] > 0]
+    units = with_others.rename(columns={"case_id": "unit", "distance_fraction": "value"})
+    quantity = "distance_fraction_with_others"
+    separation = separate_best(per_fold[per_fold["quantity"] == quantity][["driver", "fold", "value"]],
+                               units[["driver", "fold", "unit", "value"]], "driver", paired=False)  # fmt: skip
     return Answer({
         "q4_resistance_per_patient": patients,
         "q4_resistance_per_fold": per_fold,
         "q4_resistance_summary": summary,
+        "q4_comparison": separation.table.rename(columns={"item": "driver"}),
+        "q4_verdict": verdict_table(separation, "driver", {"quantity": quantity}),
     })  # fmt: skip
