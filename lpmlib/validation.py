@@ -98,3 +98,15 @@ def target_check(rankings: pd.DataFrame, effects: pd.DataFrame, leader: dict, ta
          bool(leader["found"] and leader["n_folds_top"] == leader["n_folds"])),
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=["target", "achieved", "met"])
+
+
+def targets_sentence(targets: pd.DataFrame | None) -> str:
+    """The validation in one sentence for the abstract: how many targets were met and which were missed
+    (`targets` as `target_check` makes it; None for a cohort with no planted truth)."""
+    if targets is None:
+        return "The cohort has no planted truth, so no answer is checked against one."
+    missed = targets[~targets["met"].astype(bool)]
+    sentence = f"Checked against the planted truth, {int(len(targets) - len(missed))} of {len(targets)} validation targets were met"
+    if len(missed):
+        sentence += "; missed: " + "; ".join(f"{r.target} (achieved: {r.achieved})" for r in missed.itertuples())
+    return sentence + "."

@@ -108,6 +108,12 @@ def has_planted_truth(params: RunParams, project: Path = Path(".")) -> bool:
     return not params.manifest and read_truth(project / params.data_dir) is not None
 
 
+def validation_targets(params: RunParams) -> pd.DataFrame | None:
+    """The validation chapter's targets of this run (None when the cohort has no planted truth)."""
+    path = RunFolder.of(params).table_path("validation_targets")
+    return pd.read_csv(path) if has_planted_truth(params) and path.is_file() else None
+
+
 def endpoint(params: RunParams) -> str:
     """Q6's endpoint: the parameter, else the manifest's endpoint, else the metabolome."""
     if params.endpoint:
