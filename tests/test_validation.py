@@ -1,0 +1,32 @@
+"""The validation targets and the sentence the abstract carries about them."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from lpmlib.validation import target_check, targets_sentence
+
+
+def checked(auroc: float, spearman: dict[str, float], leader_folds: int) -> pd.DataFrame:
+    rankings = pd.DataFrame({"ranking": ["q1_storm_intensity"], "auroc": [auroc]})
+    effects = pd.DataFrame({"layer": list(spearman), "spearman": list(spearman.values())})
+    leader = {"found": True, "n_folds_top": leader_folds, "n_folds": 5}
+    return target_check(rankings, effects, leader, list(spearman))
+
+
+def test_every_target_met_is_said_so() -> None:
+    targets = checked(0.95, {"rna": 0.9, "protein": 0.85}, 5)
+    assert targets["met"].all()
+    assert targets_sentence(targets) == "Checked against the planted truth, 3 of 3 validation targets were met."
+
+
+def test_missed_targets_are_named_with_what_was_achieved() -> None:
+    targets = checked(0.87, {"rna": 0.86, "protein": 0.54}, 4)
+    assert targets["met"].tolist() == [False, False, False]
+    sentence = targets_sentence(targets)
+    assert sentence.startswith("Checked against the planted truth, 0 of 3 validation targets were met; missed: ")
+    assert "(achieved: 0.87)" in sentence and "protein 0.54" in sentence and "4 of 5 folds" in sentence
+
+
+def test_a_cohort_without_planted_truth_says_so() -> None:
+    assert targets_sentence(None) == "The cohort has no planted truth, so no answer is checked against one."
