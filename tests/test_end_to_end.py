@@ -7,7 +7,9 @@ numbers gives byte-identical tables, that one question chapter re-runs alone wit
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +43,12 @@ def lpm_run(project: Path, *arguments: str, params: str = "params/quick.yaml") -
     return result
 
 
+def visible_text(page: Path) -> str:
+    """The text a reader sees on a built page, whitespace collapsed."""
+    text = re.sub(r"<script.*?</script>|<style.*?</style>", "", page.read_text(), flags=re.S)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", text)))
+
+
 def tables(run_dir: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted((run_dir / "tables").glob("*.csv"))}
 
@@ -68,8 +76,14 @@ def test_the_book_renders_every_chapter_with_its_tables(quick_book: Path) -> Non
                  "q4_resistance_summary", "q5_pair_matrix_summary", "q6_leader", "validation_targets",
                  "cohort_size_r2"):
         assert f"{name}.csv" in tables(run), name
-    abstract = (quick_book / "_build/html/book/abstract.html").read_text()
+    abstract = visible_text(quick_book / "_build/html/book/abstract.html")
     assert "60" in abstract and "Abstract" in abstract
+    # every verdict is in the abstract, and every winner it names carries its interval
+    for name in ("q1_storm_verdict", "q2_verdict", "q3_verdict", "q4_verdict", "q6_verdict"):
+        assert pd.read_csv(run / "tables" / f"{name}.csv")["sentence"].iloc[0] in abstract, name
+    claims = [abstract[m.start() : m.end() + 100] for m in re.finditer(r"\bleads\b", abstract)]
+    assert len(claims) >= 5 and all(re.search(r"\[-?\d", claim) for claim in claims), claims
+    assert "validation targets were met" in abstract and "ridge" in abstract
     provenance = json.loads((run / "provenance.json").read_text())
     assert provenance["parameters"]["epochs"] == 3 and provenance["packages"]["torch"].startswith("2.")
 
