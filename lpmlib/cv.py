@@ -241,7 +241,8 @@ def run_cv(
         result.cohort = view if isinstance(cohort, RawCohort) else None
     if log and n_jobs != 1:
         for result in results:
-            log(f"fold {result.fold}: {'reused' if result.reused else 'trained'}, {len(result.history) - 1} epochs")
+            done = "reused" if result.reused else "trained"
+            log(f"fold {result.fold}: {done}, {len(result.history) - 1} epochs")
     return results
 
 

@@ -165,8 +165,9 @@ def stage_run(params: RunParams, project: Path) -> list[Path]:
     the run, and no other: the staged chapters of any earlier build are removed first."""
     shutil.rmtree(project / GENERATED, ignore_errors=True)
     executed = project / params.run_dir / "notebooks"
-    return [stage_for_book(executed / chapter.name, project) for chapter in find_notebooks(project)
-            if (executed / chapter.name).is_file() and skip_reason(chapter, params, project) is None]  # fmt: skip
+    chapters = [chapter for chapter in find_notebooks(project) if (executed / chapter.name).is_file()
+                and skip_reason(chapter, params, project) is None]  # fmt: skip
+    return [stage_for_book(executed / chapter.name, project) for chapter in chapters]
 
 
 def read_glued(notebook: Path) -> dict[str, str]:

@@ -120,11 +120,13 @@ def separate_best(scores: pd.DataFrame, units: pd.DataFrame, item: str, paired: 
     if means.empty:
         return Separation(pd.DataFrame(columns=SEPARATION_COLUMNS), None, [], _test_name(paired))
     best = means.index[0]
-    rows = [{item: best, "p_value": np.nan, "n_folds_ahead": np.nan, "n_folds": int(by_fold[best].notna().sum())}]
+    n_best = int(by_fold[best].notna().sum())
+    rows = [{item: best, "p_value": np.nan, "n_folds_ahead": np.nan, "n_folds": n_best}]
     for other in means.index[1:]:
         both = by_fold[[best, other]].dropna()
         rows.append({item: other, "p_value": _p_value(units, item, best, other, paired),
-                     "n_folds_ahead": int((both[best] > both[other]).sum()), "n_folds": len(both)})  # fmt: skip
+                     "n_folds_ahead": int((both[best] > both[other]).sum()),
+                     "n_folds": len(both)})  # fmt: skip
     table = pd.DataFrame(rows)
     table.insert(1, "mean", [means[name] for name in table[item]])
     intervals = [mean_interval(by_fold[name].to_list()) for name in table[item]]
@@ -139,8 +141,8 @@ def separate_best(scores: pd.DataFrame, units: pd.DataFrame, item: str, paired: 
     return Separation(table.rename(columns={item: "item"}), leader, tied, _test_name(paired))
 
 
-SEPARATION_COLUMNS = ["item", "mean", "ci_low", "ci_high", "p_value", "n_folds_ahead", "n_folds", "p_adjusted",
-                      "separated"]  # fmt: skip
+SEPARATION_COLUMNS = ["item", "mean", "ci_low", "ci_high", "p_value", "n_folds_ahead", "n_folds",
+                      "p_adjusted", "separated"]  # fmt: skip
 
 
 def _test_name(paired: bool) -> str:
@@ -170,7 +172,9 @@ def gain_tests(units: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     for key, group in units.groupby(by, sort=False):
         gains = group["value"].to_numpy(dtype=float)
         gains = gains[np.isfinite(gains)]
-        p_value = np.nan if len(gains) < 2 else (float(stats.wilcoxon(gains).pvalue) if np.any(gains) else 1.0)
+        p_value = np.nan if len(gains) < 2 else 1.0
+        if len(gains) >= 2 and np.any(gains):
+            p_value = float(stats.wilcoxon(gains).pvalue)
         rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,))) | {"gain_p_value": p_value})
     table = pd.DataFrame(rows, columns=[*by, "gain_p_value"])
     table["gain_p_adjusted"] = benjamini_hochberg(table["gain_p_value"])
@@ -183,11 +187,13 @@ def separation_sentence(separation: Separation, noun: str, value_format: str = "
     if table.empty:
         return f"No {noun} could be scored."
     best = table.iloc[0]
-    interval = f"{best['mean']:{value_format}} [{best['ci_low']:{value_format}}, {best['ci_high']:{value_format}}]"
+    low, high = (f"{best[bound]:{value_format}}" for bound in ("ci_low", "ci_high"))
+    interval = f"{best['mean']:{value_format}} [{low}, {high}]"
     if separation.leader is not None and len(table) > 1:
         others = table.iloc[1:]
-        return (f"{best['item']} leads, at {interval} (mean and 95% interval over folds): ahead of every other "
-                f"{noun} in at least {int(others['n_folds_ahead'].min())} of {int(others['n_folds'].max())} folds, "
+        folds = f"{int(others['n_folds_ahead'].min())} of {int(others['n_folds'].max())} folds"
+        return (f"{best['item']} leads, at {interval} (mean and 95% interval over folds): ahead of every "
+                f"other {noun} in at least {folds}, "
                 f"{separation.test} test BH-adjusted p <= {others['p_adjusted'].max():.2g}.")  # fmt: skip
     if separation.leader is not None:
         return f"{best['item']} is the only {noun}, at {interval}."
@@ -197,6 +203,7 @@ def separation_sentence(separation: Separation, noun: str, value_format: str = "
     if untested & set(separation.tied):
         few = ", ".join(item for item in separation.tied[1:] if item in untested)
         parts.append(f"{few} (too few values to test)")
-    return (f"No single {noun} leads: {best['item']} has the highest mean, {interval}, but cannot be separated "
-            f"from {'; nor from '.join(parts)}. A {separation.test} test with BH-adjusted p < {ALPHA} and a lead "
-            f"in at least {FOLD_FRACTION:.0%} of the folds are both needed.")  # fmt: skip
+    return (f"No single {noun} leads: {best['item']} has the highest mean, {interval}, but cannot be "
+            f"separated from {'; nor from '.join(parts)}. A {separation.test} test with BH-adjusted "
+            f"p < {ALPHA} and a lead in at least {FOLD_FRACTION:.0%} of the folds are both "
+            "needed.")  # fmt: skip

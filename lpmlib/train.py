@@ -75,7 +75,7 @@ class TrainSettings:
 @dataclass
 class FitResult:
     model: LatentPerturbationModel  # in eval mode, trained, with the read-outs chosen on the inner split
-    history: pd.DataFrame  # one row per epoch (0: untrained): losses, the best read-outs' inner error, learning rate
+    history: pd.DataFrame  # per epoch (0: untrained): losses, the best read-outs' inner error, learning rate
     read_out: pd.DataFrame  # per layer: the chosen read-out and the inner-split errors behind it
 
 

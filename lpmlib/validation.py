@@ -106,7 +106,9 @@ def targets_sentence(targets: pd.DataFrame | None) -> str:
     if targets is None:
         return "The cohort has no planted truth, so no answer is checked against one."
     missed = targets[~targets["met"].astype(bool)]
-    sentence = f"Checked against the planted truth, {int(len(targets) - len(missed))} of {len(targets)} validation targets were met"
+    met = len(targets) - len(missed)
+    sentence = f"Checked against the planted truth, {met} of {len(targets)} validation targets were met"
     if len(missed):
-        sentence += "; missed: " + "; ".join(f"{r.target} (achieved: {r.achieved})" for r in missed.itertuples())
+        missed_list = "; ".join(f"{r.target} (achieved: {r.achieved})" for r in missed.itertuples())
+        sentence += f"; missed: {missed_list}"
     return sentence + "."

@@ -170,7 +170,8 @@ def test_the_per_carrier_values_average_to_the_per_fold_values(small_sim, small_
     units = shift_units(cohort, small_folds, edits, GENE, cohort.ptm_names)
     for (layer, fold), value in units.groupby(["layer", "fold"])["value"].mean().items():
         assert value == pytest.approx(per_fold[(GENE, layer, "shift_standardised", fold)])
-    for (driver, fold), value in storm_units(small_folds, edits).groupby(["driver", "fold"])["value"].mean().items():
+    storm = storm_units(small_folds, edits).groupby(["driver", "fold"])["value"].mean()
+    for (driver, fold), value in storm.items():
         assert value == pytest.approx(per_fold[(driver, Z_STATE, "storm_intensity", fold)])
     for name in ("q1_layer_verdict", "q1_storm_verdict"):
         verdict = q1[name].iloc[0]
@@ -207,9 +208,11 @@ def test_q4_fractions_are_one_for_lone_carriers_and_finite_elsewhere(small_sim, 
     assert fraction.loc[fraction["rank"] == 1, "mean"].iloc[0] == fraction["mean"].max()
     with_others = summary[summary["quantity"] == "distance_fraction_with_others"].set_index("driver")["mean"]
     comparison = answer["q4_comparison"].set_index("driver")["mean"]
-    assert comparison.index[0] == with_others.idxmax() and np.allclose(comparison, with_others[comparison.index])
+    assert comparison.index[0] == with_others.idxmax()
+    assert np.allclose(comparison, with_others[comparison.index])
     verdict = answer["q4_verdict"].iloc[0]
-    assert verdict["quantity"] == "distance_fraction_with_others" and verdict["not_separated"].startswith(comparison.index[0])
+    assert verdict["quantity"] == "distance_fraction_with_others"
+    assert verdict["not_separated"].startswith(comparison.index[0])
 
 
 def test_permutation_null_without_permutations_trains_nothing(small_sim, tmp_path) -> None:

@@ -149,7 +149,8 @@ def test_q5_tests_each_gain_over_genomics_and_each_pair_loss() -> None:
     cohort = planted_cohort(n=90)
     answer = q5_ptm_dependency(cohort, coupled_folds(cohort))
     gain = answer["q5_dependency_gain"].set_index("ptm")
-    assert (gain.loc[["source", "copy"], "gain_p_adjusted"] < 0.05).all() and (gain.loc[["source", "copy"], "mean"] > 0.5).all()
+    coupled = gain.loc[["source", "copy"]]
+    assert (coupled["gain_p_adjusted"] < 0.05).all() and (coupled["mean"] > 0.5).all()
     pairs = answer["q5_pair_matrix_summary"].set_index(["ptm", "also_masked"])
     assert pairs.loc[("copy", "source"), "gain_p_adjusted"] < 0.05
     assert pairs.loc[("copy", "independent"), "gain_p_value"] == 1  # masking it too changes nothing

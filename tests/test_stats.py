@@ -19,7 +19,8 @@ def per_patient(effects: dict[str, float], seed: int = 0, noise: float = 1.0, fo
         values = base + effect + noise * rng.normal(size=base.shape)
         for fold in range(N_FOLDS):
             shift = (fold_shift or {}).get((name, fold + 1), 0.0)
-            rows += [{"item": name, "fold": fold + 1, "unit": u, "value": v + shift} for u, v in enumerate(values[fold])]
+            rows += [{"item": name, "fold": fold + 1, "unit": u, "value": v + shift}
+                     for u, v in enumerate(values[fold])]
     units = pd.DataFrame(rows)
     scores = units.groupby(["item", "fold"], as_index=False)["value"].mean()
     return scores, units

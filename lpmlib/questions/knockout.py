@@ -96,7 +96,8 @@ def storm_units(folds: list[FoldResult], edits: list[dict[str, DriverEdit]]) -> 
     return pd.concat(frames, ignore_index=True)
 
 
-def quantity_scores(per_fold: pd.DataFrame, item: str, quantity: str, layer: str | None = None) -> pd.DataFrame:
+def quantity_scores(per_fold: pd.DataFrame, item: str, quantity: str, layer: str | None = None
+                    ) -> pd.DataFrame:  # fmt: skip
     """The per-fold values of one quantity (and layer), as `stats.separate_best` takes them."""
     rows = per_fold[(per_fold["quantity"] == quantity) & ((per_fold["layer"] == layer) if layer else True)]
     return rows[[item, "fold", "value"]]
@@ -290,15 +291,16 @@ def q1_gene_knockout(
     per_fold = per_fold_table(cohort, folds, edits)
     layers = cohort.target_names + cohort.ptm_names
     gene_rows = per_fold[per_fold["driver"] == gene]
-    by_layer = separate_best(quantity_scores(gene_rows, "layer", "shift_standardised"),
-                             shift_units(cohort, folds, edits, gene, layers), "layer", paired=True)  # fmt: skip
-    by_driver = separate_best(quantity_scores(per_fold, "driver", "storm_intensity", Z_STATE), storm_units(folds, edits),
-                              "driver", paired=False)  # fmt: skip
+    layer_scores = quantity_scores(gene_rows, "layer", "shift_standardised")
+    layer_units = shift_units(cohort, folds, edits, gene, layers)
+    by_layer = separate_best(layer_scores, layer_units, "layer", paired=True)
+    storm_scores = quantity_scores(per_fold, "driver", "storm_intensity", Z_STATE)
+    by_driver = separate_best(storm_scores, storm_units(folds, edits), "driver", paired=False)
     return Answer({
         "q1_knockout_per_fold": per_fold,
         "q1_knockout_summary": summarise(per_fold, SUMMARY_KEYS),
         "q1_feature_effects": feature_effects(cohort, folds, edits, gene, top_features),
-        "q1_layer_verdict": verdict_table(by_layer, "layer", {"driver": gene, "quantity": "shift_standardised"}),
+        "q1_layer_verdict": verdict_table(by_layer, "layer", {"driver": gene}),
         "q1_storm_verdict": verdict_table(by_driver, "driver", {"quantity": "storm_intensity"}),
         "q1_storm_comparison": by_driver.table.rename(columns={"item": "driver"}),
     })  # fmt: skip
@@ -461,9 +463,10 @@ def q4_resistance_driver(cohort: Cohort, folds: list[FoldResult]) -> Answer:
     summary["rank"] = summary.groupby("quantity")["mean"].rank(ascending=False, method="min")
     with_others = patients[patients["n_other_drivers"] > 0]
     units = with_others.rename(columns={"case_id": "unit", "distance_fraction": "value"})
+    units = units[["driver", "fold", "unit", "value"]]
     quantity = "distance_fraction_with_others"
-    separation = separate_best(per_fold[per_fold["quantity"] == quantity][["driver", "fold", "value"]],
-                               units[["driver", "fold", "unit", "value"]], "driver", paired=False)  # fmt: skip
+    fraction_scores = per_fold[per_fold["quantity"] == quantity][["driver", "fold", "value"]]
+    separation = separate_best(fraction_scores, units, "driver", paired=False)
     return Answer({
         "q4_resistance_per_patient": patients,
         "q4_resistance_per_fold": per_fold,

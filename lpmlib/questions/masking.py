@@ -183,8 +183,9 @@ def dependency_sentence(gain: pd.DataFrame) -> str:
     found = gain[(gain["gain_p_adjusted"] < ALPHA) & (gain["mean"] > 0)].sort_values("mean", ascending=False)
     rest = [ptm for ptm in gain["ptm"] if ptm not in set(found["ptm"])]
     if found.empty:
-        return "The other PTM layers add nothing detectable beyond genomics to the prediction of any PTM layer."
-    listed = ", ".join(f"{r.ptm} {r.mean:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]" for r in found.itertuples())
+        return "The other PTM layers add nothing detectable beyond genomics to any PTM layer's prediction."
+    listed = ", ".join(f"{r.ptm} {r.mean:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+                       for r in found.itertuples())  # fmt: skip
     sentence = (f"Beyond genomics, the other PTM layers add to the held-out R^2 of {listed} (mean and 95% "
                 f"interval over folds; paired Wilcoxon test, BH-adjusted p < {ALPHA})")  # fmt: skip
     return sentence + (f"; they add nothing detectable to {', '.join(rest)}." if rest else ".")
@@ -230,8 +231,9 @@ def endpoint_gains(cohort: Cohort, fold: FoldResult, endpoint: str) -> pd.DataFr
 
 
 LEADER_COLUMNS = ["endpoint", "ptm", "mean_gain", "ci_low", "ci_high", "gain_p_value", "gain_p_adjusted",
-                  "mean_r2_only", "n_folds_scored", "n_folds_top", "fraction_folds_top", "n_folds_behind_best",
-                  "p_value_vs_best", "p_adjusted_vs_best", "separated_from_best", "is_leader"]  # fmt: skip
+                  "mean_r2_only", "n_folds_scored", "n_folds_top", "fraction_folds_top",
+                  "n_folds_behind_best", "p_value_vs_best", "p_adjusted_vs_best", "separated_from_best",
+                  "is_leader"]  # fmt: skip
 
 
 def leader_table(per_fold: pd.DataFrame, gains: pd.DataFrame, separation: Separation) -> pd.DataFrame:
@@ -241,8 +243,9 @@ def leader_table(per_fold: pd.DataFrame, gains: pd.DataFrame, separation: Separa
     ranked = per_fold.dropna(subset=["r2_gain_over_genomics"])
     tops = ranked.loc[ranked.groupby("fold")["r2_gain_over_genomics"].idxmax(), "ptm"].value_counts()
     table = separation.table.rename(columns={
-        "item": "ptm", "mean": "mean_gain", "n_folds_ahead": "n_folds_behind_best", "n_folds": "n_folds_scored",
-        "p_value": "p_value_vs_best", "p_adjusted": "p_adjusted_vs_best", "separated": "separated_from_best"})  # fmt: skip
+        "item": "ptm", "mean": "mean_gain", "n_folds_ahead": "n_folds_behind_best",
+        "n_folds": "n_folds_scored", "p_value": "p_value_vs_best", "p_adjusted": "p_adjusted_vs_best",
+        "separated": "separated_from_best"})  # fmt: skip
     table = table.merge(gain_tests(gains, ["ptm"]), on="ptm", how="left")
     table["mean_r2_only"] = table["ptm"].map(per_fold.groupby("ptm")["r2_only"].mean())
     table["n_folds_top"] = table["ptm"].map(tops).fillna(0).astype(int)
