@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lpmlib.errors import CohortError
+from lpmlib.errors import CohortError, IncompleteRunError
 from lpmlib.params import ParameterError, load_params, parse_override
 
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (CohortError, ParameterError) as error:
+    except (CohortError, ParameterError, IncompleteRunError) as error:
         print(f"lpm: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -81,3 +81,7 @@ class UnknownDriverError(CohortError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return self.args[0]
+
+
+class IncompleteRunError(RuntimeError):
+    """A book is asked of a run folder that lacks chapters the book needs."""

@@ -17,6 +17,7 @@ import yaml
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
 from lpmlib.artifacts import atomic_write, write_json, write_text
+from lpmlib.errors import IncompleteRunError
 from lpmlib.cv import n_workers
 from lpmlib.params import RunParams
 from lpmlib.provenance import run_record
@@ -160,6 +161,22 @@ def stage_for_book(executed: Path, project: Path) -> Path:
     return atomic_write(target, lambda tmp: nbformat.write(notebook, tmp))
 
 
+def check_book_complete(params: RunParams, project: Path, selected: list[Path]) -> None:
+    """Before anything runs: the book of a run of some chapters needs the run folder to hold every other
+    chapter that applies to the run, executed earlier; otherwise an error says what to run."""
+    executed = project / params.run_dir / "notebooks"
+    missing = [chapter.name for chapter in find_notebooks(project)
+               if chapter not in selected and not (executed / chapter.name).is_file()
+               and skip_reason(chapter, params, project) is None]  # fmt: skip
+    if missing:
+        numbers = " ".join(sorted({name[:2] for name in missing} | {c.name[:2] for c in selected}))
+        raise IncompleteRunError(
+            f"the book of run folder '{params.run_dir}' needs chapters that it has not executed: "
+            f"{', '.join(missing)}. Run them too (--notebooks {numbers}), run every chapter (leave out "
+            f"--notebooks), or pass --no-book to execute these chapters without building the book."
+        )
+
+
 def stage_run(params: RunParams, project: Path) -> list[Path]:
     """Stage for the book every chapter of which the run folder holds an executed copy and that applies to
     the run, and no other: the staged chapters of any earlier build are removed first."""
@@ -240,6 +257,8 @@ def run(params: RunParams, project: Path, notebooks: list[str] | None = None, bo
     ]  # fmt: skip
     if not params.manifest and (project / params.data_dir).is_dir():
         params.check_simulated_folder(project / params.data_dir)
+    if book:
+        check_book_complete(params, project, selected)
     write_json(project / params.run_dir / "params.json", params.as_dict())
     write_json(project / params.run_dir / "provenance.json", run_record(params, project))
     for _ in execute_chapters(selected, params, project, log):

@@ -16,7 +16,8 @@ from test_manifest import edited, write_small_cohort
 from lpmlib import workflow
 from lpmlib.params import RunParams
 from lpmlib.questions import attribution, knockout, masking
-from lpmlib.runner import GENERATED, find_notebooks, skip_reason, stage_run, staged_toc, waits_for
+from lpmlib.errors import IncompleteRunError
+from lpmlib.runner import GENERATED, find_notebooks, run, skip_reason, stage_run, staged_toc, waits_for
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -130,6 +131,21 @@ def test_the_book_is_staged_from_its_own_run_folder_alone(tmp_path: Path) -> Non
     names = ("01_data_assembly.ipynb", "04_q1_gene_knockout.ipynb")
     expected = [tmp_path / GENERATED / name for name in names]
     assert sorted((tmp_path / GENERATED).iterdir()) == expected and staged == expected
+
+
+def test_a_book_of_some_chapters_needs_the_others_in_its_run_folder(tmp_path: Path) -> None:
+    shutil.copytree(PROJECT / "notebooks", tmp_path / "notebooks")
+    shutil.copy(PROJECT / "_toc.yml", tmp_path / "_toc.yml")
+    executed = tmp_path / "results" / "this" / "notebooks"
+    executed.mkdir(parents=True)
+    for notebook in find_notebooks(PROJECT):
+        if notebook.name[:2] not in ("04", "12"):
+            shutil.copy(notebook, executed / notebook.name)
+    params = RunParams(run_dir="results/this", curve_sizes=(40,))
+    with pytest.raises(IncompleteRunError, match="04_q1_gene_knockout.ipynb") as error:
+        run(params, tmp_path, notebooks=["12"])
+    assert "--notebooks 04 12" in str(error.value) and "--no-book" in str(error.value)
+    assert not (tmp_path / "results" / "this" / "params.json").exists()  # stopped before anything ran
 
 
 def test_the_table_of_contents_lists_only_the_staged_chapters(tmp_path: Path) -> None:
