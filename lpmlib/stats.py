@@ -197,12 +197,13 @@ def separation_sentence(separation: Separation, noun: str, value_format: str = "
                 f"{separation.test} test BH-adjusted p <= {others['p_adjusted'].max():.2g}.")  # fmt: skip
     if separation.leader is not None:
         return f"{best['item']} is the only {noun}, at {interval}."
-    untested = set(table.loc[table["p_value"].isna(), "item"])
+    others = table.iloc[1:]  # the best has no test against itself
+    untested = set(others.loc[others["p_value"].isna(), "item"])
     tested = [item for item in separation.tied[1:] if item not in untested]
+    few = [item for item in separation.tied[1:] if item in untested]
     parts = [", ".join(tested)] if tested else []
-    if untested & set(separation.tied):
-        few = ", ".join(item for item in separation.tied[1:] if item in untested)
-        parts.append(f"{few} (too few values to test)")
+    if few:
+        parts.append(f"{', '.join(few)} (too few values to test)")
     return (f"No single {noun} leads: {best['item']} has the highest mean, {interval}, but cannot be "
             f"separated from {'; nor from '.join(parts)}. A {separation.test} test with BH-adjusted "
             f"p < {ALPHA} and a lead in at least {FOLD_FRACTION:.0%} of the folds are both "

@@ -43,7 +43,8 @@ def test_two_copies_of_one_item_are_a_tie_and_no_leader_is_named() -> None:
     scores = units.groupby(["item", "fold"], as_index=False)["value"].mean()
     result = separate_best(scores, units, "item", paired=True)
     assert result.leader is None and set(result.tied) == {"a", "b"}
-    assert separation_sentence(result, "layer").startswith("No single layer leads")
+    sentence = separation_sentence(result, "layer")
+    assert sentence.startswith("No single layer leads") and "cannot be separated from b. A paired" in sentence
 
 
 def test_a_winner_ahead_in_only_three_of_five_folds_is_not_named() -> None:
