@@ -137,7 +137,8 @@ def separate_best(scores: pd.DataFrame, units: pd.DataFrame, item: str, paired: 
     table["separated"] = (table["p_adjusted"] < ALPHA) & (table["n_folds_ahead"] >= needed)
     table.loc[0, "separated"] = False
     tied = [best, *table.loc[1:, item][~table.loc[1:, "separated"]]]
-    leader = best if len(tied) == 1 else None
+    has_interval = bool(np.isfinite(table.loc[0, "ci_low"]))  # scored in at least two folds
+    leader = best if len(tied) == 1 and has_interval else None
     return Separation(table.rename(columns={item: "item"}), leader, tied, _test_name(paired))
 
 
@@ -189,6 +190,8 @@ def separation_sentence(separation: Separation, noun: str, value_format: str = "
     best = table.iloc[0]
     low, high = (f"{best[bound]:{value_format}}" for bound in ("ci_low", "ci_high"))
     interval = f"{best['mean']:{value_format}} [{low}, {high}]"
+    if not np.isfinite(best["ci_low"]):
+        interval = f"{best['mean']:{value_format}} (scored in {int(best['n_folds'])} fold: no interval)"
     if separation.leader is not None and len(table) > 1:
         others = table.iloc[1:]
         folds = f"{int(others['n_folds_ahead'].min())} of {int(others['n_folds'].max())} folds"
@@ -204,6 +207,9 @@ def separation_sentence(separation: Separation, noun: str, value_format: str = "
     parts = [", ".join(tested)] if tested else []
     if few:
         parts.append(f"{', '.join(few)} (too few values to test)")
+    if not parts:  # separated from every other one, but without an interval of its own
+        return (f"No {noun} can be named: {best['item']} has the highest mean, {interval}, too few folds to "
+                "name it.")  # fmt: skip
     return (f"No single {noun} leads: {best['item']} has the highest mean, {interval}, but cannot be "
             f"separated from {'; nor from '.join(parts)}. A {separation.test} test with BH-adjusted "
             f"p < {ALPHA} and a lead in at least {FOLD_FRACTION:.0%} of the folds are both "

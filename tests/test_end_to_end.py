@@ -81,8 +81,9 @@ def test_the_book_renders_every_chapter_with_its_tables(quick_book: Path) -> Non
     # every verdict is in the abstract, and every winner it names carries its interval
     for name in ("q1_storm_verdict", "q2_verdict", "q3_verdict", "q4_verdict", "q6_verdict"):
         assert pd.read_csv(run / "tables" / f"{name}.csv")["sentence"].iloc[0] in abstract, name
-    claims = [abstract[m.start() : m.end() + 100] for m in re.finditer(r"\bleads\b", abstract)]
-    assert len(claims) >= 5 and all(re.search(r"\[-?\d", claim) for claim in claims), claims
+    winners = re.findall(r"\S+ leads, at (.*?) \(mean and 95% interval over folds\)", abstract)
+    number = r"-?\d+\.\d+"
+    assert all(re.fullmatch(rf"{number} \[{number}, {number}\]", interval) for interval in winners), winners
     assert "validation targets were met" in abstract and "ridge" in abstract
     provenance = json.loads((run / "provenance.json").read_text())
     assert provenance["parameters"]["epochs"] == 3 and provenance["packages"]["torch"].startswith("2.")

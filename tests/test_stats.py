@@ -75,3 +75,12 @@ def test_items_with_too_few_values_to_test_are_named_as_such() -> None:
     result = separate_best(scores, units, "item", paired=False)
     assert result.leader is None and result.tied == ["a", "rare"]
     assert "cannot be separated from rare (too few values to test)" in separation_sentence(result, "driver")
+
+
+def test_a_best_item_scored_in_one_fold_is_not_named() -> None:
+    scores, units = per_patient({"a": 3.0, "b": 0.0})
+    units = units[(units["item"] == "b") | (units["fold"] == 1)]  # a is measured in one fold only
+    scores = units.groupby(["item", "fold"], as_index=False)["value"].mean()
+    result = separate_best(scores, units, "item", paired=False)
+    assert result.table["separated"].iloc[1] and result.leader is None
+    assert separation_sentence(result, "driver").startswith("No driver can be named: a has the highest mean")
