@@ -43,8 +43,11 @@ def ranking_recovery(rankings: dict[str, pd.Series], zero_effect: list[str]) -> 
     return pd.DataFrame(rows)
 
 
-def knockout_recovery(q1_summary: pd.DataFrame, truth_knockout: pd.DataFrame) -> pd.DataFrame:
-    """Per layer: Spearman correlation of estimated and true knockout shifts (PC units) over drivers."""
+def knockout_recovery(q1_summary: pd.DataFrame, truth_knockout: pd.DataFrame,
+                      layer_truth: pd.DataFrame | None = None) -> pd.DataFrame:  # fmt: skip
+    """Per layer: Spearman correlation of estimated and true knockout shifts (PC units) over drivers, and
+    (given `layer_truth`) the layer's planted genomics ceiling: the R^2 of its best genomics-only
+    prediction, which bounds how far the drivers move it against its noise."""
     rows = []
     for layer, truth in truth_knockout.groupby("layer", sort=False):
         estimated = summary_scores(q1_summary, quantity="shift_rms", layer=layer)
@@ -58,7 +61,10 @@ def knockout_recovery(q1_summary: pd.DataFrame, truth_knockout: pd.DataFrame) ->
         else:
             rho = float(spearmanr(joined["estimated"], joined["effect_rms_pc"]).statistic)
         rows.append({"layer": layer, "spearman": rho, "n_drivers": len(joined), "note": note})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if layer_truth is not None:
+        table.insert(3, "genomics_ceiling", table["layer"].map(layer_truth["genomics_ceiling"]))
+    return table
 
 
 def dependency_recovery(q5_summary: pd.DataFrame, layer_truth: pd.DataFrame) -> pd.DataFrame:
@@ -75,7 +81,7 @@ def leader_recovery(q6_leader: pd.DataFrame, planted: str) -> dict[str, object]:
     planted_row = q6_leader[q6_leader["ptm"] == planted].iloc[0]
     return {
         "planted_leader": planted,
-        "found_leader": found[0] if found else "",
+        "found_leader": found[0] if found else "no single leader",
         "found": bool(found and found[0] == planted),
         "n_folds_top": int(planted_row["n_folds_top"]),
         "n_folds": int(planted_row["n_folds_scored"]),
