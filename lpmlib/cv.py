@@ -1,9 +1,10 @@
 """Cross-validated training: folds, checkpoints that resume, and held-out predictions.
 
-Each fold trains one model on its training patients (with 20% of them held back as the inner split
-that chooses each layer's read-out and when to stop; see `lpmlib.train`), writes a checkpoint (weights + a JSON record) atomically, and stores the predictions of
-every layer for its held-out patients under every masking pattern the questions use. A finished
-fold is reused when the data, configuration and split are unchanged and its weights are intact.
+Each fold trains `n_seeds` models on its training patients (each with its own seed and its own 20% of
+them held back as the inner split that chooses each layer's read-outs; see `lpmlib.train`), writes a
+checkpoint per model (weights + a JSON record) atomically, and stores the predictions of every layer for
+its held-out patients under every masking pattern the questions use. A finished model is reused when the
+data, configuration and split are unchanged and its weights are intact.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from lpmlib.cohort import N_GRADES, Cohort
 from lpmlib.manifest import RawCohort
 from lpmlib.model import LatentPerturbationModel, ModelConfig, masking_patterns
 from lpmlib.preprocess import PipelineSettings
+from lpmlib.stats import SEED
 from lpmlib.tensors import CohortTensors, LayerScaler
 from lpmlib.train import TrainSettings, fit, make_deterministic, seed_one_thread
 
@@ -88,6 +90,17 @@ class FoldResult:
     read_out: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # per layer, chosen on the inner split
     reused: bool = False
     cohort: Cohort | None = None  # the fold's own view of a raw cohort (preprocessed on its training patients)
+    training_seed: int = 1  # which of the fold's models (1 .. n_seeds)
+
+    @property
+    def keys(self) -> dict[str, int]:
+        """The columns that name this model in per-model rows: its fold and its training seed."""
+        return {"fold": self.fold, SEED: self.training_seed}
+
+    @property
+    def label(self) -> str:
+        """'fold 2' for a fold's first model, 'fold 2, seed 3' for its others."""
+        return f"fold {self.fold}" + (f", seed {self.training_seed}" if self.training_seed > 1 else "")
 
 
 def fold_view(cohort: Cohort, fold: FoldResult) -> Cohort:
@@ -104,11 +117,24 @@ def fold_cohorts(source: Cohort | RawCohort, splits, pipeline: PipelineSettings 
     return [source] * len(splits)
 
 
-class FoldStore:
-    """The files of one fold under `<run>/cv/fold<k>/`."""
+def model_seed(seed: int, fold: int, training_seed: int) -> int:
+    """The seed of one model's initialisation, batches, masks and inner split: `seed + fold` for a fold's
+    first model (as with one model per fold), 1000 further for each next one."""
+    return seed + fold + 1000 * (training_seed - 1)
 
-    def __init__(self, run_dir: str | Path, fold: int) -> None:
+
+def fold_models(n_folds: int, n_seeds: int) -> list[tuple[int, int]]:
+    """(fold, training seed) of every model of a run, ordered by fold, then seed (both from 1)."""
+    return [(k, s) for k in range(1, n_folds + 1) for s in range(1, n_seeds + 1)]
+
+
+class FoldStore:
+    """The files of one model under `<run>/cv/fold<k>/` (the fold's first) or `<run>/cv/fold<k>/seed<s>/`."""
+
+    def __init__(self, run_dir: str | Path, fold: int, training_seed: int = 1) -> None:
         self.folder = Path(run_dir) / "cv" / f"fold{fold}"
+        if training_seed > 1:
+            self.folder = self.folder / f"seed{training_seed}"
         self.weights = self.folder / "model.pt"
         self.record = self.folder / "model.json"
         self.history = self.folder / "history.csv"
@@ -135,6 +161,7 @@ def training_code_hash() -> str:
 
 
 def _fold_key(fingerprint: str, config: ModelConfig, settings: TrainSettings, seed: int, train_rows) -> str:
+    """What a checkpoint was trained from: data, configuration, settings, seed, patients and code."""
     payload = json.dumps(
         {"data": fingerprint, "config": config.to_dict(), "settings": settings.to_dict(), "seed": seed,
          "train_rows": [int(r) for r in train_rows], "code": training_code_hash()},
@@ -146,10 +173,12 @@ def _fold_key(fingerprint: str, config: ModelConfig, settings: TrainSettings, se
 def train_fold(
     cohort: Cohort, fold: int, train_rows: np.ndarray, test_rows: np.ndarray, config: ModelConfig,
     settings: TrainSettings, seed: int, run_dir: str | Path, fingerprint: str, log: Log | None = None,
+    training_seed: int = 1,
 ) -> FoldResult:  # fmt: skip
-    """Train (or reuse) the model of one fold and predict its held-out patients."""
-    store = FoldStore(run_dir, fold)
-    key = _fold_key(fingerprint, config, settings, seed, train_rows)
+    """Train (or reuse) one model of a fold and predict its held-out patients."""
+    store = FoldStore(run_dir, fold, training_seed)
+    own_seed = model_seed(seed, fold, training_seed)
+    key = _fold_key(fingerprint, config, settings, own_seed, train_rows)
     scaler = LayerScaler.fit(cohort, train_rows)
     loaded = store.load_if_valid(key)
     if loaded is not None:
@@ -159,22 +188,22 @@ def train_fold(
             log(f"fold {fold}: reusing the finished checkpoint")
     else:
         inner_train, inner_validation = train_test_split(
-            train_rows, test_size=settings.validation_fraction, random_state=seed + fold
+            train_rows, test_size=settings.validation_fraction, random_state=own_seed
         )
         progress = None
         if log:
-            progress = lambda row: _log_epoch(log, fold, row)  # noqa: E731
+            progress = lambda row: _log_epoch(log, store.folder.name if training_seed > 1 else fold, row)  # noqa: E731
         result = fit(config, CohortTensors.build(cohort, inner_train, scaler),
-                     CohortTensors.build(cohort, inner_validation, scaler), settings, seed + fold, progress)  # fmt: skip
+                     CohortTensors.build(cohort, inner_validation, scaler), settings, own_seed, progress)  # fmt: skip
         model, history, read_out = result.model, result.history, result.read_out
-        record = {"key": key, "fold": fold, "data": fingerprint, "code": training_code_hash(),
+        record = {"key": key, "fold": fold, SEED: training_seed, "data": fingerprint, "code": training_code_hash(),
                   "config": config.to_dict(), "read_out": read_out.to_dict(orient="records"),
                   "test_case_ids": list(cohort.case_ids[test_rows])}  # fmt: skip
         _save(store, model, history, record)
     predictions = predict_patterns(model, CohortTensors.build(cohort, test_rows, scaler), scaler, cohort.ptm_names)
     atomic_write(store.predictions, lambda tmp: _save_npz(tmp, predictions, cohort.case_ids[test_rows]))
     return FoldResult(fold, model, scaler, train_rows, test_rows, history, predictions, read_out,
-                      reused=loaded is not None)
+                      reused=loaded is not None, training_seed=training_seed)
 
 
 def _log_epoch(log: Log, fold: int, row: dict) -> None:
@@ -220,29 +249,32 @@ def predict_patterns(
 def run_cv(
     cohort: Cohort | RawCohort, run_dir: str | Path, settings: TrainSettings = TrainSettings(), n_folds: int = 5,
     seed: int = 42, n_jobs: int = 1, log: Log | None = print, pipeline: PipelineSettings | None = None,
-    **hyperparameters,
+    n_seeds: int = 1, **hyperparameters,
 ) -> list[FoldResult]:  # fmt: skip
-    """Train every fold (side by side with `n_jobs`, -1: every core), reusing those already finished.
+    """Train `n_seeds` models per fold (side by side with `n_jobs`, -1: every core), reusing those already
+    finished; the results are ordered by fold, then training seed.
 
     A raw cohort (from a manifest) is preprocessed per fold with `pipeline`, fitted on that fold's
     training patients; each result then keeps its view in `FoldResult.cohort`.
     """
     make_deterministic(seed)
-    n_jobs = n_workers(n_jobs, n_folds)
     splits = fold_splits(cohort.n_patients, n_folds, seed)
     views = fold_cohorts(cohort, splits, pipeline)
+    models = fold_models(n_folds, n_seeds)
+    n_jobs = n_workers(n_jobs, len(models))
     jobs = (
-        delayed(train_fold)(view, k + 1, tr, te, model_config(view, **hyperparameters), settings, seed, run_dir,
-                            cohort_fingerprint(view), log if n_jobs == 1 else None)
-        for k, ((tr, te), view) in enumerate(zip(splits, views))
+        delayed(train_fold)(views[k - 1], k, *splits[k - 1], model_config(views[k - 1], **hyperparameters),
+                            settings, seed, run_dir, cohort_fingerprint(views[k - 1]),
+                            log if n_jobs == 1 else None, training_seed=s)
+        for k, s in models
     )  # fmt: skip
     results = Parallel(n_jobs=n_jobs)(jobs)
-    for result, view in zip(results, views):
-        result.cohort = view if isinstance(cohort, RawCohort) else None
+    for result in results:
+        result.cohort = views[result.fold - 1] if isinstance(cohort, RawCohort) else None
     if log and n_jobs != 1:
         for result in results:
             done = "reused" if result.reused else "trained"
-            log(f"fold {result.fold}: {done}, {len(result.history) - 1} epochs")
+            log(f"fold {result.fold}, seed {result.training_seed}: {done}, {len(result.history) - 1} epochs")
     return results
 
 
@@ -252,9 +284,10 @@ class MissingTrainingError(FileNotFoundError):
 
 def load_folds(
     cohort: Cohort | RawCohort, run_dir: str | Path, n_folds: int = 5, seed: int = 42,
-    pipeline: PipelineSettings | None = None,
+    pipeline: PipelineSettings | None = None, n_seeds: int = 1,
 ) -> list[FoldResult]:  # fmt: skip
-    """The trained folds of a run folder, checked against this cohort and split; nothing is retrained.
+    """The trained models of a run folder (`n_seeds` per fold, ordered by fold, then training seed),
+    checked against this cohort and split; nothing is retrained.
 
     Question chapters use this, so that re-running one with another gene never trains a model. The
     models then run seeded on one thread, as in training (many threads on these small batches cost far
@@ -263,12 +296,15 @@ def load_folds(
     seed_one_thread(seed)
     results = []
     splits = fold_splits(cohort.n_patients, n_folds, seed)
-    for k, ((train_rows, test_rows), view) in enumerate(zip(splits, fold_cohorts(cohort, splits, pipeline)), start=1):
-        store = FoldStore(run_dir, k)
+    views = fold_cohorts(cohort, splits, pipeline)
+    for k, s in fold_models(n_folds, n_seeds):
+        (train_rows, test_rows), view = splits[k - 1], views[k - 1]
+        store = FoldStore(run_dir, k, s)
         loaded = store.load_if_valid()
-        hint = f"run the training chapter (03_cv_training) with run_dir='{run_dir}' first"
+        hint = f"run the training chapter (03_cv_training) with run_dir='{run_dir}' and n_seeds={n_seeds} first"
         if loaded is None:
-            raise MissingTrainingError(f"no intact trained model for fold {k} in '{store.folder}': {hint}")
+            raise MissingTrainingError(f"no intact trained model for fold {k}, training seed {s} in "
+                                       f"'{store.folder}': {hint}")  # fmt: skip
         model, record = loaded
         if record.get("data") != cohort_fingerprint(view) or record.get("test_case_ids") != list(view.case_ids[test_rows]):
             raise MissingTrainingError(f"fold {k} in '{store.folder}' was trained on other data or folds: {hint}")
@@ -281,5 +317,5 @@ def load_folds(
         predictions = predict_patterns(model, CohortTensors.build(view, test_rows, scaler), scaler, view.ptm_names)
         results.append(FoldResult(k, model, scaler, train_rows, test_rows, history, predictions,
                                   pd.DataFrame(record["read_out"]), reused=True,
-                                  cohort=view if isinstance(cohort, RawCohort) else None))  # fmt: skip
+                                  cohort=view if isinstance(cohort, RawCohort) else None, training_seed=s))  # fmt: skip
     return results

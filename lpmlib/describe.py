@@ -79,10 +79,10 @@ def posterior_snr(model: LatentPerturbationModel, data: CohortTensors) -> dict[s
 
 
 def posterior_snr_table(cohort: Cohort, folds: list) -> pd.DataFrame:
-    """Encoders x folds: `posterior_snr` on each fold's held-out patients."""
+    """Encoders x models: `posterior_snr` on each fold's held-out patients, a column per model."""
     from lpmlib.perturb import held_out
 
-    table = pd.DataFrame({f"fold {f.fold}": posterior_snr(f.model, held_out(cohort, f)) for f in folds})
+    table = pd.DataFrame({f.label: posterior_snr(f.model, held_out(cohort, f)) for f in folds})
     return table.rename_axis("encoder")
 
 

@@ -48,6 +48,7 @@ class RunParams:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     anchor: str = "reduced_rank_ridge"  # the linear anchor nested in the model: ridge or reduced_rank_ridge
+    n_seeds: int = 2  # models trained per fold, each with its own seed; the questions average their answers
     n_jobs: int = -1  # processes: chapters, folds and permutations side by side (-1: every core)
     device: str = "auto"  # "auto": CUDA when present, else the CPU
     # the questions
@@ -98,6 +99,8 @@ class RunParams:
         """Value checks that types alone cannot express."""
         if self.n_patients < self.n_folds:
             raise ParameterError(f"n_patients ({self.n_patients}) must be >= n_folds ({self.n_folds})")
+        if self.n_seeds < 1:
+            raise ParameterError(f"n_seeds must be >= 1 (models trained per fold), got {self.n_seeds}")
         if self.n_folds < 2:
             raise ParameterError(f"n_folds must be >= 2, got {self.n_folds}")
         if self.nonlinearity < 0:

@@ -24,7 +24,7 @@ from lpmlib.cv import DEEP, FoldResult, fold_view
 from lpmlib.linear import cohort_genomic_design, design, fit_reduced_rank_ridge, fit_ridge
 from lpmlib.model import INPUTS, evaluation_patterns
 from lpmlib.perturb import observed_held_out
-from lpmlib.stats import mean_interval, summarise_folds
+from lpmlib.stats import SEED, mean_interval, model_keys, seed_means, summarise_folds
 
 METRICS = {"r2_uniform": "uniform_average", "r2_variance_weighted": "variance_weighted"}
 MODELS = ("lpm", "deep", "ridge", "reduced_rank_ridge")
@@ -82,27 +82,34 @@ def held_out_errors(cohort: Cohort, folds: list[FoldResult]) -> pd.DataFrame:
         return pd.concat([_fold_errors(cohort, fold) for fold in folds], ignore_index=True)
 
 
+TRAINED = ("lpm", "deep")  # the methods that differ between a fold's models; the linear baselines do not
+
+
 def _fold_errors(cohort: Cohort, fold: FoldResult) -> pd.DataFrame:
+    """A fold's errors; the linear baselines are fitted once per fold, with its first model."""
     rows = []
+    methods = PREDICTORS if fold.training_seed == 1 else {m: PREDICTORS[m] for m in TRAINED}
     for layer in cohort.target_names + cohort.ptm_names:
         truth = observed_held_out(cohort, fold, layer)
-        for model, predict in PREDICTORS.items():
+        for model, predict in methods.items():
             for inputs in INPUTS:
                 predicted = predict(cohort, layer, fold, inputs == "genomics_only")
                 r2 = {metric: r2_score(truth, predicted, multioutput=average) for metric, average in METRICS.items()}
                 errors = ((truth - predicted) ** 2).sum(axis=1)
-                rows.append(pd.DataFrame({"method": f"{model}_{inputs}", "layer": layer, "fold": fold.fold,
+                rows.append(pd.DataFrame({"method": f"{model}_{inputs}", "layer": layer, **fold.keys,
                                           "patient": np.arange(len(errors)), "squared_error": errors, **r2}))  # fmt: skip
     return pd.concat(rows, ignore_index=True)
 
 
 def q0_per_fold(cohort: Cohort, folds: list[FoldResult], errors: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per fold, layer, method and metric: the held-out R^2 and the patients it rests on."""
+    """One row per fold (and training seed of the LPM's models), layer, method and metric: the held-out R^2
+    and the patients it rests on."""
     errors = held_out_errors(cohort, folds) if errors is None else errors
-    per_fold = errors.groupby(["method", "layer", "fold"], sort=False).agg(
+    keys = model_keys(errors)
+    per_fold = errors.groupby(["method", "layer", *keys], sort=False).agg(
         n_patients=("patient", "size"), **{m: (m, "first") for m in METRICS}
     ).reset_index()
-    rows = [{"method": row["method"], "layer": row["layer"], "metric": metric, "fold": row["fold"],
+    rows = [{"method": row["method"], "layer": row["layer"], "metric": metric, **{k: row[k] for k in keys},
              "value": row[metric], "n_patients": row["n_patients"]}
             for _, row in per_fold.iterrows() for metric in METRICS]  # fmt: skip
     return pd.DataFrame(rows)
@@ -112,14 +119,16 @@ def lpm_versus_ridge(cohort: Cohort, errors: pd.DataFrame, baseline: str = "ridg
     """Per layer and inputs: the LPM's variance-weighted R^2 minus the baseline's, per fold with its 95%
     interval, the folds where the LPM is ahead, and a paired Wilcoxon signed-rank test of the two models'
     squared errors over all held-out patients pooled across folds (paired: the same patients; a rank test:
-    errors of a few patients should not decide it)."""
+    errors of a few patients should not decide it). With several models per fold, the LPM's R^2 and each
+    patient's error are the means over the fold's models."""
     rows = []
     for layer in cohort.target_names + cohort.ptm_names:
         for inputs in INPUTS:
             lpm = errors[(errors["method"] == f"lpm_{inputs}") & (errors["layer"] == layer)]
             base = errors[(errors["method"] == f"{baseline}_{inputs}") & (errors["layer"] == layer)]
-            lpm_r2 = lpm.groupby("fold")["r2_variance_weighted"].first()
-            differences = (lpm_r2 - base.groupby("fold")["r2_variance_weighted"].first()).to_numpy()
+            lpm_r2 = seed_means(lpm, ["fold", "patient"], "r2_variance_weighted").groupby("fold")["r2_variance_weighted"]
+            differences = (lpm_r2.first() - base.groupby("fold")["r2_variance_weighted"].first()).to_numpy()
+            lpm = seed_means(lpm, ["fold", "patient"], "squared_error")
             mean, low, high = mean_interval(differences)
             error_gap = lpm["squared_error"].to_numpy() - base["squared_error"].to_numpy()
             p_value = stats.wilcoxon(error_gap).pvalue if np.any(error_gap != 0) else 1.0
@@ -133,16 +142,19 @@ def lpm_versus_ridge(cohort: Cohort, errors: pd.DataFrame, baseline: str = "ridg
 def read_out_table(folds: list[FoldResult]) -> pd.DataFrame:
     """The read-out each fold chose for each layer on its inner split (anchor, residual or blend, with
     the weight), beside the inner-split errors (relative to the training mean's) behind the choice."""
-    return pd.concat([fold.read_out.assign(fold=fold.fold) for fold in folds], ignore_index=True)[
-        ["layer", "inputs", "fold", "read_out", "weight", "inner_error_anchor", "inner_error_chosen", "inner_error_deep"]]
+    return pd.concat([fold.read_out.assign(**fold.keys) for fold in folds], ignore_index=True)[
+        ["layer", "inputs", "fold", SEED, "read_out", "weight", "inner_error_anchor", "inner_error_chosen", "inner_error_deep"]]
 
 
 def read_out_matrix(read_outs: pd.DataFrame) -> pd.DataFrame:
-    """(Layer, inputs) x folds: each fold's read-out as `anchor`, `residual 0.5` or `blend 0.25`."""
+    """(Layer, inputs) x models: each model's read-out as `anchor`, `residual 0.5` or `blend 0.25`; a column
+    per fold, or per fold and training seed when a fold has several models."""
     labels = read_outs.assign(label=[r if r == "anchor" else f"{r} {w:g}" for r, w in zip(read_outs["read_out"], read_outs["weight"])])
-    table = labels.pivot(index=["layer", "inputs"], columns="fold", values="label")
+    several = read_outs[SEED].nunique() > 1
+    table = labels.pivot(index=["layer", "inputs"], columns=["fold", SEED], values="label")
+    table.columns = [f"fold {k}, seed {s}" if several else f"fold {k}" for k, s in table.columns]
     order = list(dict.fromkeys(zip(read_outs["layer"], read_outs["inputs"])))
-    return table.reindex(index=pd.MultiIndex.from_tuples(order, names=["layer", "inputs"])).rename(columns=lambda k: f"fold {k}")
+    return table.reindex(index=pd.MultiIndex.from_tuples(order, names=["layer", "inputs"]))
 
 
 def versus_sentence(versus: pd.DataFrame, margin: float = 0.005, level: float = 0.05) -> str:
@@ -176,6 +188,15 @@ def q0_summary(per_fold: pd.DataFrame, layer_truth: pd.DataFrame | None = None) 
         )  # fmt: skip
         summary = pd.concat([summary, ceiling[ceiling["layer"].isin(per_fold["layer"])]], ignore_index=True)
     return summary
+
+
+def spread_table(summary: pd.DataFrame, methods: tuple[str, ...] = ("lpm_all", "lpm_genomics_only", "deep_all"),
+                 metric: str = "r2_variance_weighted") -> pd.DataFrame:  # fmt: skip
+    """(Layer, method) rows: the cross-fold mean R^2, its spread between folds and between a fold's models
+    (seeds): how much of an answer's uncertainty the training seed carries beside the patients."""
+    chosen = summary[(summary["metric"] == metric) & summary["method"].isin(methods)]
+    table = chosen.set_index(["layer", "method"])[["mean", "sd_between_folds", "sd_between_seeds"]]
+    return table.sort_index(level="method", sort_remaining=False, kind="stable")
 
 
 def headline(summary: pd.DataFrame, metric: str = "r2_variance_weighted") -> dict[str, float]:

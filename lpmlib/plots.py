@@ -69,13 +69,18 @@ def layer_pcs_by_driver(cohort: Cohort, layer: str, driver: str) -> Figure:
     return fig
 
 
-def learning_curves(histories: dict[int, pd.DataFrame]) -> Figure:
-    """Training and inner-validation loss per epoch (0: the untrained network), one panel per fold."""
-    fig, axes = plt.subplots(1, len(histories), figsize=(2.6 * len(histories), 3.2), sharey=True, squeeze=False)
-    for ax, (fold, history) in zip(axes[0], histories.items()):
-        ax.plot(history["epoch"], history["train_loss"], label="training")
-        ax.plot(history["epoch"], history["validation_loss"], label="validation")
-        ax.set_title(f"fold {fold}")
+def learning_curves(folds: list) -> Figure:
+    """Training and inner-validation loss per epoch (0: the untrained network), one panel per fold with a
+    line per model of the fold (`lpmlib.cv.FoldResult`s)."""
+    numbers = list(dict.fromkeys(fold.fold for fold in folds))
+    fig, axes = plt.subplots(1, len(numbers), figsize=(2.6 * len(numbers), 3.2), sharey=True, squeeze=False)
+    for fold in folds:
+        ax, first = axes[0, numbers.index(fold.fold)], fold.training_seed == 1
+        history, alpha = fold.history, 1.0 if first else 0.5
+        ax.plot(history["epoch"], history["train_loss"], color="C0", alpha=alpha, label="training" if first else None)
+        ax.plot(history["epoch"], history["validation_loss"], color="C1", alpha=alpha,
+                label="validation" if first else None)  # fmt: skip
+        ax.set_title(f"fold {fold.fold}")
         ax.set_xlabel("epoch")
     axes[0, 0].set_ylabel("loss")
     axes[0, 0].legend(frameon=False, fontsize=8)

@@ -1,4 +1,9 @@
-"""Cross-fold summaries: means with t-intervals, kept beside the per-fold values."""
+"""Cross-fold summaries: means with t-intervals, kept beside the per-fold values.
+
+With several models per fold (`n_seeds`), per-model rows carry a `training_seed` column: every summary
+and test first averages a fold's models (`seed_means`), so a fold counts once however many seeds it has,
+and the spread between seeds is reported beside the spread between folds.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +30,39 @@ def clear_gain(gain: np.ndarray, n_se: float) -> bool:
     return len(gain) > 1 and float(gain.mean()) > n_se * float(gain.std(ddof=1)) / np.sqrt(len(gain))
 
 
+SEED = "training_seed"  # column of per-model rows: which of a fold's models (1 .. n_seeds) gave the row
+
+
+def seed_means(table: pd.DataFrame, keys: list[str], value: str = "value") -> pd.DataFrame:
+    """One row per group of `keys` (which include `fold`): `value` averaged over the fold's models.
+
+    A table without `training_seed` has one model per fold and is returned as it is (its `keys` and
+    `value`). Answers are averaged, never latents: the z_state spaces of different models are not aligned.
+    """
+    if SEED not in table.columns:
+        return table[[*keys, value]]
+    return table.groupby(keys, sort=False, dropna=False)[value].mean().reset_index()
+
+
+def model_keys(table: pd.DataFrame) -> list[str]:
+    """The columns that name the model of a per-model row: `fold`, and `training_seed` when present."""
+    return ["fold", SEED] if SEED in table.columns else ["fold"]
+
+
+def one_seed(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each fold's first model: for counts (patients, carriers), which every model shares."""
+    return table[table[SEED] == table[SEED].min()] if SEED in table.columns else table
+
+
+def seed_spread(table: pd.DataFrame, by: list[str], value: str = "value") -> pd.Series:
+    """Per group of `by`: the standard deviation between a fold's models, pooled over folds (the root mean
+    within-fold variance); NaN with one model per fold."""
+    if SEED not in table.columns or table[SEED].nunique() < 2:
+        return pd.Series(dtype=float)
+    variance = table.groupby([*by, "fold"], sort=False, dropna=False)[value].var(ddof=1)
+    return np.sqrt(variance.groupby(level=list(range(len(by))), sort=False).mean())
+
+
 def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
     """Mean and two-sided t-interval over folds, ignoring NaN folds; NaN when fewer than two remain."""
     finite = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
@@ -38,15 +76,22 @@ def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, 
 
 
 def summarise_folds(per_fold: pd.DataFrame, by: list[str], value: str = "value") -> pd.DataFrame:
-    """One row per group of `by`: mean, 95% interval, number of folds and the per-fold values."""
+    """One row per group of `by`: mean, 95% interval, number of folds and the per-fold values (each the
+    mean of the fold's models), and the spread of the answer between folds and between a fold's models
+    (`sd_between_folds`, `sd_between_seeds`: NaN with one model per fold)."""
+    between_seeds = seed_spread(per_fold, by, value)
     rows = []
-    for key, group in per_fold.groupby(by, sort=False):
+    for key, group in seed_means(per_fold, [*by, "fold"], value).groupby(by, sort=False):
         values = group.sort_values("fold")[value].to_list()
         mean, low, high = mean_interval(values)
+        finite = [v for v in values if np.isfinite(v)]
+        key = key if isinstance(key, tuple) else (key,)
         rows.append(
-            dict(zip(by, key if isinstance(key, tuple) else (key,)))
-            | {"mean": mean, "ci_low": low, "ci_high": high, "n_folds": int(np.isfinite(values).sum()),
-               "per_fold": ";".join(f"{v:.4g}" for v in values)}  # fmt: skip
+            dict(zip(by, key))
+            | {"mean": mean, "ci_low": low, "ci_high": high, "n_folds": len(finite),
+               "per_fold": ";".join(f"{v:.4g}" for v in values),
+               "sd_between_folds": float(np.std(finite, ddof=1)) if len(finite) > 1 else np.nan,
+               "sd_between_seeds": float(between_seeds.get(key if len(key) > 1 else key[0], np.nan))}  # fmt: skip
         )
     return pd.DataFrame(rows)
 
@@ -74,6 +119,7 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]
 
 def rank_stability(per_fold: pd.DataFrame, item: str, score: str, top_k: int = 3) -> pd.Series:
     """Fraction of folds in which each item ranks among the top `top_k` by `score` (NaN scores never do)."""
+    per_fold = seed_means(per_fold, [item, "fold"], score)
     ranks = per_fold.groupby("fold")[score].rank(ascending=False, method="first")
     in_top = (ranks <= top_k) & per_fold[score].notna()
     n_folds = per_fold["fold"].nunique()
@@ -113,8 +159,11 @@ def separate_best(scores: pd.DataFrame, units: pd.DataFrame, item: str, paired: 
     needs no normality and no equal variances. Unpaired (different patients per item, as the carriers of
     different drivers): a Mann-Whitney U test. Both two-sided, Benjamini-Hochberg-adjusted over the
     comparisons with the best. The best is separated from an item when the adjusted p is below `ALPHA`
-    and it is ahead in at least `FOLD_FRACTION` of the folds where both are scored.
+    and it is ahead in at least `FOLD_FRACTION` of the folds where both are scored. Scores and per-patient
+    values of several models per fold are averaged over the fold's models first (`seed_means`).
     """
+    scores = seed_means(scores, [item, "fold"])
+    units = seed_means(units, [item, "fold", "unit"])
     by_fold = scores.pivot_table(index="fold", columns=item, values="value", sort=False)
     means = by_fold.mean().dropna().sort_values(ascending=False, kind="stable")
     if means.empty:
@@ -168,9 +217,10 @@ def _p_value(units: pd.DataFrame, item: str, best: str, other: str, paired: bool
 
 def gain_tests(units: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Per group of `by`: a two-sided Wilcoxon signed-rank test that the per-patient gains (`value`,
-    pooled over folds) are centred on zero, Benjamini-Hochberg-adjusted over the groups."""
+    pooled over folds and averaged over each fold's models) are centred on zero, Benjamini-Hochberg-adjusted
+    over the groups."""
     rows = []
-    for key, group in units.groupby(by, sort=False):
+    for key, group in seed_means(units, [*by, "fold", "unit"]).groupby(by, sort=False):
         gains = group["value"].to_numpy(dtype=float)
         gains = gains[np.isfinite(gains)]
         p_value = np.nan if len(gains) < 2 else 1.0

@@ -150,7 +150,7 @@ def train_folds(params: RunParams, cohort: Cohort, log=print) -> list[FoldResult
     """Cross-validated training with the run's settings (finished folds are reused)."""
     return run_cv(
         training_source(params, cohort), Path(params.run_dir), params.train_settings(), params.n_folds, params.seed,
-        params.n_jobs, log, **params.hyperparameters(),
+        params.n_jobs, log, n_seeds=params.n_seeds, **params.hyperparameters(),
     )  # fmt: skip
 
 
@@ -161,14 +161,16 @@ def layer_truth(params: RunParams) -> pd.DataFrame | None:
 
 def trained_folds(params: RunParams, cohort: Cohort) -> list[FoldResult]:
     """The folds the training chapter left in the run folder (an error if it has not run)."""
-    return load_folds(training_source(params, cohort), Path(params.run_dir), params.n_folds, params.seed)
+    return load_folds(training_source(params, cohort), Path(params.run_dir), params.n_folds, params.seed,
+                      n_seeds=params.n_seeds)
 
 
 def knockout_null(params: RunParams, cohort: Cohort, gene: str) -> pd.DataFrame:
     """Q1's permutation null for `gene` with the run's training settings (empty when n_permutations=0)."""
     return knockout_permutation_null(
         training_source(params, cohort), gene, Path(params.run_dir), params.train_settings(), params.n_permutations,
-        seed=params.seed, n_jobs=params.n_jobs, n_folds=params.n_folds, **params.hyperparameters(),
+        seed=params.seed, n_jobs=params.n_jobs, n_folds=params.n_folds, n_seeds=params.n_seeds,
+        **params.hyperparameters(),
     )  # fmt: skip
 
 

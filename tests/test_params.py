@@ -30,7 +30,8 @@ def test_file_then_overrides(tmp_path: Path) -> None:
      ({"n_patients": "many"}, "'n_patients' must be int, got 'many'"),
      ({"simulate_if_missing": 1}, "'simulate_if_missing' must be bool"),
      ({"n_patients": 3}, "n_patients (3) must be >= n_folds (5)"),
-     ({"n_jobs": 0}, "n_jobs must be a number of processes >= 1, or -1 for every core; got 0")],
+     ({"n_jobs": 0}, "n_jobs must be a number of processes >= 1, or -1 for every core; got 0"),
+     ({"n_seeds": 0}, "n_seeds must be >= 1 (models trained per fold), got 0")],
 )  # fmt: skip
 def test_bad_parameters_name_the_parameter(values: dict, message: str) -> None:
     with pytest.raises(ParameterError) as info:

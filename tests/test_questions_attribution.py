@@ -16,7 +16,7 @@ from lpmlib.model import LPMOutput
 from lpmlib.perturb import held_out, ptm_mask, run_model
 from lpmlib.questions.attribution import attribute_drivers, q3_master_regulators
 
-PER_FOLD_COLUMNS = ["driver", "fold", "ig_mean_abs", "ig_mean_carriers", "saliency_mean", "n_patients",
+PER_FOLD_COLUMNS = ["driver", "fold", "training_seed", "ig_mean_abs", "ig_mean_carriers", "saliency_mean", "n_patients",
                     "n_carriers", "note"]  # fmt: skip
 
 

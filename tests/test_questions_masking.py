@@ -163,7 +163,7 @@ def test_undefined_r2_is_nan_with_a_reason() -> None:
     for table in (q5_ptm_dependency(cohort, [one_patient])["q5_dependency_per_fold"],
                   q5_ptm_dependency(cohort, [one_patient])["q5_pair_matrix_per_fold"],
                   q6_storm_leader(cohort, [one_patient])["q6_leader_per_fold"]):  # fmt: skip
-        assert table.select_dtypes("number").drop(columns=["fold", "n_patients"]).isna().all().all()
+        assert table.select_dtypes("number").drop(columns=["fold", "training_seed", "n_patients"]).isna().all().all()
         assert table["note"].str.contains("fewer than 2 held-out patients").all()
     constant = np.ones((5, 2))
     assert np.isnan(pooled_r2(constant, constant)[0]) and "constant" in pooled_r2(constant, constant)[1]
@@ -235,9 +235,9 @@ def test_q5_q6_tables_on_simulated_folds(small_sim, small_folds) -> None:
     cohort = small_sim.cohort
     q5, q6 = q5_ptm_dependency(cohort, small_folds), q6_storm_leader(cohort, small_folds)
     dependency, leader = q5["q5_dependency_per_fold"], q6["q6_leader_per_fold"]
-    assert list(dependency.columns) == ["ptm", "fold", "r2_from_rest", "r2_genomics_only",
+    assert list(dependency.columns) == ["ptm", "fold", "training_seed", "r2_from_rest", "r2_genomics_only",
                                         "r2_gain_over_genomics", "n_patients", "note"]  # fmt: skip
-    assert list(leader.columns) == ["endpoint", "ptm", "fold", "r2_only", "r2_genomics_only", "r2_all",
+    assert list(leader.columns) == ["endpoint", "ptm", "fold", "training_seed", "r2_only", "r2_genomics_only", "r2_all",
                                     "r2_gain_over_genomics", "loo_drop", "n_patients", "note"]  # fmt: skip
     for table in (dependency, leader):
         assert table.groupby("fold")["n_patients"].first().sum() == cohort.n_patients

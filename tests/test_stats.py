@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lpmlib.stats import separate_best, separation_sentence
+from lpmlib.stats import gain_tests, separate_best, separation_sentence, summarise_folds
 
 N_FOLDS, N_PER_FOLD = 5, 30
 
@@ -84,3 +84,34 @@ def test_a_best_item_scored_in_one_fold_is_not_named() -> None:
     result = separate_best(scores, units, "item", paired=False)
     assert result.table["separated"].iloc[1] and result.leader is None
     assert separation_sentence(result, "driver").startswith("No driver can be named: a has the highest mean")
+
+
+# ---------------------------------------------------------------------------------------------
+# Several models per fold: answers averaged over a fold's models before any summary or test
+
+
+def with_two_seeds(table: pd.DataFrame, offset: float) -> pd.DataFrame:
+    """The table as the answers of two models per fold: seed 1 at value - offset, seed 2 at value + offset."""
+    return pd.concat([table.assign(training_seed=1, value=table["value"] - offset),
+                      table.assign(training_seed=2, value=table["value"] + offset)], ignore_index=True)  # fmt: skip
+
+
+def test_a_folds_models_are_averaged_before_the_summary_and_the_test() -> None:
+    scores, units = per_patient({"a": 1.0, "b": 0.0, "c": -0.5})
+    single = separate_best(scores, units, "item", paired=True)
+    averaged = separate_best(with_two_seeds(scores, 0.3), with_two_seeds(units, 0.3), "item", paired=True)
+    pd.testing.assert_frame_equal(averaged.table, single.table)
+    assert averaged.leader == single.leader == "a"
+    one = summarise_folds(scores, by=["item"])
+    two = summarise_folds(with_two_seeds(scores, 0.3), by=["item"])
+    pd.testing.assert_frame_equal(two.drop(columns="sd_between_seeds"), one.drop(columns="sd_between_seeds"))
+    assert one["sd_between_seeds"].isna().all()  # one model per fold: no spread between seeds
+    assert np.allclose(two["sd_between_seeds"], np.sqrt(2 * 0.3**2))  # two values 0.6 apart: variance 0.18
+    assert np.allclose(two["sd_between_folds"], scores.groupby("item", sort=False)["value"].std())
+
+
+def test_gain_tests_count_each_patient_once_however_many_models() -> None:
+    _, units = per_patient({"a": 0.4, "b": 0.0})
+    one = gain_tests(units, ["item"])
+    two = gain_tests(with_two_seeds(units, 0.1), ["item"])
+    pd.testing.assert_frame_equal(one, two)

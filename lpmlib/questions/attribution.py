@@ -27,7 +27,7 @@ from lpmlib.cohort import Cohort
 from lpmlib.cv import FoldResult, fold_view
 from lpmlib.perturb import held_out, ptm_mask
 from lpmlib.questions import Answer, verdict_table
-from lpmlib.stats import rank_stability, separate_best, summarise_folds
+from lpmlib.stats import model_keys, rank_stability, seed_means, separate_best, summarise_folds
 
 ATTRIBUTION_METRICS = ("ig_mean_abs", "ig_mean_carriers", "saliency_mean")
 Deviation = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -97,7 +97,7 @@ def attribution_rows(cohort: Cohort, fold: FoldResult, result: DriverAttribution
         n_carriers = int(carriers.sum())
         on_carriers = result.integrated_gradients[carriers, j]
         rows.append({
-            "driver": driver, "fold": fold.fold,
+            "driver": driver, **fold.keys,
             "ig_mean_abs": float(np.abs(result.integrated_gradients[:, j]).mean()),
             "ig_mean_carriers": float(on_carriers.mean()) if n_carriers else np.nan,
             "saliency_mean": float(result.saliency[:, j].mean()),
@@ -109,7 +109,7 @@ def attribution_rows(cohort: Cohort, fold: FoldResult, result: DriverAttribution
 
 def carrier_attributions(cohort: Cohort, fold: FoldResult, result: DriverAttributions) -> pd.DataFrame:
     """Per driver and held-out carrier (`unit`): its integrated-gradients attribution to that driver."""
-    frames = [pd.DataFrame({"driver": driver, "fold": fold.fold, "unit": fold.test_rows[result.genome[:, j]],
+    frames = [pd.DataFrame({"driver": driver, **fold.keys, "unit": fold.test_rows[result.genome[:, j]],
                             "value": result.integrated_gradients[result.genome[:, j], j]})
               for j, driver in enumerate(cohort.driver_names)]  # fmt: skip
     return pd.concat(frames, ignore_index=True)
@@ -118,7 +118,7 @@ def carrier_attributions(cohort: Cohort, fold: FoldResult, result: DriverAttribu
 def completeness_row(fold: FoldResult, result: DriverAttributions) -> dict:
     """How exactly the attributions of one fold add up to F(genome) - F(wild type)."""
     return {
-        "fold": fold.fold, "n_patients": len(fold.test_rows),
+        **fold.keys, "n_patients": len(fold.test_rows),
         "deviation_mean": float(result.deviation.mean()), "deviation_max": float(result.deviation.max()),
         "ig_completeness_error": float(np.abs(result.completeness_error).max()), "note": "",
     }  # fmt: skip
@@ -126,12 +126,14 @@ def completeness_row(fold: FoldResult, result: DriverAttributions) -> dict:
 
 def attribution_summary(per_fold: pd.DataFrame) -> pd.DataFrame:
     """Per driver and metric: cross-fold mean, 95% interval and per-fold values."""
-    long = per_fold.melt(id_vars=["driver", "fold"], value_vars=list(ATTRIBUTION_METRICS), var_name="metric")
+    long = per_fold.melt(id_vars=["driver", *model_keys(per_fold)], value_vars=list(ATTRIBUTION_METRICS),
+                         var_name="metric")
     return summarise_folds(long, by=["driver", "metric"], value="value")
 
 
 def ranking_stability(per_fold: pd.DataFrame, top_k: int) -> pd.DataFrame:
     """Per driver: fraction of folds in the top `top_k` by ig_mean_carriers and mean rank, best first."""
+    per_fold = seed_means(per_fold, ["driver", "fold"], "ig_mean_carriers")
     ranks = per_fold.groupby("fold")["ig_mean_carriers"].rank(ascending=False, method="first")
     table = pd.DataFrame({
         "fraction_top_k": rank_stability(per_fold, "driver", "ig_mean_carriers", top_k),
@@ -160,7 +162,7 @@ def q3_master_regulators(
         checks.append(completeness_row(fold, result))
         units.append(carrier_attributions(cohort, fold, result))
     per_fold = pd.DataFrame(rows)
-    scores = per_fold.rename(columns={"ig_mean_carriers": "value"})[["driver", "fold", "value"]]
+    scores = per_fold.rename(columns={"ig_mean_carriers": "value"})
     separation = separate_best(scores, pd.concat(units, ignore_index=True), "driver", paired=False)
     return Answer({
         "q3_attribution_per_fold": per_fold,

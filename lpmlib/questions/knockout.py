@@ -22,9 +22,9 @@ from lpmlib.cv import FoldResult, fold_view
 from lpmlib.manifest import KnownEffect
 from lpmlib.perturb import Z_STATE, DriverEdit, edit_drivers, normal_state, observed_held_out
 from lpmlib.questions import Answer, verdict_table
-from lpmlib.stats import mean_rms, separate_best, summarise_folds
+from lpmlib.stats import SEED, mean_rms, one_seed, seed_means, separate_best, summarise_folds
 
-PER_FOLD_COLUMNS = ["driver", "layer", "quantity", "fold", "value", "n_patients", "n_carriers", "note"]
+PER_FOLD_COLUMNS = ["driver", "layer", "quantity", "fold", SEED, "value", "n_patients", "n_carriers", "note"]
 SUMMARY_KEYS = ["driver", "layer", "quantity"]
 COUNTS = ["n_patients", "n_carriers"]
 FEATURE_COLUMNS = ["driver", "layer", "feature", "effect", "observed_difference", "rank", "n_folds",
@@ -32,9 +32,9 @@ FEATURE_COLUMNS = ["driver", "layer", "feature", "effect", "observed_difference"
 KNOWN_COLUMNS = ["driver", "layer", "feature", "altered", "observed_difference", "effect", "reversed", "rank",
                  "n_ranked", "top_fraction", "note"]  # fmt: skip
 RESISTANCE_KEYS = ["driver", "quantity"]
-RESISTANCE_COLUMNS = ["driver", "quantity", "fold", "value", "n_patients", "n_carriers", "n_carriers_alone",
+RESISTANCE_COLUMNS = ["driver", "quantity", "fold", SEED, "value", "n_patients", "n_carriers", "n_carriers_alone",
                       "note"]  # fmt: skip
-PATIENT_COLUMNS = ["driver", "fold", "case_id", "n_other_drivers", "distance_only", "distance_full",
+PATIENT_COLUMNS = ["driver", "fold", SEED, "case_id", "n_other_drivers", "distance_only", "distance_full",
                    "distance_fraction"]  # fmt: skip
 NORMAL_PATIENT_COLUMNS = ["distance_only_normal", "distance_full_normal", "distance_fraction_normal"]
 
@@ -82,7 +82,7 @@ def shift_units(cohort: Cohort, folds: list[FoldResult], edits: list[dict[str, D
         for layer in layers:
             spread = residual_spread(cohort, fold, layer)
             rms = np.sqrt(np.mean(shift(edit, layer) ** 2, axis=1))
-            frames.append(pd.DataFrame({"layer": layer, "fold": fold.fold, "unit": fold.test_rows[edit.rows],
+            frames.append(pd.DataFrame({"layer": layer, **fold.keys, "unit": fold.test_rows[edit.rows],
                                         "value": rms / spread if spread > 0 else np.nan}))  # fmt: skip
     return pd.concat(frames, ignore_index=True)
 
@@ -90,7 +90,7 @@ def shift_units(cohort: Cohort, folds: list[FoldResult], edits: list[dict[str, D
 def storm_units(folds: list[FoldResult], edits: list[dict[str, DriverEdit]]) -> pd.DataFrame:
     """Per driver and held-out carrier: the L2 norm of its z_state shift, whose mean over carriers is the
     fold's `storm_intensity`."""
-    frames = [pd.DataFrame({"driver": driver, "fold": fold.fold, "unit": fold.test_rows[edit.rows],
+    frames = [pd.DataFrame({"driver": driver, **fold.keys, "unit": fold.test_rows[edit.rows],
                             "value": np.linalg.norm(shift(edit, Z_STATE), axis=1)})
               for fold, fold_edits in zip(folds, edits) for driver, edit in fold_edits.items()]  # fmt: skip
     return pd.concat(frames, ignore_index=True)
@@ -99,8 +99,7 @@ def storm_units(folds: list[FoldResult], edits: list[dict[str, DriverEdit]]) -> 
 def quantity_scores(per_fold: pd.DataFrame, item: str, quantity: str, layer: str | None = None
                     ) -> pd.DataFrame:  # fmt: skip
     """The per-fold values of one quantity (and layer), as `stats.separate_best` takes them."""
-    rows = per_fold[(per_fold["quantity"] == quantity) & ((per_fold["layer"] == layer) if layer else True)]
-    return rows[[item, "fold", "value"]]
+    return per_fold[(per_fold["quantity"] == quantity) & ((per_fold["layer"] == layer) if layer else True)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,7 +108,7 @@ def quantity_scores(per_fold: pd.DataFrame, item: str, quantity: str, layer: str
 
 def knockout_row(driver: str, layer: str, quantity: str, value: float, fold: FoldResult, edit: DriverEdit,
                  note: str) -> dict:  # fmt: skip
-    return {"driver": driver, "layer": layer, "quantity": quantity, "fold": fold.fold, "value": value,
+    return {"driver": driver, "layer": layer, "quantity": quantity, **fold.keys, "value": value,
             "n_patients": len(fold.test_rows), "n_carriers": edit.n_carriers, "note": note}  # fmt: skip
 
 
@@ -175,7 +174,7 @@ def knockout_per_fold(
 
 def summarise(per_fold: pd.DataFrame, by: list[str], counts: list[str] = COUNTS) -> pd.DataFrame:
     """`stats.summarise_folds` plus the patients and carriers summed over folds."""
-    totals = per_fold.groupby(by, sort=False)[counts].sum().reset_index()
+    totals = one_seed(per_fold).groupby(by, sort=False)[counts].sum().reset_index()
     return summarise_folds(per_fold, by=by).merge(totals, on=by, how="left")
 
 
@@ -197,7 +196,7 @@ def feature_shift(
     return as_series(effect), as_series(None if difference is None else to_features(difference))
 
 
-def top_feature_rows(gene: str, layer: str, effects: list, differences: list, n_carriers: int,
+def top_feature_rows(gene: str, layer: str, effects: list, differences: list, n_folds: int, n_carriers: int,
                      top_features: int) -> pd.DataFrame:  # fmt: skip
     """The `top_features` features of a layer by |mean effect over folds|, or one NaN row with its reason."""
     if not effects:
@@ -214,7 +213,7 @@ def top_feature_rows(gene: str, layer: str, effects: list, differences: list, n_
     order = np.argsort(-np.abs(effect), kind="stable")[:top_features]
     return pd.DataFrame({"driver": gene, "layer": layer, "feature": features[order], "effect": effect[order],
                          "observed_difference": observed[order], "rank": np.arange(1, len(order) + 1),
-                         "n_folds": len(effects), "n_carriers": n_carriers, "note": note},
+                         "n_folds": n_folds, "n_carriers": n_carriers, "note": note},
                         columns=FEATURE_COLUMNS)  # fmt: skip
 
 
@@ -226,15 +225,17 @@ def feature_effects(cohort: Cohort, folds: list[FoldResult], edits: list[dict[st
     the z-scored features (PC-score shift @ loadings); `observed_difference`: the mean over folds of
     the held-out carriers' minus non-carriers' mean, mapped the same way. A model that captures the
     driver's effect gives `effect` close to minus `observed_difference` (which also carries the
-    effects of co-occurring drivers). `n_folds`: folds with carriers.
+    effects of co-occurring drivers). `n_folds`: folds with carriers. With several models per fold, the
+    mean is over every model (each fold has as many).
     """
     tables = []
+    n_carriers = sum(edit[gene].n_carriers for fold, edit in zip(folds, edits) if fold.training_seed == 1)
+    n_folds = len({fold.fold for fold, edit in zip(folds, edits) if edit[gene].n_carriers})
     for layer in cohort.target_names + cohort.ptm_names:
         pairs = [feature_shift(cohort, fold, edit[gene], layer) for fold, edit in zip(folds, edits)]
         effects = [e for e, _ in pairs if e is not None]
-        differences = [d for _, d in pairs if d is not None]
-        n_carriers = sum(edit[gene].n_carriers for edit in edits)
-        tables.append(top_feature_rows(gene, layer, effects, differences, n_carriers, top_features))
+        differences = [d for (_, d), fold in zip(pairs, folds) if d is not None and fold.training_seed == 1]
+        tables.append(top_feature_rows(gene, layer, effects, differences, n_folds, n_carriers, top_features))
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=FEATURE_COLUMNS)
 
 
@@ -311,7 +312,8 @@ def q1_gene_knockout(
 
 
 def top_layer_counts(per_fold: pd.DataFrame) -> pd.Series:
-    """Number of folds in which each layer has the highest finite value."""
+    """Number of folds in which each layer has the highest finite value (the mean of the fold's models)."""
+    per_fold = seed_means(per_fold, ["layer", "fold"])
     finite = per_fold[np.isfinite(per_fold["value"].to_numpy(dtype=float))]
     winners = finite.loc[finite.groupby("fold")["value"].idxmax(), "layer"]
     return winners.value_counts().reindex(per_fold["layer"].unique(), fill_value=0)
@@ -335,7 +337,7 @@ def q2_fusion_deletion(cohort: Cohort, folds: list[FoldResult], gene: str = "ERG
     summary["rank"] = summary["mean"].rank(ascending=False, method="min")
     summary["n_folds_top"] = summary["layer"].map(top_layer_counts(per_fold)).astype(int)
     units = shift_units(cohort, folds, edits, gene, cohort.ptm_names)
-    separation = separate_best(per_fold[["layer", "fold", "value"]], units, "layer", paired=True)
+    separation = separate_best(per_fold, units, "layer", paired=True)
     return Answer({
         "q2_ptm_per_fold": per_fold,
         "q2_ptm_summary": summary,
@@ -384,7 +386,7 @@ def resistance_per_patient(cohort: Cohort, fold: FoldResult) -> pd.DataFrame:
         n_other = genome[edit.rows].sum(axis=1) - 1
         z_full = edit.baseline[Z_STATE]
         z_only = np.where((n_other == 0)[:, None], z_full, edit.edited[Z_STATE])
-        table = {"driver": driver, "fold": fold.fold, "case_id": case_ids[edit.rows],
+        table = {"driver": driver, **fold.keys, "case_id": case_ids[edit.rows],
                  "n_other_drivers": n_other}  # fmt: skip
         table |= reference_distances(z_only, z_full, wild[driver].edited[Z_STATE])
         if z_normal is not None:
@@ -430,7 +432,7 @@ def resistance_fold_rows(patients: pd.DataFrame, fold: FoldResult, drivers: list
             }
         alone = int((mine["n_other_drivers"] == 0).sum())
         for quantity, (value, note) in values.items():
-            rows.append({"driver": driver, "quantity": quantity, "fold": fold.fold, "value": value,
+            rows.append({"driver": driver, "quantity": quantity, **fold.keys, "value": value,
                          "n_patients": len(fold.test_rows), "n_carriers": len(mine),
                          "n_carriers_alone": alone, "note": note})  # fmt: skip
     return rows
@@ -457,15 +459,15 @@ def q4_resistance_driver(cohort: Cohort, folds: list[FoldResult]) -> Answer:
     patients = pd.concat([resistance_per_patient(cohort, fold) for fold in folds], ignore_index=True)
     rows = []
     for fold in folds:
-        rows += resistance_fold_rows(patients[patients["fold"] == fold.fold], fold, cohort.driver_names)
+        mine = (patients["fold"] == fold.fold) & (patients[SEED] == fold.training_seed)
+        rows += resistance_fold_rows(patients[mine], fold, cohort.driver_names)
     per_fold = pd.DataFrame(rows, columns=RESISTANCE_COLUMNS)
     summary = summarise(per_fold, RESISTANCE_KEYS, COUNTS + ["n_carriers_alone"])
     summary["rank"] = summary.groupby("quantity")["mean"].rank(ascending=False, method="min")
     with_others = patients[patients["n_other_drivers"] > 0]
     units = with_others.rename(columns={"case_id": "unit", "distance_fraction": "value"})
-    units = units[["driver", "fold", "unit", "value"]]
     quantity = "distance_fraction_with_others"
-    fraction_scores = per_fold[per_fold["quantity"] == quantity][["driver", "fold", "value"]]
+    fraction_scores = per_fold[per_fold["quantity"] == quantity]
     separation = separate_best(fraction_scores, units, "driver", paired=False)
     return Answer({
         "q4_resistance_per_patient": patients,

@@ -19,10 +19,10 @@ from lpmlib.cv import FoldResult
 from lpmlib.model import masking_patterns
 from lpmlib.perturb import Outputs, observed_held_out, predict_masked
 from lpmlib.questions import Answer, verdict_table
-from lpmlib.stats import ALPHA, Separation, gain_tests, separate_best, summarise_folds
+from lpmlib.stats import ALPHA, SEED, Separation, gain_tests, model_keys, seed_means, separate_best, summarise_folds
 
 Scored = tuple[float, str]  # an R^2 and the reason it is NaN ("" when defined)
-PAIR_COLUMNS = ["ptm", "also_masked", "fold", "r2", "r2_lost", "n_patients", "note"]
+PAIR_COLUMNS = ["ptm", "also_masked", "fold", SEED, "r2", "r2_lost", "n_patients", "note"]
 
 
 def pooled_r2(truth: np.ndarray, predicted: np.ndarray) -> Scored:
@@ -43,7 +43,7 @@ def squared_errors(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
 
 def gain_units(keys: dict, fold: FoldResult, worse: np.ndarray, better: np.ndarray) -> pd.DataFrame:
     """Per held-out patient (`unit`): `worse` - `better` squared errors, the gain of the better prediction."""
-    return pd.DataFrame({**keys, "fold": fold.fold, "unit": fold.test_rows, "value": worse - better})
+    return pd.DataFrame({**keys, **fold.keys, "unit": fold.test_rows, "value": worse - better})
 
 
 def masked_layers(pattern: str, ptm_names: list[str]) -> list[str]:
@@ -81,12 +81,12 @@ def scored_row(keys: dict, scores: dict[str, Scored], fold: FoldResult) -> dict:
     """One per-fold row: identifying keys, the scores' values, the patients and every reason for a NaN."""
     values = {name: value for name, (value, _) in scores.items()}
     note = join_notes(*(reason for _, reason in scores.values()))
-    return {**keys, "fold": fold.fold, **values, "n_patients": len(fold.test_rows), "note": note}
+    return {**keys, **fold.keys, **values, "n_patients": len(fold.test_rows), "note": note}
 
 
 def long_summary(per_fold: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
     """Cross-fold mean, 95% interval and per-fold values of several per-fold columns, one row per metric."""
-    long = per_fold.melt(id_vars=[*by, "fold"], value_vars=metrics, var_name="metric")
+    long = per_fold.melt(id_vars=[*by, *model_keys(per_fold)], value_vars=metrics, var_name="metric")
     return summarise_folds(long, by=[*by, "metric"], value="value")
 
 
@@ -240,7 +240,7 @@ def leader_table(per_fold: pd.DataFrame, gains: pd.DataFrame, separation: Separa
     """Per PTM layer, best first: its gain over genomics (mean, 95% interval, test against zero), its
     R^2 with the layer kept, the folds where it is the top layer, its comparison with the best layer,
     and whether it is the leader (separated from every other layer)."""
-    ranked = per_fold.dropna(subset=["r2_gain_over_genomics"])
+    ranked = seed_means(per_fold, ["ptm", "fold"], "r2_gain_over_genomics").dropna(subset=["r2_gain_over_genomics"])
     tops = ranked.loc[ranked.groupby("fold")["r2_gain_over_genomics"].idxmax(), "ptm"].value_counts()
     table = separation.table.rename(columns={
         "item": "ptm", "mean": "mean_gain", "n_folds_ahead": "n_folds_behind_best",
@@ -272,7 +272,7 @@ def q6_storm_leader(cohort: Cohort, folds: list[FoldResult], endpoint: str = "me
     check_endpoint(cohort, endpoint)
     per_fold = pd.DataFrame([row for fold in folds for row in leader_rows(cohort, fold, endpoint)])
     gains = pd.concat([endpoint_gains(cohort, fold, endpoint) for fold in folds], ignore_index=True)
-    scores = per_fold.rename(columns={"r2_gain_over_genomics": "value"})[["ptm", "fold", "value"]]
+    scores = per_fold.rename(columns={"r2_gain_over_genomics": "value"})
     separation = separate_best(scores, gains, "ptm", paired=True)
     metrics = ["r2_only", "r2_genomics_only", "r2_all", "r2_gain_over_genomics", "loo_drop"]
     return Answer({

@@ -47,11 +47,11 @@ def knockout_statistics(per_fold: pd.DataFrame) -> pd.DataFrame:
 
 
 def one_permutation(cohort: Source, gene: str, run_dir: Path, settings: TrainSettings, index: int, seed: int,
-                    n_folds: int, hyperparameters: dict) -> pd.DataFrame:  # fmt: skip
+                    n_folds: int, n_seeds: int, hyperparameters: dict) -> pd.DataFrame:  # fmt: skip
     """Shuffle with Generator(seed + index), retrain all folds under `run_dir/<index>`, knock out `gene`."""
     permuted = permuted_driver(cohort, gene, np.random.default_rng(seed + index))
     folds = run_cv(permuted, run_dir / str(index), settings, n_folds=n_folds, seed=seed, n_jobs=1, log=None,
-                   **hyperparameters)  # fmt: skip
+                   n_seeds=n_seeds, **hyperparameters)  # fmt: skip
     statistics = knockout_statistics(knockout_per_fold(fold_view(permuted, folds[0]), folds, [gene]))
     statistics.insert(0, "permutation", index)
     return statistics
@@ -59,14 +59,15 @@ def one_permutation(cohort: Source, gene: str, run_dir: Path, settings: TrainSet
 
 def knockout_permutation_null(
     cohort: Source, gene: str, run_dir: str | Path, settings: TrainSettings, n_permutations: int,
-    seed: int = 42, n_jobs: int = 1, n_folds: int = 5, **hyperparameters,
+    seed: int = 42, n_jobs: int = 1, n_folds: int = 5, n_seeds: int = 1, **hyperparameters,
 ) -> pd.DataFrame:  # fmt: skip
     """The null distribution of Q1's knockout of `gene`: one row per permutation and layer.
 
     Permutations run as independent joblib jobs (`n_jobs`, -1: every core), each training its folds one
     after the other into `run_dir/permutations/<gene>/<i>` (finished folds are reused on a re-run); the
     training seed is `seed`, as in the observed run, so only the driver's column differs. Pass the
-    observed run's `settings`, `seed` and hyperparameters, or the null answers another question.
+    observed run's `settings`, `seed`, `n_seeds` (models per fold, whose answers are averaged) and
+    hyperparameters, or the null answers another question.
     Columns: permutation, driver, layer, quantity, value (mean over folds), n_folds (folds with
     carriers). With `n_permutations=0` nothing is trained and the frame is empty.
     """
@@ -76,7 +77,7 @@ def knockout_permutation_null(
     if n_permutations == 0:
         return pd.DataFrame(columns=NULL_COLUMNS)
     folder = Path(run_dir) / "permutations" / gene
-    jobs = (delayed(one_permutation)(cohort, gene, folder, settings, i, seed, n_folds, hyperparameters)
+    jobs = (delayed(one_permutation)(cohort, gene, folder, settings, i, seed, n_folds, n_seeds, hyperparameters)
             for i in range(n_permutations))  # fmt: skip
     null = Parallel(n_jobs=n_workers(n_jobs, n_permutations))(jobs)
     return pd.concat(null, ignore_index=True)[NULL_COLUMNS]
