@@ -23,6 +23,11 @@ def mean_rms(change: np.ndarray) -> float:
     return float(np.sqrt(np.mean(change**2, axis=1)).mean()) if len(change) else np.nan
 
 
+def squared_errors(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Per patient: the squared error summed over the layer's features."""
+    return ((predicted - truth) ** 2).sum(axis=1)
+
+
 def clear_gain(gain: np.ndarray, n_se: float) -> bool:
     """Whether a paired per-patient gain has a mean above `n_se` standard errors: the one rule by which
     a more flexible predictor (a reduced rank, a deep read-out) replaces the simpler one."""
@@ -215,17 +220,17 @@ def _p_value(units: pd.DataFrame, item: str, best: str, other: str, paired: bool
     return float(stats.mannwhitneyu(x, y, alternative="two-sided").pvalue)
 
 
-def gain_tests(units: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Per group of `by`: a two-sided Wilcoxon signed-rank test that the per-patient gains (`value`,
-    pooled over folds and averaged over each fold's models) are centred on zero, Benjamini-Hochberg-adjusted
-    over the groups."""
+def gain_tests(units: pd.DataFrame, by: list[str], alternative: str = "two-sided") -> pd.DataFrame:
+    """Per group of `by`: a Wilcoxon signed-rank test that the per-patient gains (`value`, pooled over folds
+    and averaged over each fold's models) are centred on zero (`alternative`: "greater" asks whether they
+    are positive), Benjamini-Hochberg-adjusted over the groups."""
     rows = []
     for key, group in seed_means(units, [*by, "fold", "unit"]).groupby(by, sort=False):
         gains = group["value"].to_numpy(dtype=float)
         gains = gains[np.isfinite(gains)]
         p_value = np.nan if len(gains) < 2 else 1.0
         if len(gains) >= 2 and np.any(gains):
-            p_value = float(stats.wilcoxon(gains).pvalue)
+            p_value = float(stats.wilcoxon(gains, alternative=alternative).pvalue)
         rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,))) | {"gain_p_value": p_value})
     table = pd.DataFrame(rows, columns=[*by, "gain_p_value"])
     table["gain_p_adjusted"] = benjamini_hochberg(table["gain_p_value"])

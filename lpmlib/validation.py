@@ -3,7 +3,7 @@
 - Driver rankings (Q1 storm intensity, Q3 attributions, Q4 resistance): AUROC of effect drivers
   against the drivers planted with zero effect.
 - Knockout effects (Q1): Spearman correlation of the estimated and the true shift per layer, over
-  drivers with carriers.
+  drivers with carriers; and how often the held-out effect test supports planted effects and null ones.
 - PTM dependency (Q5): the estimated R^2 from the other layers beside the true dependency.
 - Storm leader (Q6): whether the planted leader is found, and in how many folds.
 Undefined values are NaN with a reason, never 0.
@@ -65,6 +65,19 @@ def knockout_recovery(q1_summary: pd.DataFrame, truth_knockout: pd.DataFrame,
     if layer_truth is not None:
         table.insert(3, "genomics_ceiling", table["layer"].map(layer_truth["genomics_ceiling"]))
     return table
+
+
+def effect_test_recovery(effect_test: pd.DataFrame, truth_knockout: pd.DataFrame) -> pd.DataFrame:
+    """Q1's held-out effect test against the truth: of the driver-layer effects it could test, how many it
+    supports where the simulator planted an effect (its power) and where it planted none (its false
+    positives)."""
+    joined = effect_test.merge(truth_knockout[["driver", "layer", "effect_rms_pc"]], on=["driver", "layer"])
+    joined = joined.dropna(subset=["gain_p_value"])
+    joined["planted"] = np.where(joined["effect_rms_pc"] > 0, "effect", "no effect")
+    table = joined.groupby("planted")["supported"].agg(n_tested="size", n_supported="sum")
+    table = table.reindex(["effect", "no effect"], fill_value=0).astype(int)
+    table["fraction_supported"] = table["n_supported"] / table["n_tested"].where(table["n_tested"] > 0)
+    return table.rename_axis("planted").reset_index()
 
 
 def dependency_recovery(q5_summary: pd.DataFrame, layer_truth: pd.DataFrame) -> pd.DataFrame:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +15,9 @@ from lpmlib.errors import UnknownDriverError
 from lpmlib.perturb import Z_STATE, edit_drivers
 from lpmlib.questions.knockout import (
     PER_FOLD_COLUMNS,
+    effect_test_sentence,
+    held_out_effect_test,
+    held_out_effect_units,
     knockout_per_fold,
     q1_gene_knockout,
     q2_fusion_deletion,
@@ -144,6 +149,30 @@ def test_q1_on_a_known_model(known) -> None:
     rna = effects[effects["layer"] == "rna"].set_index("feature")["effect"]
     expected = -vector @ cohort.layers["rna"].loadings.to_numpy()
     assert np.allclose(rna, pd.Series(expected, cohort.layers["rna"].loadings.columns)[rna.index])
+
+
+def test_the_held_out_effect_test_supports_real_effects_and_not_fitted_ones(known) -> None:
+    """Observed rna carries the known model's effect of its rna driver (plus noise); the observed metabolome
+    is noise, so the model's effect of every driver on it (+1 per feature) is fitted, not real."""
+    cohort, _, folds = known
+    rng = np.random.default_rng(0)
+    rna, metabolome = cohort.layers["rna"], cohort.layers["metabolome"]
+    carrier = cohort.drivers.iloc[:, RNA_DRIVER].to_numpy(dtype=float)[:, None]
+    signal = carrier * np.arange(1, rna.n_features + 1) + rng.normal(size=rna.values.shape)
+    layers = dict(cohort.layers)
+    layers["rna"] = dataclasses.replace(rna, values=pd.DataFrame(signal, rna.values.index, rna.values.columns))
+    noise = pd.DataFrame(rng.normal(size=metabolome.values.shape), metabolome.values.index, metabolome.values.columns)
+    layers["metabolome"] = dataclasses.replace(metabolome, values=noise)
+    cohort = dataclasses.replace(cohort, layers=layers)
+    edits = [edit_drivers(cohort, fold, "knockout") for fold in folds]
+    test = held_out_effect_test(held_out_effect_units(cohort, folds, edits)).set_index(["driver", "layer"])
+    rna_driver = cohort.driver_names[RNA_DRIVER]
+    assert test.loc[(rna_driver, "rna"), "supported"] and test.loc[(rna_driver, "rna"), "mean_gain"] > 0
+    on_metabolome = test.xs("metabolome", level="layer").dropna(subset=["gain_p_value"])
+    assert len(on_metabolome) > 5 and not on_metabolome["supported"].any()
+    assert (on_metabolome["mean_gain"] < 0).all()  # removing a fitted effect brings the prediction closer
+    assert test.loc[(rna_driver, "rna"), "n_carriers"] == cohort.drivers[rna_driver].sum()  # each carrier once
+    assert f"support {int(test['supported'].sum())} of the" in effect_test_sentence(test.reset_index())
 
 
 def test_q2_names_a_top_layer_only_where_the_comparison_separates_it(small_sim, small_folds) -> None:

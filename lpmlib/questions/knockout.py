@@ -22,7 +22,17 @@ from lpmlib.cv import FoldResult, fold_view
 from lpmlib.manifest import KnownEffect
 from lpmlib.perturb import Z_STATE, DriverEdit, edit_drivers, normal_state, observed_held_out
 from lpmlib.questions import Answer, verdict_table
-from lpmlib.stats import SEED, mean_rms, one_seed, seed_means, separate_best, summarise_folds
+from lpmlib.stats import (
+    ALPHA,
+    SEED,
+    gain_tests,
+    mean_rms,
+    one_seed,
+    seed_means,
+    separate_best,
+    squared_errors,
+    summarise_folds,
+)
 
 PER_FOLD_COLUMNS = ["driver", "layer", "quantity", "fold", SEED, "value", "n_patients", "n_carriers", "note"]
 SUMMARY_KEYS = ["driver", "layer", "quantity"]
@@ -104,6 +114,69 @@ def quantity_scores(per_fold: pd.DataFrame, item: str, quantity: str, layer: str
 
 # ---------------------------------------------------------------------------------------------
 # Q1: knockout of every driver
+
+
+EFFECT_TEST_COLUMNS = ["driver", "layer", "n_carriers", "mean_gain", "fraction_of_error", "gain_p_value",
+                       "gain_p_adjusted", "supported"]  # fmt: skip
+
+
+def held_out_effect_units(cohort: Cohort, folds: list[FoldResult], edits: list[dict[str, DriverEdit]]
+                          ) -> pd.DataFrame:  # fmt: skip
+    """Per driver, layer and held-out carrier (`unit`): the carrier's squared error (summed over the layer's
+    features) of the genomics-only prediction with the driver knocked out, minus that with its own genome
+    (`value`), beside the latter (`error_own`). Positive where the driver's predicted effect brings the
+    prediction closer to what was observed in the carrier."""
+    layers = cohort.target_names + cohort.ptm_names
+    frames = []
+    for fold, fold_edits in zip(folds, edits):
+        observed = {layer: observed_held_out(cohort, fold, layer) for layer in layers}
+        for driver, edit in fold_edits.items():
+            for layer in layers:
+                own = squared_errors(observed[layer][edit.rows], edit.baseline[layer])
+                knocked_out = squared_errors(observed[layer][edit.rows], edit.edited[layer])
+                frames.append(pd.DataFrame({"driver": driver, "layer": layer, **fold.keys,
+                                            "unit": fold.test_rows[edit.rows], "value": knocked_out - own,
+                                            "error_own": own}))  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
+
+
+def held_out_effect_test(units: pd.DataFrame) -> pd.DataFrame:
+    """Per driver and layer: whether the held-out carriers support the knockout's predicted effect, a null
+    that needs no retraining.
+
+    The gain of keeping the driver's predicted effect (`held_out_effect_units`) is tested over the held-out
+    carriers of every fold (each carrier's gain the mean of its fold's models) by a one-sided Wilcoxon
+    signed-rank test that it is positive, Benjamini-Hochberg-adjusted over every driver and layer. If the
+    predicted effect were noise fitted in training, removing it would bring the prediction closer to the
+    carriers' values on average (the expected gain is then minus its squared size), so a supported effect
+    points the way the held-out data do, and is at most twice as large as the effect they carry.
+    `fraction_of_error`: the mean gain over the carriers' mean squared error with their own genome.
+    """
+    keys = ["driver", "layer"]
+    carriers = seed_means(units, [*keys, "fold", "unit"])
+    own = seed_means(units, [*keys, "fold", "unit"], "error_own")
+    table = carriers.groupby(keys, sort=False).agg(n_carriers=("value", "size"), mean_gain=("value", "mean"))
+    table["fraction_of_error"] = table["mean_gain"] / own.groupby(keys, sort=False)["error_own"].mean()
+    table = table.reset_index().merge(gain_tests(units, keys, alternative="greater"), on=keys, how="left")
+    table["supported"] = table["gain_p_adjusted"] < ALPHA
+    return table.reindex(columns=EFFECT_TEST_COLUMNS)
+
+
+def effect_test_matrix(test: pd.DataFrame) -> pd.DataFrame:
+    """Drivers (most held-out carriers first) x layers: the adjusted p-value of each effect's test."""
+    order = test.groupby("driver", sort=False)["n_carriers"].max().sort_values(ascending=False, kind="stable")
+    matrix = test.pivot(index="driver", columns="layer", values="gain_p_adjusted")
+    return matrix.reindex(index=order.index, columns=list(dict.fromkeys(test["layer"])))
+
+
+def effect_test_sentence(test: pd.DataFrame) -> str:
+    """How many driver-layer effects the held-out carriers support, in words."""
+    tested = test.dropna(subset=["gain_p_value"])
+    untested = len(test) - len(tested)
+    sentence = (f"The held-out carriers support {int(tested['supported'].sum())} of the {len(tested)} predicted "
+                f"knockout effects that could be tested (drivers x layers; one-sided Wilcoxon signed-rank test, "
+                f"BH-adjusted p < {ALPHA})")  # fmt: skip
+    return sentence + (f"; {untested} had fewer than two held-out carriers." if untested else ".")
 
 
 def knockout_row(driver: str, layer: str, quantity: str, value: float, fold: FoldResult, edit: DriverEdit,
@@ -285,7 +358,9 @@ def q1_gene_knockout(
     verdicts (`stats.separate_best`): `q1_layer_verdict`, which layer the knockout of `gene` moves most
     (per-carrier standardised shifts, paired across layers), `q1_storm_verdict` and
     `q1_storm_comparison`, which driver's knockout moves z_state most (per-carrier shifts, unpaired:
-    drivers have different carriers). An unknown `gene` raises UnknownDriverError listing the valid names.
+    drivers have different carriers); and `q1_effect_test`, whether the held-out carriers support each
+    driver's predicted effect on each layer (`held_out_effect_test`, a null without retraining). An unknown
+    `gene` raises UnknownDriverError listing the valid names.
     """
     cohort.driver(gene)
     edits = [edit_drivers(cohort, fold, "knockout") for fold in folds]
@@ -298,6 +373,7 @@ def q1_gene_knockout(
     storm_scores = quantity_scores(per_fold, "driver", "storm_intensity", Z_STATE)
     by_driver = separate_best(storm_scores, storm_units(folds, edits), "driver", paired=False)
     return Answer({
+        "q1_effect_test": held_out_effect_test(held_out_effect_units(cohort, folds, edits)),
         "q1_knockout_per_fold": per_fold,
         "q1_knockout_summary": summarise(per_fold, SUMMARY_KEYS),
         "q1_feature_effects": feature_effects(cohort, folds, edits, gene, top_features),

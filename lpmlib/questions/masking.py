@@ -19,7 +19,17 @@ from lpmlib.cv import FoldResult
 from lpmlib.model import masking_patterns
 from lpmlib.perturb import Outputs, observed_held_out, predict_masked
 from lpmlib.questions import Answer, verdict_table
-from lpmlib.stats import ALPHA, SEED, Separation, gain_tests, model_keys, seed_means, separate_best, summarise_folds
+from lpmlib.stats import (
+    ALPHA,
+    SEED,
+    Separation,
+    gain_tests,
+    model_keys,
+    seed_means,
+    separate_best,
+    squared_errors,
+    summarise_folds,
+)
 
 Scored = tuple[float, str]  # an R^2 and the reason it is NaN ("" when defined)
 PAIR_COLUMNS = ["ptm", "also_masked", "fold", SEED, "r2", "r2_lost", "n_patients", "note"]
@@ -34,11 +44,6 @@ def pooled_r2(truth: np.ndarray, predicted: np.ndarray) -> Scored:
     if not np.isfinite(predicted).all():
         return np.nan, "non-finite predictions"
     return float(r2_score(truth, predicted, multioutput="variance_weighted")), ""
-
-
-def squared_errors(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """Per patient: the squared error summed over the layer's features."""
-    return ((predicted - truth) ** 2).sum(axis=1)
 
 
 def gain_units(keys: dict, fold: FoldResult, worse: np.ndarray, better: np.ndarray) -> pd.DataFrame:
