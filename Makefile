@@ -5,13 +5,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: book test clean
+.PHONY: book test lint clean
 
 book: $(INSTALLED)
 	$(BIN)/lpm run --params params/default.yaml
 
-test: $(INSTALLED)
+# The tests start with the lint: formatting and checks of the library, tests, benchmarks and notebooks.
+test: lint
 	$(BIN)/python -m pytest
+
+lint: $(INSTALLED)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

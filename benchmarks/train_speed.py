@@ -36,12 +36,20 @@ def measure(n_patients: int, max_epochs: int, n_jobs: int) -> dict:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if n_jobs > 1:
         peak_mb = max(peak_mb, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
-    return {"patients": n_patients, "max_epochs": max_epochs, "epochs_run": epochs,
-            "seconds_per_epoch": seconds / epochs, "five_fold_seconds": seconds, "peak_memory_mb": peak_mb}  # fmt: skip
+    return {
+        "patients": n_patients,
+        "max_epochs": max_epochs,
+        "epochs_run": epochs,
+        "seconds_per_epoch": seconds / epochs,
+        "five_fold_seconds": seconds,
+        "peak_memory_mb": peak_mb,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[160, 1600, 16000])
     parser.add_argument("--max-epochs", nargs="*", default=["16000=10"], metavar="SIZE=EPOCHS")
     parser.add_argument("--n-jobs", type=int, default=1)
@@ -54,11 +62,25 @@ def main() -> None:
     caps = {int(k): int(v) for k, v in (item.split("=") for item in args.max_epochs)}
     print(f"{'patients':>9} {'max ep':>7} {'epochs run':>11} {'s/epoch':>9} {'5-fold s':>10} {'peak MB':>9}")
     for size in args.sizes:
-        command = [sys.executable, __file__, "--one", str(size), "--epochs", str(caps.get(size, 100)),
-                   "--n-jobs", str(args.n_jobs)]  # fmt: skip
-        row = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
-        print(f"{row['patients']:>9} {row['max_epochs']:>7} {row['epochs_run']:>11} {row['seconds_per_epoch']:>9.3f} "
-              f"{row['five_fold_seconds']:>10.1f} {row['peak_memory_mb']:>9.0f}", flush=True)  # fmt: skip
+        command = [
+            sys.executable,
+            __file__,
+            "--one",
+            str(size),
+            "--epochs",
+            str(caps.get(size, 100)),
+            "--n-jobs",
+            str(args.n_jobs),
+        ]
+        row = json.loads(
+            subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+        )
+        print(
+            f"{row['patients']:>9} {row['max_epochs']:>7} {row['epochs_run']:>11} "
+            f"{row['seconds_per_epoch']:>9.3f} "
+            f"{row['five_fold_seconds']:>10.1f} {row['peak_memory_mb']:>9.0f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -38,14 +38,24 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--out", default="data/simulated", help="cohort folder to write")
     simulate.add_argument("--n-patients", type=int, default=160)
     simulate.add_argument("--seed", type=int, default=42)
-    simulate.add_argument("--nonlinearity", type=float, default=0.0,
-                          help="0: the original flow; 2-3: saturating links, driver-pair interactions")
+    simulate.add_argument(
+        "--nonlinearity",
+        type=float,
+        default=0.0,
+        help="0: the original flow; 2-3: saturating links, driver-pair interactions",
+    )
     simulate.set_defaults(handler=_simulate)
 
     run = commands.add_parser("run", help="execute the notebooks with papermill, then build the book")
     run.add_argument("--params", help="YAML file of run parameters")
-    run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-                     help="override one parameter (repeatable)")  # fmt: skip
+    run.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override one parameter (repeatable)",
+    )
     run.add_argument("--notebooks", nargs="+", metavar="NN", help="only these notebooks, by number prefix")
     run.add_argument("--no-book", action="store_true", help="execute the notebooks but skip the book build")
     run.add_argument("--project", default=".", help="project folder (holds notebooks/ and _toc.yml)")

@@ -26,9 +26,9 @@ from lpmlib.errors import (
     MissingCaseIdError,
     MissingFileError,
     MissingValueError,
+    NoCommonPatientsError,
     NonFiniteValueError,
     NonNumericValueError,
-    NoCommonPatientsError,
     TooFewPatientsError,
     UnknownDriverError,
 )
@@ -36,9 +36,26 @@ from lpmlib.errors import (
 Role = Literal["target", "ptm"]
 
 SEED_DRIVERS: tuple[str, ...] = (
-    "ERG", "ETV1", "ETV4", "FOXA1", "SPOP", "CDK12", "BRAF", "RAF1", "FGFR2", "SKIL",
-    "BRCA2", "IDH1", "MSI", "CUL3", "CHD1", "MYC", "PTEN", "TP53", "rare",
-)  # fmt: skip
+    "ERG",
+    "ETV1",
+    "ETV4",
+    "FOXA1",
+    "SPOP",
+    "CDK12",
+    "BRAF",
+    "RAF1",
+    "FGFR2",
+    "SKIL",
+    "BRCA2",
+    "IDH1",
+    "MSI",
+    "CUL3",
+    "CHD1",
+    "MYC",
+    "PTEN",
+    "TP53",
+    "rare",
+)
 SEED_PTMS: tuple[str, ...] = ("pY", "acetyl", "methyl", "ubiq", "phospho")
 
 METADATA_FILE = "FinalMetaData.csv"
@@ -181,9 +198,11 @@ def check_drivers(names: Sequence[str], available: Sequence[str], file: str | No
     for name in names:
         if name not in available:
             raise UnknownDriverError(
-                "no such driver", file=file, column=name,
+                "no such driver",
+                file=file,
+                column=name,
                 hint=f"Valid drivers: {', '.join(available)}.",
-            )  # fmt: skip
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,9 +229,12 @@ def parse_grade(value: str, file: str | Path = METADATA_FILE, case_id: str = "")
     if number and 2 <= int(number[1]) <= 10:
         return _grade_of_score(int(number[1]))
     raise InvalidGradeError(
-        f"cannot read the grade of case_id '{case_id}'", file=file, column=GRADE_COLUMN,
-        value=value, hint="Use a Gleason score 2-10, a pattern like '3+4', 'Grade Group 1-5' or leave it empty.",
-    )  # fmt: skip
+        f"cannot read the grade of case_id '{case_id}'",
+        file=file,
+        column=GRADE_COLUMN,
+        value=value,
+        hint="Use a Gleason score 2-10, a pattern like '3+4', 'Grade Group 1-5' or leave it empty.",
+    )
 
 
 def _grade_of_score(score: int) -> int:
@@ -234,9 +256,7 @@ def parse_driver_cell(value: str) -> int:
 # Reading
 
 
-def read_seed_layout(
-    folder: str | Path, drivers: Sequence[str] | None = None, n_folds: int = 5
-) -> Cohort:
+def read_seed_layout(folder: str | Path, drivers: Sequence[str] | None = None, n_folds: int = 5) -> Cohort:
     """Read a cohort in the seed layout (see the module docstring of the book's data chapter).
 
     `drivers` selects driver columns of FinalMetaData.csv (default: every column but case_id and
@@ -260,9 +280,10 @@ def read_seed_layout(
             layers[match["name"]] = ("ptm", path)
     if not any(role == "ptm" for role, _ in layers.values()):
         raise MissingFileError(
-            "no PTM layer file found", file=folder / "LPM_<ptm>_pc_top50.csv",
+            "no PTM layer file found",
+            file=folder / "LPM_<ptm>_pc_top50.csv",
             hint="The seed layout needs at least one LPM_<name>_pc_top50.csv besides protein and metabo.",
-        )  # fmt: skip
+        )
 
     values = {name: _read_layer(path) for name, (_, path) in layers.items()}
     tables = {str(meta_path): meta.index} | {str(p): values[n].index for n, (_, p) in layers.items()}
@@ -270,8 +291,9 @@ def read_seed_layout(
     if len(kept) < n_folds:
         raise TooFewPatientsError(
             f"{len(kept)} patients are common to all files, fewer than the {n_folds} folds",
-            file=folder, hint="Add patients or lower the number of folds.",
-        )  # fmt: skip
+            file=folder,
+            hint="Add patients or lower the number of folds.",
+        )
 
     grades = [parse_grade(meta.at[c, GRADE_COLUMN], meta_path, c) for c in kept]
     clinical = pd.DataFrame(
@@ -304,14 +326,17 @@ def _read_table(path: Path, case_id_column: str | None) -> pd.DataFrame:
         if not (first.startswith("Unnamed: 0") or first.strip() in ("", CASE_ID)):
             raise MissingCaseIdError(
                 "the first column must hold the case_id (unnamed or named 'case_id')",
-                file=path, column=first,
-            )  # fmt: skip
+                file=path,
+                column=first,
+            )
         case_id_column = first
     elif case_id_column not in table.columns:
         raise MissingCaseIdError(
-            "no case_id column", file=path, column=CASE_ID,
+            "no case_id column",
+            file=path,
+            column=CASE_ID,
             hint=f"Columns found: {', '.join(table.columns[:10])}.",
-        )  # fmt: skip
+        )
     ids = table[case_id_column].str.strip()
     if (ids == "").any():
         row = int(np.flatnonzero(ids == "")[0]) + 2
@@ -331,7 +356,9 @@ def _to_numeric(table: pd.DataFrame, path: Path) -> pd.DataFrame:
     stripped = np.char.strip(table.to_numpy(dtype=str))
     parsed = pd.to_numeric(pd.Series(stripped.ravel()), errors="coerce").to_numpy(dtype=np.float64)
     numeric = pd.DataFrame(parsed.reshape(stripped.shape), index=table.index, columns=table.columns)
-    blank = pd.DataFrame(np.isin(np.char.lower(stripped), ["", "nan", "na"]), index=table.index, columns=table.columns)
+    blank = pd.DataFrame(
+        np.isin(np.char.lower(stripped), ["", "nan", "na"]), index=table.index, columns=table.columns
+    )
     empty_columns = table.columns[blank.all(axis=0).to_numpy()]
     if len(empty_columns):
         raise AllMissingColumnError("every value is missing", file=path, column=empty_columns[0])
@@ -340,20 +367,22 @@ def _to_numeric(table: pd.DataFrame, path: Path) -> pd.DataFrame:
         case_id, column = _first_true(bad)
         raise NonNumericValueError(
             f"not a number (case_id '{case_id}')", file=path, column=column, value=table.at[case_id, column]
-        )  # fmt: skip
+        )
     if blank.any().any():
         case_id, column = _first_true(blank)
         raise MissingValueError(
-            f"missing value (case_id '{case_id}')", file=path, column=column,
+            f"missing value (case_id '{case_id}')",
+            file=path,
+            column=column,
             value=table.at[case_id, column],
             hint="Leave a patient who lacks this layer out of the file, or impute the value.",
-        )  # fmt: skip
+        )
     infinite = np.isinf(numeric.to_numpy())
     if infinite.any():
         case_id, column = _first_true(pd.DataFrame(infinite, numeric.index, numeric.columns))
         raise NonFiniteValueError(
             f"infinite value (case_id '{case_id}')", file=path, column=column, value=table.at[case_id, column]
-        )  # fmt: skip
+        )
     return numeric.astype(np.float64)
 
 
@@ -370,9 +399,11 @@ def _read_loadings(layer_path: Path, components: pd.Index) -> pd.DataFrame | Non
     if list(loadings.index) != list(components):
         raise CohortError(
             "the rows of a loadings file must be the layer's component columns, in order",
-            file=path, column="(first column)", value=", ".join(loadings.index[:5]),
+            file=path,
+            column="(first column)",
+            value=", ".join(loadings.index[:5]),
             hint=f"Expected: {', '.join(components[:5])}{', ...' if len(components) > 5 else ''}",
-        )  # fmt: skip
+        )
     return loadings
 
 
@@ -387,7 +418,9 @@ def inner_join(tables: dict[str, pd.Index]) -> tuple[pd.Index, pd.DataFrame]:
     common = set.intersection(*(set(ids) for ids in tables.values()))
     if not common:
         counts = ", ".join(f"{Path(f).name} ({len(ids)})" for f, ids in tables.items())
-        raise NoCommonPatientsError(f"no case_id is present in every file: {counts}", file=Path(next(iter(tables))).parent)
+        raise NoCommonPatientsError(
+            f"no case_id is present in every file: {counts}", file=Path(next(iter(tables))).parent
+        )
     kept = pd.Index([c for c in first if c in common], name=CASE_ID)
     everyone = list(dict.fromkeys(c for ids in tables.values() for c in ids))
     rows = [

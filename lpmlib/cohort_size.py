@@ -25,20 +25,32 @@ CURVE_METHODS = ("lpm", "deep", "ridge", "reduced_rank_ridge", "noise_ceiling")
 
 
 def r2_by_cohort_size(
-    sizes: Sequence[int], run_dir: str | Path, settings: TrainSettings = TrainSettings(), n_folds: int = 5,
-    seed: int = 42, simulation_seed: int = 42, nonlinearity: float = 0.0, n_jobs: int = 1,
-    log: Callable[[str], None] | None = None, **hyperparameters,
-) -> pd.DataFrame:  # fmt: skip
+    sizes: Sequence[int],
+    run_dir: str | Path,
+    settings: TrainSettings = TrainSettings(),
+    n_folds: int = 5,
+    seed: int = 42,
+    simulation_seed: int = 42,
+    nonlinearity: float = 0.0,
+    n_jobs: int = 1,
+    log: Callable[[str], None] | None = None,
+    **hyperparameters,
+) -> pd.DataFrame:
     """One row per size, target layer, inputs and method: the cross-fold mean variance-weighted R^2 with
     its 95% interval and per-fold values (the noise ceiling has no folds and no inputs)."""
     rows = []
     for n_patients in sizes:
-        simulated = simulate_cohort(SimulationConfig(n_patients=n_patients, seed=simulation_seed,
-                                                     nonlinearity=nonlinearity))  # fmt: skip
+        simulated = simulate_cohort(
+            SimulationConfig(n_patients=n_patients, seed=simulation_seed, nonlinearity=nonlinearity)
+        )
         cohort = simulated.cohort
-        folds = run_cv(cohort, Path(run_dir) / f"n{n_patients}", settings, n_folds, seed, n_jobs, log, **hyperparameters)
+        folds = run_cv(
+            cohort, Path(run_dir) / f"n{n_patients}", settings, n_folds, seed, n_jobs, log, **hyperparameters
+        )
         summary = q0_summary(q0_per_fold(cohort, folds), simulated.layer_truth.set_index("layer"))
-        summary = summary[(summary["metric"] == "r2_variance_weighted") & summary["layer"].isin(cohort.target_names)]
+        summary = summary[
+            (summary["metric"] == "r2_variance_weighted") & summary["layer"].isin(cohort.target_names)
+        ]
         rows.append(summary.assign(n_patients=n_patients))
     table = pd.concat(rows, ignore_index=True).drop(columns="metric")
     method = table["method"].str.extract(r"^(.*?)(?:_(all|genomics_only))?$")
@@ -57,10 +69,18 @@ def gains_over_ridge(curve: pd.DataFrame, models: Sequence[str] = ("lpm", "deep"
             continue
         gain = _fold_values(values) - _fold_values(per_fold[(n_patients, layer, inputs, "ridge")])
         mean, low, high = mean_interval(gain)
-        rows.append({
-            "n_patients": n_patients, "layer": layer, "inputs": inputs, "model": model, "gain": mean,
-            "ci_low": low, "ci_high": high, "folds_ahead": f"{int((gain > 0).sum())}/{len(gain)}",
-        })  # fmt: skip
+        rows.append(
+            {
+                "n_patients": n_patients,
+                "layer": layer,
+                "inputs": inputs,
+                "model": model,
+                "gain": mean,
+                "ci_low": low,
+                "ci_high": high,
+                "folds_ahead": f"{int((gain > 0).sum())}/{len(gain)}",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -77,12 +97,16 @@ def gain_sentence(gains: pd.DataFrame, margin: float = 0.01) -> str:
         ahead = rows[(rows["gain"] > margin) & (rows["ci_low"] > 0)]
         behind = rows[(rows["gain"] < -margin) & (rows["ci_high"] < 0)]
         listed = f": {'; '.join(map(_point, ahead.itertuples()))}." if len(ahead) else "."
-        parts.append(f"{names.get(model, model)} is ahead of ridge by more than {margin} with a 95% interval "
-                     f"above zero on {len(ahead)} of {len(rows)} (size, layer, inputs) points{listed} "
-                     f"It is clearly behind on {len(behind)}.")  # fmt: skip
+        parts.append(
+            f"{names.get(model, model)} is ahead of ridge by more than {margin} with a 95% interval "
+            f"above zero on {len(ahead)} of {len(rows)} (size, layer, inputs) points{listed} "
+            f"It is clearly behind on {len(behind)}."
+        )
     return " ".join(parts)
 
 
 def _point(row) -> str:
-    return (f"{row.layer} from {row.inputs.replace('_', ' ')} inputs at {row.n_patients} patients "
-            f"({row.gain:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}])")  # fmt: skip
+    return (
+        f"{row.layer} from {row.inputs.replace('_', ' ')} inputs at {row.n_patients} patients "
+        f"({row.gain:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}])"
+    )

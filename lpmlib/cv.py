@@ -9,11 +9,12 @@ data, configuration and split are unchanged and its weights are intact.
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import hashlib
 import inspect
 import json
 from collections.abc import Callable
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,9 @@ def model_config(cohort: Cohort, **hyperparameters) -> ModelConfig:
 def cohort_fingerprint(cohort: Cohort) -> str:
     """A hash of every value the model sees, so a checkpoint is reused only on the same data."""
     digest = hashlib.sha256()
-    for frame in [cohort.clinical[["grade"]], cohort.drivers] + [cohort.layers[n].values for n in cohort.layers]:
+    for frame in [cohort.clinical[["grade"]], cohort.drivers] + [
+        cohort.layers[n].values for n in cohort.layers
+    ]:
         digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
         digest.update(",".join(map(str, frame.columns)).encode())
     return digest.hexdigest()
@@ -87,9 +90,13 @@ class FoldResult:
     test_rows: np.ndarray
     history: pd.DataFrame
     predictions: dict[str, dict[str, np.ndarray]]  # pattern -> layer -> (n_test, n_features), original units
-    read_out: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # per layer, chosen on the inner split
+    read_out: pd.DataFrame = dataclasses.field(
+        default_factory=pd.DataFrame
+    )  # per layer, chosen on the inner split
     reused: bool = False
-    cohort: Cohort | None = None  # the fold's own view of a raw cohort (preprocessed on its training patients)
+    cohort: Cohort | None = (
+        None  # the fold's own view of a raw cohort (preprocessed on its training patients)
+    )
     training_seed: int = 1  # which of the fold's models (1 .. n_seeds)
 
     @property
@@ -154,27 +161,60 @@ class FoldStore:
 
 
 def training_code_hash() -> str:
-    """SHA-256 of the model's, the anchors' and the training's source: a checkpoint trained by other code
-    is stale."""
-    source = "".join(inspect.getsource(module) for module in (model_module, linear_module, train_module))
-    return hashlib.sha256(source.encode()).hexdigest()
+    """SHA-256 of the model's, the anchors' and the training's code: a checkpoint trained by other code is
+    stale. The code is read as its syntax tree without docstrings, so that formatting, comments and
+    documentation leave checkpoints valid."""
+    trees = [
+        _without_docstrings(ast.parse(inspect.getsource(m)))
+        for m in (model_module, linear_module, train_module)
+    ]
+    return hashlib.sha256("".join(ast.dump(tree) for tree in trees).encode()).hexdigest()
+
+
+def _without_docstrings(tree: ast.Module) -> ast.Module:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and _is_docstring(body[0]):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def _is_docstring(statement: ast.stmt) -> bool:
+    value = getattr(statement, "value", None)
+    return (
+        isinstance(statement, ast.Expr) and isinstance(value, ast.Constant) and isinstance(value.value, str)
+    )
 
 
 def _fold_key(fingerprint: str, config: ModelConfig, settings: TrainSettings, seed: int, train_rows) -> str:
     """What a checkpoint was trained from: data, configuration, settings, seed, patients and code."""
     payload = json.dumps(
-        {"data": fingerprint, "config": config.to_dict(), "settings": settings.to_dict(), "seed": seed,
-         "train_rows": [int(r) for r in train_rows], "code": training_code_hash()},
+        {
+            "data": fingerprint,
+            "config": config.to_dict(),
+            "settings": settings.to_dict(),
+            "seed": seed,
+            "train_rows": [int(r) for r in train_rows],
+            "code": training_code_hash(),
+        },
         sort_keys=True,
-    )  # fmt: skip
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def train_fold(
-    cohort: Cohort, fold: int, train_rows: np.ndarray, test_rows: np.ndarray, config: ModelConfig,
-    settings: TrainSettings, seed: int, run_dir: str | Path, fingerprint: str, log: Log | None = None,
+    cohort: Cohort,
+    fold: int,
+    train_rows: np.ndarray,
+    test_rows: np.ndarray,
+    config: ModelConfig,
+    settings: TrainSettings,
+    seed: int,
+    run_dir: str | Path,
+    fingerprint: str,
+    log: Log | None = None,
     training_seed: int = 1,
-) -> FoldResult:  # fmt: skip
+) -> FoldResult:
     """Train (or reuse) one model of a fold and predict its held-out patients."""
     store = FoldStore(run_dir, fold, training_seed)
     own_seed = model_seed(seed, fold, training_seed)
@@ -193,23 +233,50 @@ def train_fold(
         progress = None
         if log:
             progress = lambda row: _log_epoch(log, store.folder.name if training_seed > 1 else fold, row)  # noqa: E731
-        result = fit(config, CohortTensors.build(cohort, inner_train, scaler),
-                     CohortTensors.build(cohort, inner_validation, scaler), settings, own_seed, progress)  # fmt: skip
+        result = fit(
+            config,
+            CohortTensors.build(cohort, inner_train, scaler),
+            CohortTensors.build(cohort, inner_validation, scaler),
+            settings,
+            own_seed,
+            progress,
+        )
         model, history, read_out = result.model, result.history, result.read_out
-        record = {"key": key, "fold": fold, SEED: training_seed, "data": fingerprint, "code": training_code_hash(),
-                  "config": config.to_dict(), "read_out": read_out.to_dict(orient="records"),
-                  "test_case_ids": list(cohort.case_ids[test_rows])}  # fmt: skip
+        record = {
+            "key": key,
+            "fold": fold,
+            SEED: training_seed,
+            "data": fingerprint,
+            "code": training_code_hash(),
+            "config": config.to_dict(),
+            "read_out": read_out.to_dict(orient="records"),
+            "test_case_ids": list(cohort.case_ids[test_rows]),
+        }
         _save(store, model, history, record)
-    predictions = predict_patterns(model, CohortTensors.build(cohort, test_rows, scaler), scaler, cohort.ptm_names)
+    predictions = predict_patterns(
+        model, CohortTensors.build(cohort, test_rows, scaler), scaler, cohort.ptm_names
+    )
     atomic_write(store.predictions, lambda tmp: _save_npz(tmp, predictions, cohort.case_ids[test_rows]))
-    return FoldResult(fold, model, scaler, train_rows, test_rows, history, predictions, read_out,
-                      reused=loaded is not None, training_seed=training_seed)
+    return FoldResult(
+        fold,
+        model,
+        scaler,
+        train_rows,
+        test_rows,
+        history,
+        predictions,
+        read_out,
+        reused=loaded is not None,
+        training_seed=training_seed,
+    )
 
 
 def _log_epoch(log: Log, fold: int, row: dict) -> None:
     if row["epoch"] == 1 or row["epoch"] % 10 == 0:
-        log(f"fold {fold} epoch {row['epoch']:3d}: train {row['train_loss']:.4f}  "
-            f"validation {row['validation_loss']:.4f}")  # fmt: skip
+        log(
+            f"fold {fold} epoch {row['epoch']:3d}: train {row['train_loss']:.4f}  "
+            f"validation {row['validation_loss']:.4f}"
+        )
 
 
 def _save(store: FoldStore, model, history: pd.DataFrame, record: dict) -> None:
@@ -220,7 +287,11 @@ def _save(store: FoldStore, model, history: pd.DataFrame, record: dict) -> None:
 
 
 def _save_npz(path: Path, predictions: dict[str, dict[str, np.ndarray]], case_ids: pd.Index) -> None:
-    arrays = {f"{pattern}/{layer}": values for pattern, layers in predictions.items() for layer, values in layers.items()}
+    arrays = {
+        f"{pattern}/{layer}": values
+        for pattern, layers in predictions.items()
+        for layer, values in layers.items()
+    }
     with open(path, "wb") as handle:
         np.savez(handle, case_id=np.asarray(case_ids, dtype=str), **arrays)
 
@@ -239,7 +310,9 @@ def predict_patterns(
     out = {}
     for pattern, row in masking_patterns(ptm_names).items():
         output = model(data.drivers, data.grade, ptms, row.expand(len(data), -1))
-        out[pattern] = {n: scaler.original_units(n, p.double().numpy()) for n, p in output.predictions.items()}
+        out[pattern] = {
+            n: scaler.original_units(n, p.double().numpy()) for n, p in output.predictions.items()
+        }
         if output.paths:
             direct = output.paths["direct"]
             out[DEEP + pattern] = {n: scaler.original_units(n, p.double().numpy()) for n, p in direct.items()}
@@ -247,10 +320,17 @@ def predict_patterns(
 
 
 def run_cv(
-    cohort: Cohort | RawCohort, run_dir: str | Path, settings: TrainSettings = TrainSettings(), n_folds: int = 5,
-    seed: int = 42, n_jobs: int = 1, log: Log | None = print, pipeline: PipelineSettings | None = None,
-    n_seeds: int = 1, **hyperparameters,
-) -> list[FoldResult]:  # fmt: skip
+    cohort: Cohort | RawCohort,
+    run_dir: str | Path,
+    settings: TrainSettings = TrainSettings(),
+    n_folds: int = 5,
+    seed: int = 42,
+    n_jobs: int = 1,
+    log: Log | None = print,
+    pipeline: PipelineSettings | None = None,
+    n_seeds: int = 1,
+    **hyperparameters,
+) -> list[FoldResult]:
     """Train `n_seeds` models per fold (side by side with `n_jobs`, -1: every core), reusing those already
     finished; the results are ordered by fold, then training seed.
 
@@ -263,11 +343,20 @@ def run_cv(
     models = fold_models(n_folds, n_seeds)
     n_jobs = n_workers(n_jobs, len(models))
     jobs = (
-        delayed(train_fold)(views[k - 1], k, *splits[k - 1], model_config(views[k - 1], **hyperparameters),
-                            settings, seed, run_dir, cohort_fingerprint(views[k - 1]),
-                            log if n_jobs == 1 else None, training_seed=s)
+        delayed(train_fold)(
+            views[k - 1],
+            k,
+            *splits[k - 1],
+            model_config(views[k - 1], **hyperparameters),
+            settings,
+            seed,
+            run_dir,
+            cohort_fingerprint(views[k - 1]),
+            log if n_jobs == 1 else None,
+            training_seed=s,
+        )
         for k, s in models
-    )  # fmt: skip
+    )
     results = Parallel(n_jobs=n_jobs)(jobs)
     for result in results:
         result.cohort = views[result.fold - 1] if isinstance(cohort, RawCohort) else None
@@ -283,9 +372,13 @@ class MissingTrainingError(FileNotFoundError):
 
 
 def load_folds(
-    cohort: Cohort | RawCohort, run_dir: str | Path, n_folds: int = 5, seed: int = 42,
-    pipeline: PipelineSettings | None = None, n_seeds: int = 1,
-) -> list[FoldResult]:  # fmt: skip
+    cohort: Cohort | RawCohort,
+    run_dir: str | Path,
+    n_folds: int = 5,
+    seed: int = 42,
+    pipeline: PipelineSettings | None = None,
+    n_seeds: int = 1,
+) -> list[FoldResult]:
     """The trained models of a run folder (`n_seeds` per fold, ordered by fold, then training seed),
     checked against this cohort and split; nothing is retrained.
 
@@ -301,21 +394,42 @@ def load_folds(
         (train_rows, test_rows), view = splits[k - 1], views[k - 1]
         store = FoldStore(run_dir, k, s)
         loaded = store.load_if_valid()
-        hint = f"run the training chapter (03_cv_training) with run_dir='{run_dir}' and n_seeds={n_seeds} first"
+        hint = (
+            f"run the training chapter (03_cv_training) with run_dir='{run_dir}' and n_seeds={n_seeds} first"
+        )
         if loaded is None:
-            raise MissingTrainingError(f"no intact trained model for fold {k}, training seed {s} in "
-                                       f"'{store.folder}': {hint}")  # fmt: skip
+            raise MissingTrainingError(
+                f"no intact trained model for fold {k}, training seed {s} in '{store.folder}': {hint}"
+            )
         model, record = loaded
-        if record.get("data") != cohort_fingerprint(view) or record.get("test_case_ids") != list(view.case_ids[test_rows]):
-            raise MissingTrainingError(f"fold {k} in '{store.folder}' was trained on other data or folds: {hint}")
+        if record.get("data") != cohort_fingerprint(view) or record.get("test_case_ids") != list(
+            view.case_ids[test_rows]
+        ):
+            raise MissingTrainingError(
+                f"fold {k} in '{store.folder}' was trained on other data or folds: {hint}"
+            )
         if record.get("code") != training_code_hash():
             raise MissingTrainingError(
                 f"fold {k} in '{store.folder}' was trained by another version of lpmlib: {hint}"
             )
         scaler = LayerScaler.fit(view, train_rows)
         history = pd.read_csv(store.history)
-        predictions = predict_patterns(model, CohortTensors.build(view, test_rows, scaler), scaler, view.ptm_names)
-        results.append(FoldResult(k, model, scaler, train_rows, test_rows, history, predictions,
-                                  pd.DataFrame(record["read_out"]), reused=True,
-                                  cohort=view if isinstance(cohort, RawCohort) else None, training_seed=s))  # fmt: skip
+        predictions = predict_patterns(
+            model, CohortTensors.build(view, test_rows, scaler), scaler, view.ptm_names
+        )
+        results.append(
+            FoldResult(
+                k,
+                model,
+                scaler,
+                train_rows,
+                test_rows,
+                history,
+                predictions,
+                pd.DataFrame(record["read_out"]),
+                reused=True,
+                cohort=view if isinstance(cohort, RawCohort) else None,
+                training_seed=s,
+            )
+        )
     return results

@@ -21,14 +21,17 @@ BLOCK_ROLES = {
     "target_decoders": "residual read-out of RNA, protein (from z_state and the RNA anchor) and metabolome",
     "ptm_decoders": "residual read-out of every PTM layer from z_state",
     "direct_target_decoders": "direct read-out (the deep model alone) of RNA, protein (from z_state and "
-                              "the direct RNA) and metabolome",
+    "the direct RNA) and metabolome",
     "direct_ptm_decoders": "direct read-out of every PTM layer from z_state",
 }
 
 
 def architecture_table(model: LatentPerturbationModel) -> pd.DataFrame:
     """One row per block of the model: what it does and how many parameters it has."""
-    rows = [{"block": name, "role": BLOCK_ROLES.get(name, ""), "parameters": n} for name, n in count_parameters(model)]
+    rows = [
+        {"block": name, "role": BLOCK_ROLES.get(name, ""), "parameters": n}
+        for name, n in count_parameters(model)
+    ]
     table = pd.DataFrame(rows).set_index("block")
     table.loc["total"] = ["", int(table["parameters"].sum())]
     return table
@@ -51,7 +54,9 @@ def forward_shapes(model: LatentPerturbationModel, data: CohortTensors) -> pd.Da
 def pattern_table(ptm_names: list[str]) -> pd.DataFrame:
     """The named masking patterns of the questions: which PTM layers each one lets the model see."""
     patterns = masking_patterns(ptm_names)
-    rows = {name: ["observed" if seen else "masked" for seen in row.tolist()] for name, row in patterns.items()}
+    rows = {
+        name: ["observed" if seen else "masked" for seen in row.tolist()] for name, row in patterns.items()
+    }
     return pd.DataFrame.from_dict(rows, orient="index", columns=ptm_names).rename_axis("pattern")
 
 
@@ -73,9 +78,14 @@ def posterior_snr(model: LatentPerturbationModel, data: CohortTensors) -> dict[s
     names = list(model.config.ptm_dims)
     mask = torch.ones(len(data), len(names), dtype=torch.bool)
     output = model(data.drivers, data.grade, {n: data.layers[n] for n in names}, mask)
-    posteriors = {**{n: (output.ptm_mu[n], output.ptm_logvar[n]) for n in names},
-                  "joint": (output.joint_mu, output.joint_logvar)}  # fmt: skip
-    return {name: float((mu.var(dim=0) / logvar.exp().mean(dim=0)).mean()) for name, (mu, logvar) in posteriors.items()}
+    posteriors = {
+        **{n: (output.ptm_mu[n], output.ptm_logvar[n]) for n in names},
+        "joint": (output.joint_mu, output.joint_logvar),
+    }
+    return {
+        name: float((mu.var(dim=0) / logvar.exp().mean(dim=0)).mean())
+        for name, (mu, logvar) in posteriors.items()
+    }
 
 
 def posterior_snr_table(cohort: Cohort, folds: list) -> pd.DataFrame:

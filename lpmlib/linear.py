@@ -60,8 +60,12 @@ class LinearFit:
 def fit_ridge(x: np.ndarray, y: np.ndarray) -> LinearFit:
     """scikit-learn's RidgeCV over `RIDGE_ALPHAS`, one alpha for all outputs."""
     model = RidgeCV(alphas=RIDGE_ALPHAS).fit(x, y)
-    return LinearFit(np.asarray(model.coef_, dtype=float).T.reshape(x.shape[1], -1),
-                     np.atleast_1d(model.intercept_).astype(float), float(model.alpha_), None)  # fmt: skip
+    return LinearFit(
+        np.asarray(model.coef_, dtype=float).T.reshape(x.shape[1], -1),
+        np.atleast_1d(model.intercept_).astype(float),
+        float(model.alpha_),
+        None,
+    )
 
 
 class Inputs:
@@ -107,8 +111,9 @@ def candidate_ranks(n_outputs: int, n_samples: int) -> list[int | None]:
     return [r for r in RANKS if r < min(n_outputs, n_samples - 1)] + [None]
 
 
-def fit_reduced_rank_ridge(x: np.ndarray | Inputs, y: np.ndarray, n_splits: int = 5, seed: int = 0,
-                           like: LinearFit | None = None) -> LinearFit:  # fmt: skip
+def fit_reduced_rank_ridge(
+    x: np.ndarray | Inputs, y: np.ndarray, n_splits: int = 5, seed: int = 0, like: LinearFit | None = None
+) -> LinearFit:
     """Reduced-rank ridge: alpha and rank chosen together by K-fold CV among the ranks of
     `candidate_ranks` and the alphas `ALPHA_FACTORS` times ridge's own leave-one-out alpha (rank
     reduction regularises too, so the best alpha is often smaller). `like`: take its alpha and rank
@@ -172,8 +177,9 @@ class ReducedRankRidgeCV(RegressorMixin, BaseEstimator):
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> ReducedRankRidgeCV:
         y = np.asarray(y, dtype=float)
-        self.fit_ = fit_reduced_rank_ridge(np.asarray(x, dtype=float), y.reshape(len(y), -1),
-                                           self.n_splits, self.random_state)  # fmt: skip
+        self.fit_ = fit_reduced_rank_ridge(
+            np.asarray(x, dtype=float), y.reshape(len(y), -1), self.n_splits, self.random_state
+        )
         self.alpha_, self.rank_ = self.fit_.alpha, self.fit_.rank
         return self
 

@@ -128,14 +128,18 @@ def _read_matrix(spec: dict, root: Path, source: Path, where: str) -> pd.DataFra
         raise MissingFileError(f"file of {where} not found", file=path, hint=f"Named in manifest {source}.")
     orientation = spec.get("orientation", "samples_x_features")
     if orientation not in ORIENTATIONS:
-        raise ManifestError(f"orientation of {where} must be one of {', '.join(ORIENTATIONS)}",
-                            file=source, value=orientation)  # fmt: skip
+        raise ManifestError(
+            f"orientation of {where} must be one of {', '.join(ORIENTATIONS)}", file=source, value=orientation
+        )
     encoding = spec.get("encoding", "utf-8")
     try:
         table = pd.read_csv(path, sep=spec.get("sep", "\t"), encoding=encoding, index_col=0)
     except UnicodeDecodeError as error:
-        raise ManifestError(f"cannot be read as {encoding} ({error.reason} at byte {error.start})", file=path,
-                            hint=f"Set 'encoding' of {where} in {source} (e.g. latin-1).") from error  # fmt: skip
+        raise ManifestError(
+            f"cannot be read as {encoding} ({error.reason} at byte {error.start})",
+            file=path,
+            hint=f"Set 'encoding' of {where} in {source} (e.g. latin-1).",
+        ) from error
     except LookupError as error:
         raise ManifestError(f"unknown encoding of {where}", file=source, value=encoding) from error
     table = table.T if orientation == "features_x_samples" else table
@@ -151,7 +155,9 @@ def _sample_types(clinical: pd.DataFrame, spec: dict, source: Path, path: Path) 
     if column not in clinical.columns:
         raise ManifestError("sample-type column not in the clinical file", file=path, column=column)
     values = clinical[column].astype(str)
-    tumours = clinical.index[values.isin([str(v) for v in _require(spec, "tumour", "clinical.sample_type", source)])]
+    tumours = clinical.index[
+        values.isin([str(v) for v in _require(spec, "tumour", "clinical.sample_type", source)])
+    ]
     normals = clinical.index[values.isin([str(v) for v in spec.get("normal", [])])]
     return tumours, normals
 
@@ -170,8 +176,12 @@ def _grade(
     mapping = {str(k): v for k, v in _require(spec, "mapping", "clinical.grade", source).items()}
     for value, category in mapping.items():
         if not isinstance(category, int) or isinstance(category, bool) or not 1 <= category < N_GRADES:
-            raise ManifestError(f"grade categories must be integers 1..{N_GRADES - 1} (0 is unknown)",
-                                file=source, column=f"clinical.grade.mapping.{value}", value=category)  # fmt: skip
+            raise ManifestError(
+                f"grade categories must be integers 1..{N_GRADES - 1} (0 is unknown)",
+                file=source,
+                column=f"clinical.grade.mapping.{value}",
+                value=category,
+            )
         labels[category] = f"{labels[category]}; {value}" if category in labels else value
     return clinical[column].astype(str).map(mapping).fillna(0).astype(np.int64), dict(sorted(labels.items()))
 
@@ -193,26 +203,35 @@ def _pipeline_settings(defaults: dict, own: dict, where: str, source: Path) -> P
     names = {f.name for f in dataclasses.fields(PipelineSettings)}
     for key in {**defaults, **own}:
         if key not in names:
-            raise ManifestError(f"unknown preprocessing setting of {where}", file=source, column=key,
-                                hint=f"Settings: {', '.join(sorted(names))}.")  # fmt: skip
+            raise ManifestError(
+                f"unknown preprocessing setting of {where}",
+                file=source,
+                column=key,
+                hint=f"Settings: {', '.join(sorted(names))}.",
+            )
     try:
         return PipelineSettings(**{**defaults, **own})
     except ValueError as error:
         raise ManifestError(f"bad preprocessing of {where}: {error}", file=source) from error
 
 
-def _known_effect(item: dict, index: int, drivers: list[str], layers: dict[str, pd.DataFrame],
-                  source: Path) -> KnownEffect:  # fmt: skip
+def _known_effect(
+    item: dict, index: int, drivers: list[str], layers: dict[str, pd.DataFrame], source: Path
+) -> KnownEffect:
     """One entry of `known_effects`, checked against the cohort's drivers, layers and features."""
     where = f"known_effects[{index}]"
     keys = [f.name for f in dataclasses.fields(KnownEffect)]
     effect = KnownEffect(*(str(_require(item, key, where, source)) for key in keys))
-    problems = {"driver": (effect.driver, drivers), "layer": (effect.layer, list(layers)),
-                "altered": (effect.altered, ["higher", "lower"])}  # fmt: skip
+    problems = {
+        "driver": (effect.driver, drivers),
+        "layer": (effect.layer, list(layers)),
+        "altered": (effect.altered, ["higher", "lower"]),
+    }
     for key, (value, valid) in problems.items():
         if value not in valid:
-            raise ManifestError(f"unknown {key} in {where}", file=source, value=value,
-                                hint=f"Valid: {', '.join(valid)}.")  # fmt: skip
+            raise ManifestError(
+                f"unknown {key} in {where}", file=source, value=value, hint=f"Valid: {', '.join(valid)}."
+            )
     if effect.feature not in layers[effect.layer].columns:
         message = f"feature of {where} is not in layer '{effect.layer}'"
         raise ManifestError(message, file=source, value=effect.feature)
@@ -227,8 +246,12 @@ def _mutation_drivers(spec: dict, root: Path, source: Path) -> pd.DataFrame:
     wanted = [str(g) for g in _require(spec, "genes", "drivers.mutations", source)]
     missing = [g for g in wanted if g not in by_gene.columns]
     if missing:
-        raise ManifestError("driver gene absent from the mutation matrix", file=root / spec["file"],
-                            column=missing[0], hint=f"Check the gene symbol(s): {', '.join(missing)}.")  # fmt: skip
+        raise ManifestError(
+            "driver gene absent from the mutation matrix",
+            file=root / spec["file"],
+            column=missing[0],
+            hint=f"Check the gene symbol(s): {', '.join(missing)}.",
+        )
     return (by_gene[wanted].fillna(0) > 0).astype(np.int64)
 
 
@@ -237,20 +260,25 @@ def _clinical_drivers(clinical: pd.DataFrame, specs: dict, source: Path, path: P
     for name, spec in specs.items():
         column = _require(spec, "column", f"drivers.clinical.{name}", source)
         if column not in clinical.columns:
-            raise ManifestError(f"column of driver '{name}' not in the clinical file", file=path, column=column)
+            raise ManifestError(
+                f"column of driver '{name}' not in the clinical file", file=path, column=column
+            )
         altered = [str(v) for v in _require(spec, "altered", f"drivers.clinical.{name}", source)]
         columns[name] = clinical[column].astype(str).isin(altered).astype(np.int64)
     return pd.DataFrame(columns, index=clinical.index)
 
 
 def _copy_number_drivers(specs: dict, root: Path, source: Path) -> pd.DataFrame:
-    """A driver per gene whose copy-number log ratio passes a threshold (below for losses, above for gains)."""
+    """A driver per gene whose copy-number log ratio passes a threshold (below for losses, above for
+    gains)."""
     columns = {}
     for name, spec in specs.items():
         matrix = _read_matrix(spec, root, source, f"drivers.copy_number.{name}")
         gene = str(_require(spec, "gene", f"drivers.copy_number.{name}", source))
         if gene not in matrix.columns:
-            raise ManifestError("driver gene absent from the copy-number matrix", file=root / spec["file"], column=gene)
+            raise ManifestError(
+                "driver gene absent from the copy-number matrix", file=root / spec["file"], column=gene
+            )
         threshold = float(_require(spec, "threshold", f"drivers.copy_number.{name}", source))
         values = matrix[gene]
         columns[name] = ((values <= threshold) if threshold < 0 else (values >= threshold)).astype(np.int64)
@@ -267,13 +295,18 @@ def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCo
     if not source.is_file():
         raise MissingFileError("manifest not found", file=source)
     manifest = yaml.safe_load(source.read_text()) or {}
-    root = Path(data_dir) if data_dir is not None else source.parent / _require(manifest, "data_dir", "the manifest", source)
+    root = (
+        Path(data_dir)
+        if data_dir is not None
+        else source.parent / _require(manifest, "data_dir", "the manifest", source)
+    )
 
     clinical_spec = _require(manifest, "clinical", "the manifest", source)
     clinical = _read_matrix(clinical_spec, root, source, "clinical")
     clinical_path = root / clinical_spec["file"]
-    tumours, normal_ids = _sample_types(clinical, _require(clinical_spec, "sample_type", "clinical", source), source,
-                                        clinical_path)  # fmt: skip
+    tumours, normal_ids = _sample_types(
+        clinical, _require(clinical_spec, "sample_type", "clinical", source), source, clinical_path
+    )
     grade, grade_labels = _grade(clinical, clinical_spec.get("grade"), source, clinical_path)
     purity = _purity(clinical, clinical_spec.get("purity"), source, clinical_path)
     table = pd.DataFrame({"grade": grade, "purity": purity})
@@ -281,15 +314,22 @@ def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCo
     driver_spec = _require(manifest, "drivers", "the manifest", source)
     driver_tables = {}
     if "mutations" in driver_spec:
-        driver_tables[str(root / driver_spec["mutations"]["file"])] = _mutation_drivers(driver_spec["mutations"], root, source)
+        driver_tables[str(root / driver_spec["mutations"]["file"])] = _mutation_drivers(
+            driver_spec["mutations"], root, source
+        )
     if "copy_number" in driver_spec:
         first = next(iter(driver_spec["copy_number"].values()))
-        driver_tables[str(root / first["file"])] = _copy_number_drivers(driver_spec["copy_number"], root, source)
+        driver_tables[str(root / first["file"])] = _copy_number_drivers(
+            driver_spec["copy_number"], root, source
+        )
     if "clinical" in driver_spec:
-        driver_tables[str(clinical_path)] = _clinical_drivers(clinical.loc[tumours], driver_spec["clinical"], source,
-                                                              clinical_path)  # fmt: skip
+        driver_tables[str(clinical_path)] = _clinical_drivers(
+            clinical.loc[tumours], driver_spec["clinical"], source, clinical_path
+        )
     if not driver_tables:
-        raise ManifestError("no drivers: give drivers.mutations, drivers.copy_number or drivers.clinical", file=source)
+        raise ManifestError(
+            "no drivers: give drivers.mutations, drivers.copy_number or drivers.clinical", file=source
+        )
     drivers_found = [name for frame in driver_tables.values() for name in frame.columns]
 
     layer_specs = _require(manifest, "layers", "the manifest", source)
@@ -297,7 +337,9 @@ def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCo
     for name, spec in layer_specs.items():
         role = _require(spec, "role", f"layers.{name}", source)
         if role not in ROLES:
-            raise ManifestError(f"role of layer '{name}' must be one of {', '.join(ROLES)}", file=source, value=role)
+            raise ManifestError(
+                f"role of layer '{name}' must be one of {', '.join(ROLES)}", file=source, value=role
+            )
         matrix = _read_matrix(spec, root, source, f"layers.{name}").apply(pd.to_numeric, errors="coerce")
         layers[name], roles[name] = matrix, role
         defaults, own = manifest.get("preprocessing") or {}, spec.get("preprocessing") or {}
@@ -305,25 +347,47 @@ def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCo
         normals[name] = matrix.loc[matrix.index.intersection(normal_ids)]
     endpoint = manifest.get("endpoint", "metabolome")
     if endpoint not in layers:
-        raise ManifestError("the endpoint is not a layer of the manifest", file=source, column="endpoint",
-                            value=endpoint, hint=f"Layers: {', '.join(layers)}.")  # fmt: skip
+        raise ManifestError(
+            "the endpoint is not a layer of the manifest",
+            file=source,
+            column="endpoint",
+            value=endpoint,
+            hint=f"Layers: {', '.join(layers)}.",
+        )
 
-    known = [_known_effect(item, i, drivers_found, layers, source)
-             for i, item in enumerate(manifest.get("known_effects") or [])]  # fmt: skip
+    known = [
+        _known_effect(item, i, drivers_found, layers, source)
+        for i, item in enumerate(manifest.get("known_effects") or [])
+    ]
 
     tables = {f"{clinical_path} (tumours)": pd.Index(tumours)}
     tables |= {file: frame.index for file, frame in driver_tables.items()}
-    tables |= {str(root / layer_specs[name]["file"]): frame.index.intersection(tumours) for name, frame in layers.items()}
+    tables |= {
+        str(root / layer_specs[name]["file"]): frame.index.intersection(tumours)
+        for name, frame in layers.items()
+    }
     kept, dropped = inner_join(tables)
     drivers = pd.concat([frame.reindex(kept) for frame in driver_tables.values()], axis=1)
     copy_number_files = [root / spec["file"] for spec in driver_spec.get("copy_number", {}).values()]
-    inputs = [source, clinical_path, *map(Path, driver_tables), *copy_number_files,
-              *(root / spec["file"] for spec in layer_specs.values())]  # fmt: skip
+    inputs = [
+        source,
+        clinical_path,
+        *map(Path, driver_tables),
+        *copy_number_files,
+        *(root / spec["file"] for spec in layer_specs.values()),
+    ]
     return RawCohort(
-        clinical=table.loc[kept], drivers=drivers.astype(np.int64), roles=roles, endpoint=endpoint,
+        clinical=table.loc[kept],
+        drivers=drivers.astype(np.int64),
+        roles=roles,
+        endpoint=endpoint,
         layers={name: frame.loc[kept] for name, frame in layers.items()},
         normals={name: frame for name, frame in normals.items() if len(frame)},
-        dropped=dropped, counts={"tumours": len(tumours), "normals": len(normal_ids)},
-        grade_labels=grade_labels, name=str(manifest.get("name", source.stem)),
-        inputs=list(dict.fromkeys(inputs)), pipelines=pipelines, known_effects=known,
-    )  # fmt: skip
+        dropped=dropped,
+        counts={"tumours": len(tumours), "normals": len(normal_ids)},
+        grade_labels=grade_labels,
+        name=str(manifest.get("name", source.stem)),
+        inputs=list(dict.fromkeys(inputs)),
+        pipelines=pipelines,
+        known_effects=known,
+    )

@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
 INPUTS = ("all", "genomics_only")  # a layer predicted with other PTM layers visible, or from genomics alone
 
 
@@ -116,7 +115,9 @@ class LPMOutput:
     joint_mu: Tensor  # multi-omic VAE over all PTM layers, (B, vae_latent_dim)
     joint_logvar: Tensor
     attention: Tensor  # (B, n_drivers + 1, n_drivers + 1), averaged over heads
-    paths: dict[str, dict[str, Tensor]] = field(default_factory=dict)  # "anchor", "residual", "direct" -> layer
+    paths: dict[str, dict[str, Tensor]] = field(
+        default_factory=dict
+    )  # "anchor", "residual", "direct" -> layer
 
 
 def _mlp(n_in: int, n_hidden: int, n_out: int, dropout: float) -> nn.Sequential:
@@ -184,7 +185,9 @@ class LinearAnchor(nn.Module):
     from fits made outside the network (`lpmlib.train.fit_anchors`): buffers, never trained by gradients.
     """
 
-    def __init__(self, n_genomic: int, ptm_dims: dict[str, int], output_dims: dict[str, int], patterns: Tensor) -> None:
+    def __init__(
+        self, n_genomic: int, ptm_dims: dict[str, int], output_dims: dict[str, int], patterns: Tensor
+    ) -> None:
         super().__init__()
         n_inputs = n_genomic + sum(ptm_dims.values())
         self.register_buffer("patterns", patterns.clone())  # (K, n_ptm) bool, True = observed
@@ -198,7 +201,9 @@ class LinearAnchor(nn.Module):
         match = (ptm_mask.unsqueeze(1) == self.patterns.unsqueeze(0)).all(dim=-1)  # (B, K)
         if not bool(match.any(dim=1).all()):
             unknown = ptm_mask[~match.any(dim=1)][0].int().tolist()
-            raise ValueError(f"masking pattern {unknown} has no fitted anchor; patterns: {self.patterns.int().tolist()}")
+            raise ValueError(
+                f"masking pattern {unknown} has no fitted anchor; patterns: {self.patterns.int().tolist()}"
+            )
         return match.float().argmax(dim=1)
 
     def weight_of(self, name: str) -> Tensor:
@@ -207,7 +212,8 @@ class LinearAnchor(nn.Module):
         return self.weight[:, :, columns.start : columns.stop]
 
     def set_map(self, pattern: int, name: str, weight: Tensor, bias: Tensor) -> None:
-        """Set one layer's map under one pattern; rows of masked PTM layers and of the layer itself are zeroed."""
+        """Set one layer's map under one pattern; rows of masked PTM layers and of the layer itself are
+        zeroed."""
         weight = weight.clone()
         for i, (ptm, rows) in enumerate(self.input_rows.items()):
             if ptm == name or not bool(self.patterns[pattern, i]):
@@ -249,19 +255,24 @@ class LatentPerturbationModel(nn.Module):
         )
         self.joint_encoder = GaussianEncoder(ptm_total + n_ptm, d, v, p)
         self.fusion = _mlp(d + n_ptm * v + n_ptm + v, d, d, p)
-        self.anchor = LinearAnchor(config.n_drivers + config.n_grades, config.ptm_dims, self.output_dims,
-                                   training_patterns(n_ptm)[0])  # fmt: skip
-        self.target_decoders = nn.ModuleDict({
-            name: _zero_last_layer(_mlp(d + self._parent_width(name), d, dim, p))
-            for name, dim in config.target_dims.items()
-        })
+        self.anchor = LinearAnchor(
+            config.n_drivers + config.n_grades, config.ptm_dims, self.output_dims, training_patterns(n_ptm)[0]
+        )
+        self.target_decoders = nn.ModuleDict(
+            {
+                name: _zero_last_layer(_mlp(d + self._parent_width(name), d, dim, p))
+                for name, dim in config.target_dims.items()
+            }
+        )
         self.ptm_decoders = nn.ModuleDict(
             {name: _zero_last_layer(_mlp(d, d, dim, p)) for name, dim in config.ptm_dims.items()}
         )
-        self.direct_target_decoders = nn.ModuleDict({
-            name: _mlp(d + self._parent_width(name), d, dim, p) for name, dim in config.target_dims.items()
-        })
-        self.direct_ptm_decoders = nn.ModuleDict({name: _mlp(d, d, dim, p) for name, dim in config.ptm_dims.items()})
+        self.direct_target_decoders = nn.ModuleDict(
+            {name: _mlp(d + self._parent_width(name), d, dim, p) for name, dim in config.target_dims.items()}
+        )
+        self.direct_ptm_decoders = nn.ModuleDict(
+            {name: _mlp(d, d, dim, p) for name, dim in config.ptm_dims.items()}
+        )
         self.register_buffer("residual_gate", torch.zeros(len(INPUTS), len(self.output_dims)))
         self.register_buffer("blend_weight", torch.zeros(len(INPUTS), len(self.output_dims)))
 
@@ -283,14 +294,21 @@ class LatentPerturbationModel(nn.Module):
 
     def read_out(self) -> dict[tuple[str, str], tuple[float, float]]:
         """(layer, inputs) -> (gate g, blend weight w): prediction (1 - w) anchor + w direct + g residual."""
-        return {(name, inputs): (float(self.residual_gate[k, i]), float(self.blend_weight[k, i]))
-                for k, inputs in enumerate(INPUTS) for i, name in enumerate(self.output_dims)}  # fmt: skip
+        return {
+            (name, inputs): (float(self.residual_gate[k, i]), float(self.blend_weight[k, i]))
+            for k, inputs in enumerate(INPUTS)
+            for i, name in enumerate(self.output_dims)
+        }
 
     def _genomics_only(self, ptm_mask: Tensor) -> Tensor:
         """(B, n_outputs) long: 1 where a row shows a layer no PTM layer other than itself, else 0."""
         names = list(self.config.ptm_dims)
-        others = [ptm_mask & (torch.arange(len(names), device=ptm_mask.device) != names.index(name))
-                  if name in names else ptm_mask for name in self.output_dims]  # fmt: skip
+        others = [
+            ptm_mask & (torch.arange(len(names), device=ptm_mask.device) != names.index(name))
+            if name in names
+            else ptm_mask
+            for name in self.output_dims
+        ]
         return torch.stack([~seen.any(dim=1) for seen in others], dim=1).long()
 
     def _sample(self, mu: Tensor, logvar: Tensor) -> Tensor:
@@ -335,9 +353,13 @@ class LatentPerturbationModel(nn.Module):
             gate, blend = gates[:, i : i + 1], blends[:, i : i + 1]
             predictions[name] = (1 - blend) * anchor[name] + blend * direct[name] + gate * residual[name]
         paths = {"anchor": anchor, "residual": residual, "direct": direct}
-        return LPMOutput(predictions, z_state, z_seed, ptm_mu, ptm_logvar, joint_mu, joint_logvar, attention, paths)
+        return LPMOutput(
+            predictions, z_state, z_seed, ptm_mu, ptm_logvar, joint_mu, joint_logvar, attention, paths
+        )
 
-    def _decode(self, z_state: Tensor, anchor: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def _decode(
+        self, z_state: Tensor, anchor: dict[str, Tensor]
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Residual and direct read-outs of every layer. A child target (protein) is conditioned on its
         parents' anchors in the residual read-out (the gates cannot shift its input) and on their direct
         predictions in the direct read-out (the deep model alone)."""
@@ -345,8 +367,12 @@ class LatentPerturbationModel(nn.Module):
         direct: dict[str, Tensor] = {}
         for name in self.config.target_dims:
             parents = self.config.target_parents.get(name, [])
-            residual[name] = self.target_decoders[name](torch.cat([z_state, *(anchor[q] for q in parents)], dim=1))
-            direct[name] = self.direct_target_decoders[name](torch.cat([z_state, *(direct[q] for q in parents)], dim=1))
+            residual[name] = self.target_decoders[name](
+                torch.cat([z_state, *(anchor[q] for q in parents)], dim=1)
+            )
+            direct[name] = self.direct_target_decoders[name](
+                torch.cat([z_state, *(direct[q] for q in parents)], dim=1)
+            )
         for name in self.config.ptm_dims:
             residual[name] = self.ptm_decoders[name](z_state)
             direct[name] = self.direct_ptm_decoders[name](z_state)
@@ -390,7 +416,8 @@ def lpm_loss(
         terms[f"recon_{name}"] = F.mse_loss(paths["anchor"][name] + paths["residual"][name], truth)
         terms[f"direct_{name}"] = F.mse_loss(paths["direct"][name], truth)
     reconstruction = sum(
-        config.recon_weights.get(name, 1.0) * (terms[f"recon_{name}"] + terms[f"direct_{name}"]) for name in layers
+        config.recon_weights.get(name, 1.0) * (terms[f"recon_{name}"] + terms[f"direct_{name}"])
+        for name in layers
     )
     per_ptm = torch.stack(
         [gaussian_kl(output.ptm_mu[name], output.ptm_logvar[name]) for name in config.ptm_dims], dim=1
@@ -398,8 +425,13 @@ def lpm_loss(
     observed_kl = torch.where(ptm_mask, per_ptm, 0.0).sum() / ptm_mask.sum().clamp(min=1)
     kl = config.beta_kl * (observed_kl + gaussian_kl(output.joint_mu, output.joint_logvar).mean())
     contrastive = config.contrastive_weight * info_nce(output.z_seed, output.z_state, config.temperature)
-    return {"total": reconstruction + kl + contrastive, "reconstruction": reconstruction, "kl": kl,
-            "contrastive": contrastive, **terms}
+    return {
+        "total": reconstruction + kl + contrastive,
+        "reconstruction": reconstruction,
+        "kl": kl,
+        "contrastive": contrastive,
+        **terms,
+    }
 
 
 PATTERN_KINDS = ("all", "genomics_only", "keep_one", "drop_one", "drop_two")
@@ -415,8 +447,13 @@ def training_patterns(n_ptm: int) -> tuple[Tensor, Tensor]:
         raise ValueError(f"need n_ptm >= 1, got {n_ptm}")
     eye = torch.eye(n_ptm, dtype=torch.bool)
     pairs = [~(eye[i] | eye[j]) for i in range(n_ptm) for j in range(i + 1, n_ptm)] or [eye[0] & ~eye[0]]
-    kinds = [torch.ones(1, n_ptm, dtype=torch.bool), torch.zeros(1, n_ptm, dtype=torch.bool), eye, ~eye,
-             torch.stack(pairs)]  # fmt: skip
+    kinds = [
+        torch.ones(1, n_ptm, dtype=torch.bool),
+        torch.zeros(1, n_ptm, dtype=torch.bool),
+        eye,
+        ~eye,
+        torch.stack(pairs),
+    ]
     weights: dict[tuple[bool, ...], float] = {}
     for rows in kinds:
         for row in rows:

@@ -18,7 +18,6 @@ from lpmlib.linear import ESTIMATORS
 from lpmlib.simulate import SimulationConfig, read_truth
 from lpmlib.train import TrainSettings
 
-
 # run parameter -> the SimulationConfig field it sets (the config's own defaults fill the rest)
 SIMULATION_FIELDS = {"n_patients": "n_patients", "simulation_seed": "seed", "nonlinearity": "nonlinearity"}
 
@@ -77,9 +76,7 @@ class RunParams:
         values = dict(values)
         for name, value in values.items():
             if name not in fields:
-                raise ParameterError(
-                    f"{source}: unknown parameter '{name}'. Accepted: {', '.join(fields)}."
-                )
+                raise ParameterError(f"{source}: unknown parameter '{name}'. Accepted: {', '.join(fields)}.")
             expected = type(getattr(cls(), name))
             value = values[name] = _from_yaml(value, expected)
             if not _is_instance(value, expected):
@@ -93,7 +90,9 @@ class RunParams:
     def from_namespace(cls, namespace: dict[str, Any]) -> RunParams:
         """The parameters a notebook declared (its globals), the rest at their defaults."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls.from_mapping({k: v for k, v in namespace.items() if k in names}, source="notebook parameters")
+        return cls.from_mapping(
+            {k: v for k, v in namespace.items() if k in names}, source="notebook parameters"
+        )
 
     def check(self) -> None:
         """Value checks that types alone cannot express."""
@@ -130,9 +129,18 @@ class RunParams:
         if truth is None:
             return  # the user's own seed-layout cohort
         defaults = SimulationConfig()  # a field left out of truth.json is at its default
-        found = {name: truth["config"].get(field, getattr(defaults, field)) for name, field in SIMULATION_FIELDS.items()}
-        asked = {name: getattr(self, name) for name in SIMULATION_FIELDS if getattr(self, name) != getattr(RunParams(), name)}
-        differences = [f"{name}={found[name]} (asked: {value})" for name, value in asked.items() if found[name] != value]
+        found = {
+            name: truth["config"].get(field, getattr(defaults, field))
+            for name, field in SIMULATION_FIELDS.items()
+        }
+        asked = {
+            name: getattr(self, name)
+            for name in SIMULATION_FIELDS
+            if getattr(self, name) != getattr(RunParams(), name)
+        }
+        differences = [
+            f"{name}={found[name]} (asked: {value})" for name, value in asked.items() if found[name] != value
+        ]
         if differences:
             raise ParameterError(
                 f"'{data_dir}' holds a cohort simulated with {', '.join(differences)}. Give another data_dir "
@@ -141,14 +149,26 @@ class RunParams:
 
     def train_settings(self) -> TrainSettings:
         return TrainSettings(
-            epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay, grad_clip=self.grad_clip,
-            anchor=self.anchor, device=self.device,
-        )  # fmt: skip
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            grad_clip=self.grad_clip,
+            anchor=self.anchor,
+            device=self.device,
+        )
 
     def hyperparameters(self) -> dict[str, Any]:
         """The model's hyperparameters, as ModelConfig takes them."""
-        names = ("latent_dim", "vae_latent_dim", "n_heads", "dropout", "beta_kl", "contrastive_weight", "temperature")
+        names = (
+            "latent_dim",
+            "vae_latent_dim",
+            "n_heads",
+            "dropout",
+            "beta_kl",
+            "contrastive_weight",
+            "temperature",
+        )
         return {name: getattr(self, name) for name in names}
 
     def replace(self, **changes: Any) -> RunParams:

@@ -78,7 +78,9 @@ PREDICTORS: dict[str, Predictor] = {
 def held_out_errors(cohort: Cohort, folds: list[FoldResult]) -> pd.DataFrame:
     """One row per fold, method, layer and held-out patient: the squared error summed over features, with
     the R^2 of the fold in the same row (so per-patient tests and per-fold scores share one computation)."""
-    with threadpool_limits(1):  # one BLAS thread: fast for these small problems, and the same rounding anywhere
+    with threadpool_limits(
+        1
+    ):  # one BLAS thread: fast for these small problems, and the same rounding anywhere
         return pd.concat([_fold_errors(cohort, fold) for fold in folds], ignore_index=True)
 
 
@@ -94,10 +96,23 @@ def _fold_errors(cohort: Cohort, fold: FoldResult) -> pd.DataFrame:
         for model, predict in methods.items():
             for inputs in INPUTS:
                 predicted = predict(cohort, layer, fold, inputs == "genomics_only")
-                r2 = {metric: r2_score(truth, predicted, multioutput=average) for metric, average in METRICS.items()}
+                r2 = {
+                    metric: r2_score(truth, predicted, multioutput=average)
+                    for metric, average in METRICS.items()
+                }
                 errors = ((truth - predicted) ** 2).sum(axis=1)
-                rows.append(pd.DataFrame({"method": f"{model}_{inputs}", "layer": layer, **fold.keys,
-                                          "patient": np.arange(len(errors)), "squared_error": errors, **r2}))  # fmt: skip
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "method": f"{model}_{inputs}",
+                            "layer": layer,
+                            **fold.keys,
+                            "patient": np.arange(len(errors)),
+                            "squared_error": errors,
+                            **r2,
+                        }
+                    )
+                )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -106,12 +121,23 @@ def q0_per_fold(cohort: Cohort, folds: list[FoldResult], errors: pd.DataFrame | 
     and the patients it rests on."""
     errors = held_out_errors(cohort, folds) if errors is None else errors
     keys = model_keys(errors)
-    per_fold = errors.groupby(["method", "layer", *keys], sort=False).agg(
-        n_patients=("patient", "size"), **{m: (m, "first") for m in METRICS}
-    ).reset_index()
-    rows = [{"method": row["method"], "layer": row["layer"], "metric": metric, **{k: row[k] for k in keys},
-             "value": row[metric], "n_patients": row["n_patients"]}
-            for _, row in per_fold.iterrows() for metric in METRICS]  # fmt: skip
+    per_fold = (
+        errors.groupby(["method", "layer", *keys], sort=False)
+        .agg(n_patients=("patient", "size"), **{m: (m, "first") for m in METRICS})
+        .reset_index()
+    )
+    rows = [
+        {
+            "method": row["method"],
+            "layer": row["layer"],
+            "metric": metric,
+            **{k: row[k] for k in keys},
+            "value": row[metric],
+            "n_patients": row["n_patients"],
+        }
+        for _, row in per_fold.iterrows()
+        for metric in METRICS
+    ]
     return pd.DataFrame(rows)
 
 
@@ -126,16 +152,29 @@ def lpm_versus_ridge(cohort: Cohort, errors: pd.DataFrame, baseline: str = "ridg
         for inputs in INPUTS:
             lpm = errors[(errors["method"] == f"lpm_{inputs}") & (errors["layer"] == layer)]
             base = errors[(errors["method"] == f"{baseline}_{inputs}") & (errors["layer"] == layer)]
-            lpm_r2 = seed_means(lpm, ["fold", "patient"], "r2_variance_weighted").groupby("fold")["r2_variance_weighted"]
+            lpm_r2 = seed_means(lpm, ["fold", "patient"], "r2_variance_weighted").groupby("fold")[
+                "r2_variance_weighted"
+            ]
             differences = (lpm_r2.first() - base.groupby("fold")["r2_variance_weighted"].first()).to_numpy()
             lpm = seed_means(lpm, ["fold", "patient"], "squared_error")
             mean, low, high = mean_interval(differences)
             error_gap = lpm["squared_error"].to_numpy() - base["squared_error"].to_numpy()
             p_value = stats.wilcoxon(error_gap).pvalue if np.any(error_gap != 0) else 1.0
-            rows.append({"layer": layer, "inputs": inputs, "baseline": baseline, "mean_difference": mean,
-                         "ci_low": low, "ci_high": high, "n_folds_ahead": int((differences > 0).sum()),
-                         "n_folds": len(differences), "per_fold": ";".join(f"{d:.4g}" for d in differences),
-                         "wilcoxon_p": float(p_value), "n_patients": len(error_gap)})  # fmt: skip
+            rows.append(
+                {
+                    "layer": layer,
+                    "inputs": inputs,
+                    "baseline": baseline,
+                    "mean_difference": mean,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n_folds_ahead": int((differences > 0).sum()),
+                    "n_folds": len(differences),
+                    "per_fold": ";".join(f"{d:.4g}" for d in differences),
+                    "wilcoxon_p": float(p_value),
+                    "n_patients": len(error_gap),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -143,13 +182,28 @@ def read_out_table(folds: list[FoldResult]) -> pd.DataFrame:
     """The read-out each fold chose for each layer on its inner split (anchor, residual or blend, with
     the weight), beside the inner-split errors (relative to the training mean's) behind the choice."""
     return pd.concat([fold.read_out.assign(**fold.keys) for fold in folds], ignore_index=True)[
-        ["layer", "inputs", "fold", SEED, "read_out", "weight", "inner_error_anchor", "inner_error_chosen", "inner_error_deep"]]
+        [
+            "layer",
+            "inputs",
+            "fold",
+            SEED,
+            "read_out",
+            "weight",
+            "inner_error_anchor",
+            "inner_error_chosen",
+            "inner_error_deep",
+        ]
+    ]
 
 
 def read_out_matrix(read_outs: pd.DataFrame) -> pd.DataFrame:
     """(Layer, inputs) x models: each model's read-out as `anchor`, `residual 0.5` or `blend 0.25`; a column
     per fold, or per fold and training seed when a fold has several models."""
-    labels = read_outs.assign(label=[r if r == "anchor" else f"{r} {w:g}" for r, w in zip(read_outs["read_out"], read_outs["weight"])])
+    labels = read_outs.assign(
+        label=[
+            r if r == "anchor" else f"{r} {w:g}" for r, w in zip(read_outs["read_out"], read_outs["weight"])
+        ]
+    )
     several = read_outs[SEED].nunique() > 1
     table = labels.pivot(index=["layer", "inputs"], columns=["fold", SEED], values="label")
     table.columns = [f"fold {k}, seed {s}" if several else f"fold {k}" for k, s in table.columns]
@@ -162,15 +216,24 @@ def versus_sentence(versus: pd.DataFrame, margin: float = 0.005, level: float = 
     which differences the paired test separates."""
     ahead = versus[versus["mean_difference"] > margin]
     behind = versus[versus["mean_difference"] < -margin]
-    named = lambda rows: ", ".join(f"{r.layer} ({r.inputs.replace('_', ' ')}, {r.mean_difference:+.3f}, p = {r.wilcoxon_p:.2g})"  # noqa: E731
-                                   for r in rows.itertuples())  # fmt: skip
-    parts = [f"Of {len(versus)} layer predictions (every layer, with all inputs and from genomics only), the LPM "
-             f"is within {margin} of ridge's held-out R^2 on {len(versus) - len(ahead) - len(behind)}, ahead by more "
-             f"on {len(ahead)} and behind by more on {len(behind)}."]  # fmt: skip
+
+    def named(rows: pd.DataFrame) -> str:
+        return ", ".join(
+            f"{r.layer} ({r.inputs.replace('_', ' ')}, {r.mean_difference:+.3f}, p = {r.wilcoxon_p:.2g})"
+            for r in rows.itertuples()
+        )
+
+    parts = [
+        f"Of {len(versus)} layer predictions (every layer, with all inputs and from genomics only), the LPM "
+        f"is within {margin} of ridge's held-out R^2 on {len(versus) - len(ahead) - len(behind)}, "
+        f"ahead by more on {len(ahead)} and behind by more on {len(behind)}."
+    ]
     for label, rows in (("Ahead", ahead), ("Behind", behind)):
         if len(rows):
             significant = rows[rows["wilcoxon_p"] < level]
-            parts.append(f"{label}: {named(rows)}; significant at p < {level}: {len(significant)} of {len(rows)}.")
+            parts.append(
+                f"{label}: {named(rows)}; significant at p < {level}: {len(significant)} of {len(rows)}."
+            )
     return " ".join(parts)
 
 
@@ -183,15 +246,24 @@ def q0_summary(per_fold: pd.DataFrame, layer_truth: pd.DataFrame | None = None) 
     summary = summarise_folds(per_fold, by=["method", "layer", "metric"])
     if layer_truth is not None:
         ceiling = pd.DataFrame(
-            {"method": "noise_ceiling", "layer": layer_truth.index, "metric": "r2_variance_weighted",
-             "mean": layer_truth["noise_ceiling"].to_numpy(), "n_folds": 0, "per_fold": ""}
-        )  # fmt: skip
+            {
+                "method": "noise_ceiling",
+                "layer": layer_truth.index,
+                "metric": "r2_variance_weighted",
+                "mean": layer_truth["noise_ceiling"].to_numpy(),
+                "n_folds": 0,
+                "per_fold": "",
+            }
+        )
         summary = pd.concat([summary, ceiling[ceiling["layer"].isin(per_fold["layer"])]], ignore_index=True)
     return summary
 
 
-def spread_table(summary: pd.DataFrame, methods: tuple[str, ...] = ("lpm_all", "lpm_genomics_only", "deep_all"),
-                 metric: str = "r2_variance_weighted") -> pd.DataFrame:  # fmt: skip
+def spread_table(
+    summary: pd.DataFrame,
+    methods: tuple[str, ...] = ("lpm_all", "lpm_genomics_only", "deep_all"),
+    metric: str = "r2_variance_weighted",
+) -> pd.DataFrame:
     """(Layer, method) rows: the cross-fold mean R^2, its spread between folds and between a fold's models
     (seeds): how much of an answer's uncertainty the training seed carries beside the patients."""
     chosen = summary[(summary["metric"] == metric) & summary["method"].isin(methods)]
@@ -209,7 +281,9 @@ def r2_table(summary: pd.DataFrame, metric: str = "r2_variance_weighted") -> pd.
     """Layers x methods: the cross-fold mean R^2, layers and methods in the order they were computed."""
     chosen = summary[summary["metric"] == metric]
     table = chosen.pivot(index="layer", columns="method", values="mean")
-    return table.reindex(index=list(dict.fromkeys(chosen["layer"])), columns=list(dict.fromkeys(chosen["method"])))
+    return table.reindex(
+        index=list(dict.fromkeys(chosen["layer"])), columns=list(dict.fromkeys(chosen["method"]))
+    )
 
 
 def target_sentence(summary: pd.DataFrame, targets: list[str], metric: str = "r2_variance_weighted") -> str:

@@ -70,9 +70,7 @@ def predict_masked(cohort: Cohort, fold: FoldResult, masked: list[str] | None = 
     return run_model(fold.model, fold.scaler, data.drivers, data.grade, ptms, mask)
 
 
-def normal_inputs(
-    view: Cohort, scaler: LayerScaler
-) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
+def normal_inputs(view: Cohort, scaler: LayerScaler) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
     """The normal samples' standardised PTM inputs and observation mask (n_normals, n_ptm): a PTM
     layer a sample lacks is masked (input 0). None when no PTM layer has normal samples."""
     ptms = [name for name in view.ptm_names if name in view.normals]
@@ -106,7 +104,8 @@ def normal_state(cohort: Cohort, fold: FoldResult) -> np.ndarray | None:
 
 
 def edit_genome(drivers: np.ndarray, column: int, kind: EditKind) -> np.ndarray:
-    """The genome after one edit: `knockout` sets driver `column` to 0, `only` keeps it alone, `wild_type` clears all."""
+    """The genome after one edit: `knockout` sets driver `column` to 0, `only` keeps it alone, `wild_type`
+    clears all."""
     edited = drivers.copy()
     if kind == "knockout":
         edited[:, column] = 0
@@ -135,7 +134,9 @@ class DriverEdit:
         return len(self.rows)
 
 
-def edit_drivers(cohort: Cohort, fold: FoldResult, kind: EditKind, drivers: list[str] | None = None) -> dict[str, DriverEdit]:
+def edit_drivers(
+    cohort: Cohort, fold: FoldResult, kind: EditKind, drivers: list[str] | None = None
+) -> dict[str, DriverEdit]:
     """Apply one kind of edit to each driver's held-out carriers, all in one genomics-only forward pass.
 
     Every PTM layer is masked: the in-silico cell runs on genomics and grade alone. A driver without
@@ -149,20 +150,29 @@ def edit_drivers(cohort: Cohort, fold: FoldResult, kind: EditKind, drivers: list
     grade = cohort.clinical["grade"].to_numpy()[fold.test_rows]
     carriers = {name: np.flatnonzero(genome[:, cohort.driver_names.index(name)] == 1) for name in names}
     before = np.concatenate([genome[carriers[n]] for n in names])
-    after = np.concatenate([edit_genome(genome[carriers[n]], cohort.driver_names.index(n), kind) for n in names])
+    after = np.concatenate(
+        [edit_genome(genome[carriers[n]], cohort.driver_names.index(n), kind) for n in names]
+    )
     grades = np.concatenate([grade[carriers[n]] for n in names] * 2)
     stacked = torch.as_tensor(np.concatenate([before, after]))
     n = len(stacked)
     zeros = {p: torch.zeros(n, cohort.layers[p].n_features) for p in cohort.ptm_names}
-    outputs = run_model(fold.model, fold.scaler, stacked, torch.as_tensor(grades, dtype=torch.long), zeros,
-                        ptm_mask(n, cohort.ptm_names))  # fmt: skip
+    outputs = run_model(
+        fold.model,
+        fold.scaler,
+        stacked,
+        torch.as_tensor(grades, dtype=torch.long),
+        zeros,
+        ptm_mask(n, cohort.ptm_names),
+    )
     edits, start, half = {}, 0, len(before)
     for name in names:
         stop = start + len(carriers[name])
         edits[name] = DriverEdit(
-            name, carriers[name],
+            name,
+            carriers[name],
             baseline={k: v[start:stop] for k, v in outputs.items()},
             edited={k: v[half + start : half + stop] for k, v in outputs.items()},
-        )  # fmt: skip
+        )
         start = stop
     return edits

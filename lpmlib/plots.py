@@ -32,9 +32,13 @@ def cooccurrence_heatmap(cooccurrence: pd.DataFrame) -> Figure:
 
 
 def interval_bars(
-    summary: pd.DataFrame, label: str, ylabel: str, title: str, highlight: str | None = None,
+    summary: pd.DataFrame,
+    label: str,
+    ylabel: str,
+    title: str,
+    highlight: str | None = None,
     references: dict[str, float] | None = None,
-) -> Figure:  # fmt: skip
+) -> Figure:
     """Cross-fold means with 95% intervals, one bar per row of a summary table, in its order."""
     fig, ax = plt.subplots(figsize=(0.45 * len(summary) + 2.5, 3.6))
     x = np.arange(len(summary))
@@ -46,7 +50,12 @@ def interval_bars(
     if references:
         ax.legend(frameon=False, fontsize=8)
     ax.axhline(0, color="grey", lw=0.6)
-    ax.set_xticks(x, summary[label], rotation=45 if len(summary) > 5 else 0, ha="right" if len(summary) > 5 else "center")
+    ax.set_xticks(
+        x,
+        summary[label],
+        rotation=45 if len(summary) > 5 else 0,
+        ha="right" if len(summary) > 5 else "center",
+    )
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     fig.tight_layout()
@@ -60,7 +69,9 @@ def layer_pcs_by_driver(cohort: Cohort, layer: str, driver: str) -> Figure:
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for altered, colour, label in ((False, "#9e9e9e", "wild type"), (True, "#d62728", "altered")):
         chosen = values[status == altered]
-        ax.scatter(chosen.iloc[:, 0], chosen.iloc[:, 1], s=14, c=colour, label=f"{driver} {label} (n={len(chosen)})")
+        ax.scatter(
+            chosen.iloc[:, 0], chosen.iloc[:, 1], s=14, c=colour, label=f"{driver} {label} (n={len(chosen)})"
+        )
     ax.set_xlabel(f"{layer} {values.columns[0]}")
     ax.set_ylabel(f"{layer} {values.columns[1]}")
     ax.legend(frameon=False, fontsize=8)
@@ -77,9 +88,20 @@ def learning_curves(folds: list) -> Figure:
     for fold in folds:
         ax, first = axes[0, numbers.index(fold.fold)], fold.training_seed == 1
         history, alpha = fold.history, 1.0 if first else 0.5
-        ax.plot(history["epoch"], history["train_loss"], color="C0", alpha=alpha, label="training" if first else None)
-        ax.plot(history["epoch"], history["validation_loss"], color="C1", alpha=alpha,
-                label="validation" if first else None)  # fmt: skip
+        ax.plot(
+            history["epoch"],
+            history["train_loss"],
+            color="C0",
+            alpha=alpha,
+            label="training" if first else None,
+        )
+        ax.plot(
+            history["epoch"],
+            history["validation_loss"],
+            color="C1",
+            alpha=alpha,
+            label="validation" if first else None,
+        )
         ax.set_title(f"fold {fold.fold}")
         ax.set_xlabel("epoch")
     axes[0, 0].set_ylabel("loss")
@@ -89,7 +111,8 @@ def learning_curves(folds: list) -> Figure:
 
 
 def r2_by_layer(summary: pd.DataFrame, metric: str = "r2_variance_weighted") -> Figure:
-    """Held-out R^2 per layer and method: cross-fold mean with its 95% interval; the noise ceiling as a tick."""
+    """Held-out R^2 per layer and method: cross-fold mean with its 95% interval; the noise ceiling as a
+    tick."""
     chosen = summary[summary["metric"] == metric]
     layers = list(dict.fromkeys(chosen["layer"]))
     methods = [m for m in dict.fromkeys(chosen["method"]) if m != "noise_ceiling"]
@@ -102,7 +125,9 @@ def r2_by_layer(summary: pd.DataFrame, metric: str = "r2_variance_weighted") -> 
         ax.bar(x, rows["mean"], width, yerr=np.nan_to_num(errors), capsize=2, label=method)
     ceiling = chosen[chosen["method"] == "noise_ceiling"].set_index("layer").reindex(layers)["mean"]
     if ceiling.notna().any():
-        ax.scatter(np.arange(len(layers)), ceiling, marker="_", s=600, color="black", label="noise ceiling", zorder=3)
+        ax.scatter(
+            np.arange(len(layers)), ceiling, marker="_", s=600, color="black", label="noise ceiling", zorder=3
+        )
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xticks(np.arange(len(layers)), layers)
     ax.set_ylabel(f"held-out {metric.replace('_', ' ')}")
@@ -119,8 +144,14 @@ def r2_by_cohort_size(curve: pd.DataFrame, inputs: str = "all") -> Figure:
     for ax, layer in zip(axes[0], layers):
         rows = curve[curve["layer"] == layer]
         for model, line in rows[rows["inputs"] == inputs].groupby("model", sort=False):
-            ax.errorbar(line["n_patients"], line["mean"], capsize=2, marker="o", label=model,
-                        yerr=np.nan_to_num([line["mean"] - line["ci_low"], line["ci_high"] - line["mean"]]))  # fmt: skip
+            ax.errorbar(
+                line["n_patients"],
+                line["mean"],
+                capsize=2,
+                marker="o",
+                label=model,
+                yerr=np.nan_to_num([line["mean"] - line["ci_low"], line["ci_high"] - line["mean"]]),
+            )
         ceiling = rows[rows["model"] == "noise_ceiling"]
         ax.plot(ceiling["n_patients"], ceiling["mean"], color="black", ls="--", lw=1, label="noise ceiling")
         ax.set_xscale("log")

@@ -106,14 +106,26 @@ class PipelineSettings:
             flag = getattr(self, name)
             _require(isinstance(flag, bool), name, flag, "must be True or False")
         fraction = self.max_missing_fraction
-        _require(_is_real(fraction) and 0.0 <= fraction <= 1.0, "max_missing_fraction", fraction,
-                 "must be a number in [0, 1]")  # fmt: skip
-        _require(_is_int(self.top_variance) and self.top_variance >= 1, "top_variance", self.top_variance,
-                 "must be an integer >= 1")  # fmt: skip
+        _require(
+            _is_real(fraction) and 0.0 <= fraction <= 1.0,
+            "max_missing_fraction",
+            fraction,
+            "must be a number in [0, 1]",
+        )
+        _require(
+            _is_int(self.top_variance) and self.top_variance >= 1,
+            "top_variance",
+            self.top_variance,
+            "must be an integer >= 1",
+        )
         n = self.n_components
         _require(n is None or (_is_int(n) and n >= 1), "n_components", n, "must be None or an integer >= 1")
-        _require(_is_int(self.seed) and 0 <= self.seed < 2**32, "seed", self.seed,
-                 "must be an integer in [0, 2**32)")  # fmt: skip
+        _require(
+            _is_int(self.seed) and 0 <= self.seed < 2**32,
+            "seed",
+            self.seed,
+            "must be an integer in [0, 2**32)",
+        )
 
 
 def _numeric(raw: pd.DataFrame, log_transform: bool) -> np.ndarray:
@@ -139,8 +151,10 @@ def _aligned_purity(purity: pd.Series, patients: pd.Index) -> np.ndarray:
         raise ValueError("purity has duplicated patients in its index")
     absent = patients.difference(purity.index)
     if len(absent):
-        raise ValueError(f"purity has no entry for {len(absent)} patient(s), e.g. {list(absent[:3])}; "
-                         "give NaN for an unknown purity")  # fmt: skip
+        raise ValueError(
+            f"purity has no entry for {len(absent)} patient(s), e.g. {list(absent[:3])}; "
+            "give NaN for an unknown purity"
+        )
     values = pd.to_numeric(purity, errors="raise").reindex(patients).to_numpy(dtype=float, na_value=np.nan)
     if np.isinf(values).any():
         raise ValueError("purity contains infinities")
@@ -283,8 +297,10 @@ class RawLayerPipeline:
         if given != fitted or raw.shape[1] != len(self.features_in_):
             missing = [c for c in self.features_in_ if c not in given]
             extra = [c for c in raw.columns if c not in fitted]
-            raise ValueError(f"transform needs the raw columns seen in fit; missing {missing[:5]} "
-                             f"({len(missing)}), unexpected {extra[:5]} ({len(extra)})")  # fmt: skip
+            raise ValueError(
+                f"transform needs the raw columns seen in fit; missing {missing[:5]} "
+                f"({len(missing)}), unexpected {extra[:5]} ({len(extra)})"
+            )
         values = _numeric(raw[self.selected_features_], self.settings.log_transform)
         values = np.where(np.isnan(values), self.medians_.to_numpy(), values)
         if self.purity_used_:

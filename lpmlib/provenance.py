@@ -15,16 +15,34 @@ import pandas as pd
 
 from lpmlib.params import RunParams
 
-PACKAGES = ("lpmlib", "numpy", "pandas", "scipy", "scikit-learn", "torch", "captum", "statsmodels",
-            "papermill", "jupyter-book", "myst-nb")  # fmt: skip
+PACKAGES = (
+    "lpmlib",
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "torch",
+    "captum",
+    "statsmodels",
+    "papermill",
+    "jupyter-book",
+    "myst-nb",
+)
 
 
 def git_commit(project: Path) -> str:
     """The project's git commit, marked `+changes` when the work tree differs from it."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project,
-                               capture_output=True, text=True, check=True)  # fmt: skip
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return commit.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
@@ -58,9 +76,15 @@ def read_json(path: Path) -> dict:
 def parameter_table(params: RunParams) -> pd.DataFrame:
     """The run's parameters with their defaults, those changed from the default marked."""
     defaults = RunParams()
-    rows = [{"parameter": f.name, "value": getattr(params, f.name), "default": getattr(defaults, f.name),
-             "changed": getattr(params, f.name) != getattr(defaults, f.name)}
-            for f in dataclasses.fields(RunParams)]  # fmt: skip
+    rows = [
+        {
+            "parameter": f.name,
+            "value": getattr(params, f.name),
+            "default": getattr(defaults, f.name),
+            "changed": getattr(params, f.name) != getattr(defaults, f.name),
+        }
+        for f in dataclasses.fields(RunParams)
+    ]
     return pd.DataFrame(rows).astype({"value": str, "default": str})
 
 
@@ -68,6 +92,8 @@ def papermill_command(notebook: str, params: RunParams, declared: set[str], **ch
     """The shell command that re-executes one chapter of this run (with optional changed parameters)."""
     values = {k: v for k, v in {**params.as_dict(), **changes}.items() if k in declared}
     defaults = RunParams().as_dict()
-    arguments = [f"-p {k} {shlex.quote(str(v))}" for k, v in values.items() if k in changes or v != defaults[k]]
+    arguments = [
+        f"-p {k} {shlex.quote(str(v))}" for k, v in values.items() if k in changes or v != defaults[k]
+    ]
     target = f"{params.run_dir}/notebooks/{notebook}"
     return " ".join([".venv/bin/python -m papermill -k lpm", f"notebooks/{notebook}", target, *arguments])

@@ -17,8 +17,8 @@ import yaml
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
 from lpmlib.artifacts import atomic_write, write_json, write_text
-from lpmlib.errors import IncompleteRunError
 from lpmlib.cv import n_workers
+from lpmlib.errors import IncompleteRunError
 from lpmlib.params import RunParams
 from lpmlib.provenance import run_record
 from lpmlib.workflow import has_planted_truth
@@ -79,9 +79,15 @@ def execute_notebook(notebook: Path, params: RunParams, project: Path) -> tuple[
     output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     papermill.execute_notebook(
-        str(notebook), str(output), parameters=given, kernel_name=KERNEL_NAME,
-        cwd=str(project), progress_bar=False, log_output=False, stdout_file=sys.stdout,
-    )  # fmt: skip
+        str(notebook),
+        str(output),
+        parameters=given,
+        kernel_name=KERNEL_NAME,
+        cwd=str(project),
+        progress_bar=False,
+        log_output=False,
+        stdout_file=sys.stdout,
+    )
     return output, time.perf_counter() - start
 
 
@@ -165,9 +171,13 @@ def check_book_complete(params: RunParams, project: Path, selected: list[Path]) 
     """Before anything runs: the book of a run of some chapters needs the run folder to hold every other
     chapter that applies to the run, executed earlier; otherwise an error says what to run."""
     executed = project / params.run_dir / "notebooks"
-    missing = [chapter.name for chapter in find_notebooks(project)
-               if chapter not in selected and not (executed / chapter.name).is_file()
-               and skip_reason(chapter, params, project) is None]  # fmt: skip
+    missing = [
+        chapter.name
+        for chapter in find_notebooks(project)
+        if chapter not in selected
+        and not (executed / chapter.name).is_file()
+        and skip_reason(chapter, params, project) is None
+    ]
     if missing:
         numbers = " ".join(sorted({name[:2] for name in missing} | {c.name[:2] for c in selected}))
         raise IncompleteRunError(
@@ -182,8 +192,11 @@ def stage_run(params: RunParams, project: Path) -> list[Path]:
     the run, and no other: the staged chapters of any earlier build are removed first."""
     shutil.rmtree(project / GENERATED, ignore_errors=True)
     executed = project / params.run_dir / "notebooks"
-    chapters = [chapter for chapter in find_notebooks(project) if (executed / chapter.name).is_file()
-                and skip_reason(chapter, params, project) is None]  # fmt: skip
+    chapters = [
+        chapter
+        for chapter in find_notebooks(project)
+        if (executed / chapter.name).is_file() and skip_reason(chapter, params, project) is None
+    ]
     return [stage_for_book(executed / chapter.name, project) for chapter in chapters]
 
 
@@ -204,8 +217,11 @@ def staged_toc(project: Path) -> Path:
     toc = yaml.safe_load((project / "_toc.yml").read_text())
     staged = {(GENERATED / path.stem).as_posix() for path in (project / GENERATED).glob("*.ipynb")}
     for part in toc["parts"]:
-        part["chapters"] = [c for c in part["chapters"] if not c["file"].startswith(GENERATED.as_posix())
-                            or c["file"] in staged]  # fmt: skip
+        part["chapters"] = [
+            c
+            for c in part["chapters"]
+            if not c["file"].startswith(GENERATED.as_posix()) or c["file"] in staged
+        ]
     toc["parts"] = [part for part in toc["parts"] if part["chapters"]]
     return write_text(project / GENERATED / "_toc.yml", yaml.safe_dump(toc, sort_keys=False))
 
@@ -213,9 +229,11 @@ def staged_toc(project: Path) -> Path:
 # what a chapter may require (notebook metadata `lpm.requires`): whether the run has it, and why it is skipped
 REQUIREMENTS = {
     "planted_truth": (has_planted_truth, "the cohort has no planted truth to validate against"),
-    "curve_sizes": (lambda params, project: bool(params.curve_sizes),
-                    "no curve_sizes were given (e.g. -p curve_sizes=[160,640,2560])"),
-}  # fmt: skip
+    "curve_sizes": (
+        lambda params, project: bool(params.curve_sizes),
+        "no curve_sizes were given (e.g. -p curve_sizes=[160,640,2560])",
+    ),
+}
 
 
 def skip_reason(notebook: Path, params: RunParams, project: Path) -> str | None:
@@ -244,7 +262,9 @@ def build_book(project: Path, log=print) -> Path:
     return index
 
 
-def run(params: RunParams, project: Path, notebooks: list[str] | None = None, book: bool = True, log=print) -> None:
+def run(
+    params: RunParams, project: Path, notebooks: list[str] | None = None, book: bool = True, log=print
+) -> None:
     """Execute the notebooks (all, or those named; side by side where they allow it), stage them, and
     build the book.
 
@@ -253,8 +273,10 @@ def run(params: RunParams, project: Path, notebooks: list[str] | None = None, bo
     those of another run or cohort.
     """
     selected = [
-        nb for nb in find_notebooks(project) if notebooks is None or any(nb.name.startswith(n) for n in notebooks)
-    ]  # fmt: skip
+        nb
+        for nb in find_notebooks(project)
+        if notebooks is None or any(nb.name.startswith(n) for n in notebooks)
+    ]
     if not params.manifest and (project / params.data_dir).is_dir():
         params.check_simulated_folder(project / params.data_dir)
     if book:

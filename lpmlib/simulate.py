@@ -30,10 +30,26 @@ LAYERS = TARGETS + SEED_PTMS
 ETS_FUSIONS = ("ERG", "ETV1", "ETV4")
 # Marginal prevalences in primary prostate cancer (design choices; the conditionals are derived).
 TARGET_PREVALENCE = {
-    "ERG": 0.46, "ETV1": 0.08, "ETV4": 0.04, "FOXA1": 0.09, "SPOP": 0.11, "CDK12": 0.05,
-    "BRAF": 0.02, "RAF1": 0.02, "FGFR2": 0.02, "SKIL": 0.03, "BRCA2": 0.05, "IDH1": 0.01,
-    "MSI": 0.03, "CUL3": 0.02, "CHD1": 0.07, "MYC": 0.10, "PTEN": 0.20, "TP53": 0.12, "rare": 0.05,
-}  # fmt: skip
+    "ERG": 0.46,
+    "ETV1": 0.08,
+    "ETV4": 0.04,
+    "FOXA1": 0.09,
+    "SPOP": 0.11,
+    "CDK12": 0.05,
+    "BRAF": 0.02,
+    "RAF1": 0.02,
+    "FGFR2": 0.02,
+    "SKIL": 0.03,
+    "BRCA2": 0.05,
+    "IDH1": 0.01,
+    "MSI": 0.03,
+    "CUL3": 0.02,
+    "CHD1": 0.07,
+    "MYC": 0.10,
+    "PTEN": 0.20,
+    "TP53": 0.12,
+    "rare": 0.05,
+}
 # driver -> (partner, P(driver | partner)); P(driver | no partner) keeps the marginal on target.
 ENRICHMENT = {"SPOP": ("ETS", 0.0), "CHD1": ("SPOP", 0.25), "PTEN": ("ERG", 0.30)}
 ZERO_EFFECT_DRIVERS = ("SKIL", "IDH1", "CUL3", "RAF1", "FGFR2", "rare")
@@ -41,21 +57,37 @@ STRONG_DRIVERS = ("ERG", "PTEN", "TP53", "MYC", "FOXA1", "SPOP")
 INTERACTION = ("ERG", "PTEN")
 # With nonlinearity > 0, the 13 other pairs of strong drivers that can co-occur (not ERG x SPOP) interact too.
 NONLINEAR_PAIRS = tuple(
-    (a, b) for i, a in enumerate(STRONG_DRIVERS) for b in STRONG_DRIVERS[i + 1 :]
+    (a, b)
+    for i, a in enumerate(STRONG_DRIVERS)
+    for b in STRONG_DRIVERS[i + 1 :]
     if {a, b} != set(INTERACTION) and {a, b} != {"ERG", "SPOP"}
-)  # fmt: skip
+)
 # Effect driver -> (its own gene, sign of the direct effect on that gene's RNA and protein).
 OWN_GENE = {
-    "ERG": ("ERG", 1), "ETV1": ("ETV1", 1), "ETV4": ("ETV4", 1), "FOXA1": ("FOXA1", 1),
-    "SPOP": ("SPOP", -1), "CDK12": ("CDK12", -1), "BRAF": ("BRAF", 1), "BRCA2": ("BRCA2", -1),
-    "MSI": ("MSH2", -1), "CHD1": ("CHD1", -1), "MYC": ("MYC", 1), "PTEN": ("PTEN", -1), "TP53": ("TP53", -1),
-}  # fmt: skip
+    "ERG": ("ERG", 1),
+    "ETV1": ("ETV1", 1),
+    "ETV4": ("ETV4", 1),
+    "FOXA1": ("FOXA1", 1),
+    "SPOP": ("SPOP", -1),
+    "CDK12": ("CDK12", -1),
+    "BRAF": ("BRAF", 1),
+    "BRCA2": ("BRCA2", -1),
+    "MSI": ("MSH2", -1),
+    "CHD1": ("CHD1", -1),
+    "MYC": ("MYC", 1),
+    "PTEN": ("PTEN", -1),
+    "TP53": ("TP53", -1),
+}
 GENE_NAMES = tuple([g for g, _ in OWN_GENE.values()] + [d for d in ZERO_EFFECT_DRIVERS if d != "rare"])
 AGGRESSIVENESS = {"TP53": 1.0, "MYC": 0.6, "PTEN": 0.6, "BRCA2": 0.6, "CDK12": 0.4}
 GLEASON_CUTPOINTS = (-0.5, 0.9, 1.3, 2.3)  # latent aggressiveness -> Gleason 6, 7, 8, 9, 10
 PTM_PARENTS = {
-    "phospho": ["protein"], "acetyl": ["protein"], "ubiq": ["protein"], "pY": ["phospho"], "methyl": [],
-}  # fmt: skip
+    "phospho": ["protein"],
+    "acetyl": ["protein"],
+    "ubiq": ["protein"],
+    "pY": ["phospho"],
+    "methyl": [],
+}
 RESIDUES = {"pY": "Y", "phospho": "ST", "acetyl": "K", "ubiq": "K", "methyl": "RK"}
 PURITY_A, PURITY_B = 6, 3  # tumour purity ~ Beta(6, 3), mean 2/3
 MC_CHUNK_ROWS = 50_000  # simulated patients held at once when averaging over Monte Carlo draws
@@ -102,9 +134,19 @@ class SimulationConfig:
     nonlinearity: float = 0.0
 
     def __post_init__(self) -> None:
-        minimum = {"n_patients": 2, "seed": 0, "n_components": 1, "n_rna_features": len(GENE_NAMES),
-                   "n_protein_features": len(GENE_NAMES), "n_ptm_features": 1, "n_metabolome_features": 1,
-                   "programme_dim": 1, "state_dim": 1, "pY_state_dim": 1, "monte_carlo_draws": 1}  # fmt: skip
+        minimum = {
+            "n_patients": 2,
+            "seed": 0,
+            "n_components": 1,
+            "n_rna_features": len(GENE_NAMES),
+            "n_protein_features": len(GENE_NAMES),
+            "n_ptm_features": 1,
+            "n_metabolome_features": 1,
+            "programme_dim": 1,
+            "state_dim": 1,
+            "pY_state_dim": 1,
+            "monte_carlo_draws": 1,
+        }
         for name, value in ((f.name, getattr(self, f.name)) for f in fields(self)):
             if name == "leader" and value not in SEED_PTMS:
                 raise ValueError(f"SimulationConfig.leader={value!r}: must be one of {', '.join(SEED_PTMS)}")
@@ -180,8 +222,9 @@ class Draws:
 def effect_strength(config: SimulationConfig) -> dict[str, float]:
     """The documented RMS programme shift of every driver (0 for the zero-effect drivers)."""
     strong, weak = config.strong_effect, config.weak_effect
-    return {d: 0.0 if d in ZERO_EFFECT_DRIVERS else strong if d in STRONG_DRIVERS else weak
-            for d in SEED_DRIVERS}  # fmt: skip
+    return {
+        d: 0.0 if d in ZERO_EFFECT_DRIVERS else strong if d in STRONG_DRIVERS else weak for d in SEED_DRIVERS
+    }
 
 
 def unit_rms(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -222,16 +265,19 @@ def draw_world(config: SimulationConfig, rng: np.random.Generator) -> World:
     loadings = {k: random_map(rng, config.state_size(k), config.n_features(k), 1.0) for k in LAYERS}
     stroma = {k: rng.normal(scale=config.stroma_sd, size=config.n_features(k)) for k in LAYERS}
     own_gene = {
-        layer: [(SEED_DRIVERS.index(d), features[layer].index(gene), sign * config.own_gene_effect)
-                for d, (gene, sign) in OWN_GENE.items()]
+        layer: [
+            (SEED_DRIVERS.index(d), features[layer].index(gene), sign * config.own_gene_effect)
+            for d, (gene, sign) in OWN_GENE.items()
+        ]
         for layer in ("rna", "protein")
-    }  # fmt: skip
+    }
     interaction, grade = config.interaction_effect * unit_rms(rng, P), config.grade_effect * unit_rms(rng, P)
     # Drawn after everything else, whatever the nonlinearity: the other parameters stay those of the
     # original simulator, and cohorts that differ only in their nonlinearity share one world.
     pairs = np.array([unit_rms(rng, P) for _ in NONLINEAR_PAIRS])
-    return World(weights, interaction, grade, maps, metabolome_maps, loadings, stroma, own_gene, features,
-                 pairs)  # fmt: skip
+    return World(
+        weights, interaction, grade, maps, metabolome_maps, loadings, stroma, own_gene, features, pairs
+    )
 
 
 def conditional_prevalence(driver: str) -> tuple[str, float, float]:
@@ -317,8 +363,12 @@ class Simulator:
         """Drivers -> programmes -> RNA -> protein -> PTMs -> metabolome: tanh links plus private parts."""
         w, private_sd, link = self.world, self.config.private_sd_of, self.link
         pair = both_present(drivers, INTERACTION)
-        programmes = (driver_term(drivers, w.programme_weights) + pair[:, None] * w.interaction
-                      + (gleason - 7.0)[:, None] * w.grade_direction + draws.background)  # fmt: skip
+        programmes = (
+            driver_term(drivers, w.programme_weights)
+            + pair[:, None] * w.interaction
+            + (gleason - 7.0)[:, None] * w.grade_direction
+            + draws.background
+        )
         if self.config.nonlinearity > 0:  # skipped at 0, so the default programmes are bit for bit unchanged
             programmes = programmes + self.pair_term(drivers)
         private = {k: private_sd(k) * v for k, v in draws.private.items()}
@@ -332,8 +382,14 @@ class Simulator:
         states["metabolome"] = link(inflow) + private["metabolome"]
         return states
 
-    def observe(self, layer: str, state: np.ndarray, drivers: np.ndarray, purity: np.ndarray,
-                measurement: dict[str, np.ndarray] | None) -> np.ndarray:  # fmt: skip
+    def observe(
+        self,
+        layer: str,
+        state: np.ndarray,
+        drivers: np.ndarray,
+        purity: np.ndarray,
+        measurement: dict[str, np.ndarray] | None,
+    ) -> np.ndarray:
         """Raw features: purity x (state signal + own-gene effects) + (1 - purity) x stroma + noise."""
         tumour = state @ self.world.loadings[layer]
         for driver, feature, shift in self.world.own_gene.get(layer, []):
@@ -343,8 +399,9 @@ class Simulator:
             raw += self.config.noise_sd_of(layer) * measurement[layer]
         return raw
 
-    def raw(self, drivers: np.ndarray, gleason: np.ndarray, draws: Draws,
-            layers: tuple[str, ...] = LAYERS) -> dict[str, np.ndarray]:  # fmt: skip
+    def raw(
+        self, drivers: np.ndarray, gleason: np.ndarray, draws: Draws, layers: tuple[str, ...] = LAYERS
+    ) -> dict[str, np.ndarray]:
         states = self.states(drivers, gleason, draws)
         return {k: self.observe(k, states[k], drivers, draws.purity, draws.measurement) for k in layers}
 
@@ -360,8 +417,9 @@ class Simulator:
     def pcs(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {k: self.projectors[k].transform(self.frame(k, v)).to_numpy() for k, v in raw.items()}
 
-    def genomics_expectation(self, drivers: np.ndarray, gleason: np.ndarray,
-                             rng: np.random.Generator) -> dict[str, np.ndarray]:  # fmt: skip
+    def genomics_expectation(
+        self, drivers: np.ndarray, gleason: np.ndarray, rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
         """E[PCs | drivers, Gleason], with the latent states averaged by Monte Carlo per distinct profile.
 
         Given the state, raw features are affine in purity (independent of the states) and in the
@@ -382,8 +440,14 @@ class Simulator:
         raw = {k: self.observe(k, v, profiles[:, :-1], purity, None) for k, v in mean_states.items()}
         return {k: v[profile_of.ravel()] for k, v in self.pcs(raw).items()}
 
-    def layer_truth(self, drivers: np.ndarray, gleason: np.ndarray, draws: Draws,
-                    scores: dict[str, np.ndarray], mc_rng: np.random.Generator) -> pd.DataFrame:  # fmt: skip
+    def layer_truth(
+        self,
+        drivers: np.ndarray,
+        gleason: np.ndarray,
+        draws: Draws,
+        scores: dict[str, np.ndarray],
+        mc_rng: np.random.Generator,
+    ) -> pd.DataFrame:
         """Per layer: noise and genomics ceilings and, for PTMs, the dependency R^2 (TRUTH_DEFINITIONS)."""
         noise_free = self.pcs(self.raw(drivers, gleason, replace(draws, measurement=None)))
         expected = self.genomics_expectation(drivers, gleason, mc_rng)
@@ -396,14 +460,21 @@ class Simulator:
                 measurement = (draws.measurement or {}) | {k: silent_noise}
                 silent = replace(draws, private=private, measurement=measurement)
                 dependency = pooled_r2(scores[k], self.pcs(self.raw(drivers, gleason, silent, (k,)))[k])
-            rows.append({"layer": k, "role": "target" if k in TARGETS else "ptm",
-                         "noise_ceiling": pooled_r2(scores[k], noise_free[k]),
-                         "genomics_ceiling": pooled_r2(scores[k], expected[k]),
-                         "ptm_dependency_r2": dependency, "is_leader": k == self.config.leader})  # fmt: skip
+            rows.append(
+                {
+                    "layer": k,
+                    "role": "target" if k in TARGETS else "ptm",
+                    "noise_ceiling": pooled_r2(scores[k], noise_free[k]),
+                    "genomics_ceiling": pooled_r2(scores[k], expected[k]),
+                    "ptm_dependency_r2": dependency,
+                    "is_leader": k == self.config.leader,
+                }
+            )
         return pd.DataFrame(rows)
 
-    def knockout_effects(self, drivers: np.ndarray, gleason: np.ndarray, draws: Draws,
-                         scores: dict[str, np.ndarray]) -> pd.DataFrame:  # fmt: skip
+    def knockout_effects(
+        self, drivers: np.ndarray, gleason: np.ndarray, draws: Draws, scores: dict[str, np.ndarray]
+    ) -> pd.DataFrame:
         """Per (driver, layer): mean over carriers of the RMS change when the driver alone is set to 0.
 
         Factual and counterfactual are recomputed by the same code on the same carriers and draws, so a
@@ -424,18 +495,32 @@ class Simulator:
                     z_change = (counterfactual[k] - factual[k]) / self.projectors[k].scaler_.scale_
                     effects[k] = (mean_rms(pc_c[k] - pc_f[k]), mean_rms(z_change))
             for k, (pc, z) in effects.items():
-                rows.append({"driver": d, "layer": k, "n_carriers": len(carriers),
-                             "zero_effect": d in ZERO_EFFECT_DRIVERS, "effect_rms_pc": pc,
-                             "effect_rms_raw": z, "effect_std": pc / float(np.sqrt(np.mean(scores[k] ** 2)))})
+                rows.append(
+                    {
+                        "driver": d,
+                        "layer": k,
+                        "n_carriers": len(carriers),
+                        "zero_effect": d in ZERO_EFFECT_DRIVERS,
+                        "effect_rms_pc": pc,
+                        "effect_rms_raw": z,
+                        "effect_std": pc / float(np.sqrt(np.mean(scores[k] ** 2))),
+                    }
+                )
         return pd.DataFrame(rows)
 
 
-def build_cohort(case_ids: pd.Index, drivers: np.ndarray, labels: list[str], scores: dict[str, np.ndarray],
-                 projectors: dict[str, LayerProjector]) -> Cohort:  # fmt: skip
+def build_cohort(
+    case_ids: pd.Index,
+    drivers: np.ndarray,
+    labels: list[str],
+    scores: dict[str, np.ndarray],
+    projectors: dict[str, LayerProjector],
+) -> Cohort:
     """The PC-score cohort: clinical grade and label, drivers, every layer with its loadings."""
     grade = np.array([parse_grade(label) for label in labels], dtype=np.int64)
-    clinical = pd.DataFrame({"grade": grade, "grade_label": pd.Series(labels, index=case_ids, dtype="str")},
-                            index=case_ids)  # fmt: skip
+    clinical = pd.DataFrame(
+        {"grade": grade, "grade_label": pd.Series(labels, index=case_ids, dtype="str")}, index=case_ids
+    )
     layers = {}
     for k in LAYERS:
         loadings = projectors[k].loadings
@@ -496,38 +581,59 @@ def truth_record(config: SimulationConfig, drivers: np.ndarray, layer_truth: pd.
     }
     keys = ("partner", "p_with_partner", "p_without_partner")
     record = {
-        "seed": config.seed, "n_patients": config.n_patients, "config": asdict(config),
-        "drivers": list(SEED_DRIVERS), "target_prevalence": TARGET_PREVALENCE,
+        "seed": config.seed,
+        "n_patients": config.n_patients,
+        "config": asdict(config),
+        "drivers": list(SEED_DRIVERS),
+        "target_prevalence": TARGET_PREVALENCE,
         "observed_prevalence": {d: float(drivers[:, j].mean()) for j, d in enumerate(SEED_DRIVERS)},
         "enrichment": {d: dict(zip(keys, conditional_prevalence(d))) for d in ENRICHMENT},
         "mutually_exclusive": [list(ETS_FUSIONS), ["ERG", "SPOP"]],
-        "zero_effect_drivers": list(ZERO_EFFECT_DRIVERS), "effect_strength": effect_strength(config),
+        "zero_effect_drivers": list(ZERO_EFFECT_DRIVERS),
+        "effect_strength": effect_strength(config),
         "own_gene_shift": {d: {g: s * config.own_gene_effect} for d, (g, s) in OWN_GENE.items()},
-        "interaction": {"drivers": list(INTERACTION), "effect": config.interaction_effect,
-                        "form": "programme shift added only when both drivers are present"},
-        "grade": {"aggressiveness": AGGRESSIVENESS, "gleason_cutpoints": list(GLEASON_CUTPOINTS),
-                  "programme_effect_per_point": config.grade_effect,
-                  "unknown_fraction": config.unknown_grade_fraction},
-        "leader": config.leader, "ptm_parents": PTM_PARENTS,
-        "metabolome_weights": {k: config.leader_weight if k == config.leader else config.follower_weight
-                               for k in SEED_PTMS},
-        "noise_sd": {"private": {k: config.private_sd_of(k) for k in LAYERS},
-                     "measurement": {k: config.noise_sd_of(k) for k in LAYERS},
-                     "stroma": config.stroma_sd, "purity": f"Beta({PURITY_A}, {PURITY_B})"},
+        "interaction": {
+            "drivers": list(INTERACTION),
+            "effect": config.interaction_effect,
+            "form": "programme shift added only when both drivers are present",
+        },
+        "grade": {
+            "aggressiveness": AGGRESSIVENESS,
+            "gleason_cutpoints": list(GLEASON_CUTPOINTS),
+            "programme_effect_per_point": config.grade_effect,
+            "unknown_fraction": config.unknown_grade_fraction,
+        },
+        "leader": config.leader,
+        "ptm_parents": PTM_PARENTS,
+        "metabolome_weights": {
+            k: config.leader_weight if k == config.leader else config.follower_weight for k in SEED_PTMS
+        },
+        "noise_sd": {
+            "private": {k: config.private_sd_of(k) for k in LAYERS},
+            "measurement": {k: config.noise_sd_of(k) for k in LAYERS},
+            "stroma": config.stroma_sd,
+            "purity": f"Beta({PURITY_A}, {PURITY_B})",
+        },
         "layers": layers,
         "definitions": TRUTH_DEFINITIONS,
-    }  # fmt: skip
+    }
     if config.nonlinearity == 0:  # absent means 0, as in cohorts written before the parameter existed:
         del record["config"]["nonlinearity"]  # the default truth.json stays byte-identical to theirs
         return record
     a, effect = config.nonlinearity, config.interaction_effect
     record["interaction"]["effect"] = (1 + a) * effect
-    return record | {"nonlinearity": {
-        "value": a, "link": f"tanh({1 + a:g} * inflow) at every layer, instead of tanh(inflow)",
-        "interaction_effect": (1 + a) * effect, "driver_pairs": [list(pair) for pair in NONLINEAR_PAIRS],
-        "pair_effect": a * effect,
-        "form": "each pair's programme shift (its own random direction) is added only when both are present",
-    }}  # fmt: skip
+    return record | {
+        "nonlinearity": {
+            "value": a,
+            "link": f"tanh({1 + a:g} * inflow) at every layer, instead of tanh(inflow)",
+            "interaction_effect": (1 + a) * effect,
+            "driver_pairs": [list(pair) for pair in NONLINEAR_PAIRS],
+            "pair_effect": a * effect,
+            "form": (
+                "each pair's programme shift (its own random direction) is added only when both are present"
+            ),
+        }
+    }
 
 
 def write_simulated_cohort(sim: SimulatedCohort, folder: str | Path) -> Path:

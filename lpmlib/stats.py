@@ -93,10 +93,15 @@ def summarise_folds(per_fold: pd.DataFrame, by: list[str], value: str = "value")
         key = key if isinstance(key, tuple) else (key,)
         rows.append(
             dict(zip(by, key))
-            | {"mean": mean, "ci_low": low, "ci_high": high, "n_folds": len(finite),
-               "per_fold": ";".join(f"{v:.4g}" for v in values),
-               "sd_between_folds": float(np.std(finite, ddof=1)) if len(finite) > 1 else np.nan,
-               "sd_between_seeds": float(between_seeds.get(key if len(key) > 1 else key[0], np.nan))}  # fmt: skip
+            | {
+                "mean": mean,
+                "ci_low": low,
+                "ci_high": high,
+                "n_folds": len(finite),
+                "per_fold": ";".join(f"{v:.4g}" for v in values),
+                "sd_between_folds": float(np.std(finite, ddof=1)) if len(finite) > 1 else np.nan,
+                "sd_between_seeds": float(between_seeds.get(key if len(key) > 1 else key[0], np.nan)),
+            }
         )
     return pd.DataFrame(rows)
 
@@ -178,9 +183,14 @@ def separate_best(scores: pd.DataFrame, units: pd.DataFrame, item: str, paired: 
     rows = [{item: best, "p_value": np.nan, "n_folds_ahead": np.nan, "n_folds": n_best}]
     for other in means.index[1:]:
         both = by_fold[[best, other]].dropna()
-        rows.append({item: other, "p_value": _p_value(units, item, best, other, paired),
-                     "n_folds_ahead": int((both[best] > both[other]).sum()),
-                     "n_folds": len(both)})  # fmt: skip
+        rows.append(
+            {
+                item: other,
+                "p_value": _p_value(units, item, best, other, paired),
+                "n_folds_ahead": int((both[best] > both[other]).sum()),
+                "n_folds": len(both),
+            }
+        )
     table = pd.DataFrame(rows)
     table.insert(1, "mean", [means[name] for name in table[item]])
     intervals = [mean_interval(by_fold[name].to_list()) for name in table[item]]
@@ -196,8 +206,17 @@ def separate_best(scores: pd.DataFrame, units: pd.DataFrame, item: str, paired: 
     return Separation(table.rename(columns={item: "item"}), leader, tied, _test_name(paired))
 
 
-SEPARATION_COLUMNS = ["item", "mean", "ci_low", "ci_high", "p_value", "n_folds_ahead", "n_folds",
-                      "p_adjusted", "separated"]  # fmt: skip
+SEPARATION_COLUMNS = [
+    "item",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "n_folds_ahead",
+    "n_folds",
+    "p_adjusted",
+    "separated",
+]
 
 
 def _test_name(paired: bool) -> str:
@@ -250,9 +269,11 @@ def separation_sentence(separation: Separation, noun: str, value_format: str = "
     if separation.leader is not None and len(table) > 1:
         others = table.iloc[1:]
         folds = f"{int(others['n_folds_ahead'].min())} of {int(others['n_folds'].max())} folds"
-        return (f"{best['item']} leads, at {interval} (mean and 95% interval over folds): ahead of every "
-                f"other {noun} in at least {folds}, "
-                f"{separation.test} test BH-adjusted p <= {others['p_adjusted'].max():.2g}.")  # fmt: skip
+        return (
+            f"{best['item']} leads, at {interval} (mean and 95% interval over folds): ahead of every "
+            f"other {noun} in at least {folds}, "
+            f"{separation.test} test BH-adjusted p <= {others['p_adjusted'].max():.2g}."
+        )
     if separation.leader is not None:
         return f"{best['item']} is the only {noun}, at {interval}."
     others = table.iloc[1:]  # the best has no test against itself
@@ -263,9 +284,13 @@ def separation_sentence(separation: Separation, noun: str, value_format: str = "
     if few:
         parts.append(f"{', '.join(few)} (too few values to test)")
     if not parts:  # separated from every other one, but without an interval of its own
-        return (f"No {noun} can be named: {best['item']} has the highest mean, {interval}, too few folds to "
-                "name it.")  # fmt: skip
-    return (f"No single {noun} leads: {best['item']} has the highest mean, {interval}, but cannot be "
-            f"separated from {'; nor from '.join(parts)}. A {separation.test} test with BH-adjusted "
-            f"p < {ALPHA} and a lead in at least {FOLD_FRACTION:.0%} of the folds are both "
-            "needed.")  # fmt: skip
+        return (
+            f"No {noun} can be named: {best['item']} has the highest mean, {interval}, too few folds to "
+            "name it."
+        )
+    return (
+        f"No single {noun} leads: {best['item']} has the highest mean, {interval}, but cannot be "
+        f"separated from {'; nor from '.join(parts)}. A {separation.test} test with BH-adjusted "
+        f"p < {ALPHA} and a lead in at least {FOLD_FRACTION:.0%} of the folds are both "
+        "needed."
+    )

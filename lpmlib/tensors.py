@@ -47,9 +47,13 @@ class CohortTensors:
     layers: dict[str, Tensor]  # standardised values, (n, n_features)
 
     @classmethod
-    def build(cls, cohort: Cohort, rows: np.ndarray, scaler: LayerScaler, dtype: torch.dtype = torch.float32) -> CohortTensors:
+    def build(
+        cls, cohort: Cohort, rows: np.ndarray, scaler: LayerScaler, dtype: torch.dtype = torch.float32
+    ) -> CohortTensors:
         layers = {
-            name: torch.as_tensor(scaler.standardise(name, layer.values.to_numpy(dtype=np.float64)[rows]), dtype=dtype)
+            name: torch.as_tensor(
+                scaler.standardise(name, layer.values.to_numpy(dtype=np.float64)[rows]), dtype=dtype
+            )
             for name, layer in cohort.layers.items()
         }
         return cls(
@@ -69,8 +73,11 @@ class CohortTensors:
     @classmethod
     def concat(cls, first: CohortTensors, second: CohortTensors) -> CohortTensors:
         """The patients of both, first then second."""
-        return cls(torch.cat([first.drivers, second.drivers]), torch.cat([first.grade, second.grade]),
-                   {n: torch.cat([t, second.layers[n]]) for n, t in first.layers.items()})  # fmt: skip
+        return cls(
+            torch.cat([first.drivers, second.drivers]),
+            torch.cat([first.grade, second.grade]),
+            {n: torch.cat([t, second.layers[n]]) for n, t in first.layers.items()},
+        )
 
     def subset(self, index: Tensor) -> CohortTensors:
         """Some rows of every tensor (a mini-batch, or a split)."""

@@ -65,9 +65,13 @@ class TrainSettings:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainSettings.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.validation_fraction < 1:
-            raise ValueError(f"TrainSettings.validation_fraction must be in (0, 1), got {self.validation_fraction}")
+            raise ValueError(
+                f"TrainSettings.validation_fraction must be in (0, 1), got {self.validation_fraction}"
+            )
         if self.anchor not in ESTIMATORS:
-            raise ValueError(f"TrainSettings.anchor must be one of {', '.join(ESTIMATORS)}, got {self.anchor!r}")
+            raise ValueError(
+                f"TrainSettings.anchor must be one of {', '.join(ESTIMATORS)}, got {self.anchor!r}"
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -160,8 +164,14 @@ def fit_anchors(model: LatentPerturbationModel, data: CohortTensors, estimator: 
     return fits
 
 
-def _set_anchor(model: LatentPerturbationModel, pattern: int, layer: str, fit: LinearFit, n_genomic: int,
-                visible: tuple[str, ...]) -> None:  # fmt: skip
+def _set_anchor(
+    model: LatentPerturbationModel,
+    pattern: int,
+    layer: str,
+    fit: LinearFit,
+    n_genomic: int,
+    visible: tuple[str, ...],
+) -> None:
     """Place a fit on the compact design (genomics, visible PTM layers) into the anchor's full input rows."""
     used = np.concatenate([np.arange(n_genomic), *(np.asarray(model.anchor.input_rows[p]) for p in visible)])
     stored = model.anchor.weight_of(layer)
@@ -180,7 +190,8 @@ READ_OUTS = [("anchor", 0.0)] + [("residual", w) for w in WEIGHTS] + [("blend", 
 
 
 def read_out_prediction(paths: dict[str, torch.Tensor], mode: str, weight: float) -> torch.Tensor:
-    """One layer's prediction under a read-out: the anchor, anchor + g residual or (1 - w) anchor + w direct."""
+    """One layer's prediction under a read-out: the anchor, anchor + g residual or (1 - w) anchor + w
+    direct."""
     if mode == "residual":
         return paths["anchor"] + weight * paths["residual"]
     if mode == "blend":
@@ -189,7 +200,9 @@ def read_out_prediction(paths: dict[str, torch.Tensor], mode: str, weight: float
 
 
 @torch.no_grad()
-def layer_paths(model: LatentPerturbationModel, data: CohortTensors) -> dict[str, dict[str, dict[str, torch.Tensor]]]:
+def layer_paths(
+    model: LatentPerturbationModel, data: CohortTensors
+) -> dict[str, dict[str, dict[str, torch.Tensor]]]:
     """Layer -> evaluation pattern -> path ("anchor", "residual", "direct") -> predictions of `data`."""
     model.eval()
     names = list(model.config.ptm_dims)
@@ -201,9 +214,13 @@ def layer_paths(model: LatentPerturbationModel, data: CohortTensors) -> dict[str
             if pattern not in outputs:
                 mask = patterns[pattern].expand(len(data), -1)
                 outputs[pattern] = model(data.drivers, data.grade, ptms, mask).paths
-    return {layer: {pattern: {path: outputs[pattern][path][layer] for path in outputs[pattern]}
-                    for pattern in evaluation_patterns(layer, names)}
-            for layer in model.output_dims}  # fmt: skip
+    return {
+        layer: {
+            pattern: {path: outputs[pattern][path][layer] for path in outputs[pattern]}
+            for pattern in evaluation_patterns(layer, names)
+        }
+        for layer in model.output_dims
+    }
 
 
 def choose_read_outs(model: LatentPerturbationModel, data: CohortTensors) -> tuple[float, pd.DataFrame]:
@@ -224,14 +241,22 @@ def choose_read_outs(model: LatentPerturbationModel, data: CohortTensors) -> tup
         scale = float(truth.pow(2).sum()) or 1.0
         for inputs, paths in zip(INPUTS, by_pattern.values()):
             # (read-outs, patients)
-            errors = torch.stack([(read_out_prediction(paths, mode, w) - truth).pow(2).sum(dim=1)
-                                  for mode, w in READ_OUTS]).double()  # fmt: skip
+            errors = torch.stack(
+                [(read_out_prediction(paths, mode, w) - truth).pow(2).sum(dim=1) for mode, w in READ_OUTS]
+            ).double()
             best = int(errors.mean(dim=1).argmin())
             chosen = best if best > 0 and clear_gain((errors[0] - errors[best]).numpy(), SEPARATION) else 0
-            rows.append({"layer": layer, "inputs": inputs, "read_out": READ_OUTS[chosen][0],
-                         "weight": READ_OUTS[chosen][1], "inner_error_anchor": float(errors[0].sum()) / scale,
-                         "inner_error_chosen": float(errors[chosen].sum()) / scale,
-                         "inner_error_deep": float(errors[1:].sum(dim=1).min()) / scale})  # fmt: skip
+            rows.append(
+                {
+                    "layer": layer,
+                    "inputs": inputs,
+                    "read_out": READ_OUTS[chosen][0],
+                    "weight": READ_OUTS[chosen][1],
+                    "inner_error_anchor": float(errors[0].sum()) / scale,
+                    "inner_error_chosen": float(errors[chosen].sum()) / scale,
+                    "inner_error_deep": float(errors[1:].sum(dim=1).min()) / scale,
+                }
+            )
     table = pd.DataFrame(rows)
     return float(table["inner_error_deep"].mean()), table
 
@@ -259,16 +284,24 @@ def fit(
     fit_anchors(model, train, settings.anchor)
     model.to(device)
     train, validation = train.to(device), validation.to(device)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay,
-                                  foreach=True)  # one batched update of every parameter: faster on the CPU too
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay, foreach=True
+    )  # one batched update of every parameter: faster on the CPU too
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.epochs)
     generator = torch.Generator().manual_seed(seed)
     n_ptm = len(config.ptm_dims)
     validation_mask = evaluation_mask(len(validation), n_ptm, seed + 1).to(device)
 
     error, read_out = choose_read_outs(model, validation)
-    rows = [{"epoch": 0, "train_loss": np.nan, "validation_loss": _validation_loss(model, validation, validation_mask),
-             "read_out_error": error, "learning_rate": np.nan}]  # fmt: skip
+    rows = [
+        {
+            "epoch": 0,
+            "train_loss": np.nan,
+            "validation_loss": _validation_loss(model, validation, validation_mask),
+            "read_out_error": error,
+            "learning_rate": np.nan,
+        }
+    ]
     for epoch in range(1, settings.epochs + 1):
         model.train()
         order = torch.randperm(len(train), generator=generator)
@@ -288,8 +321,13 @@ def fit(
         error = np.nan
         if epoch % READ_OUT_EVERY == 0 or epoch == settings.epochs:
             error, read_out = choose_read_outs(model, validation)
-        row = {"epoch": epoch, "train_loss": sum(totals) / len(train), "validation_loss": validation_loss,
-               "read_out_error": error, "learning_rate": learning_rate}  # fmt: skip
+        row = {
+            "epoch": epoch,
+            "train_loss": sum(totals) / len(train),
+            "validation_loss": validation_loss,
+            "read_out_error": error,
+            "learning_rate": learning_rate,
+        }
         rows.append(row)
         if progress is not None:
             progress(row)

@@ -43,15 +43,18 @@ def ranking_recovery(rankings: dict[str, pd.Series], zero_effect: list[str]) -> 
     return pd.DataFrame(rows)
 
 
-def knockout_recovery(q1_summary: pd.DataFrame, truth_knockout: pd.DataFrame,
-                      layer_truth: pd.DataFrame | None = None) -> pd.DataFrame:  # fmt: skip
+def knockout_recovery(
+    q1_summary: pd.DataFrame, truth_knockout: pd.DataFrame, layer_truth: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Per layer: Spearman correlation of estimated and true knockout shifts (PC units) over drivers, and
     (given `layer_truth`) the layer's planted genomics ceiling: the R^2 of its best genomics-only
     prediction, which bounds how far the drivers move it against its noise."""
     rows = []
     for layer, truth in truth_knockout.groupby("layer", sort=False):
         estimated = summary_scores(q1_summary, quantity="shift_rms", layer=layer)
-        joined = pd.concat([estimated.rename("estimated"), truth.set_index("driver")["effect_rms_pc"]], axis=1)
+        joined = pd.concat(
+            [estimated.rename("estimated"), truth.set_index("driver")["effect_rms_pc"]], axis=1
+        )
         joined = joined.dropna()
         note = ""
         if len(joined) < 3:
@@ -104,18 +107,25 @@ def leader_recovery(q6_leader: pd.DataFrame, planted: str) -> dict[str, object]:
 TARGETS = {"auroc_q1": 0.9, "spearman_targets": 0.8}
 
 
-def target_check(rankings: pd.DataFrame, effects: pd.DataFrame, leader: dict, target_layers: list[str]) -> pd.DataFrame:
+def target_check(
+    rankings: pd.DataFrame, effects: pd.DataFrame, leader: dict, target_layers: list[str]
+) -> pd.DataFrame:
     """The recovery targets set for the default cohort, what was achieved, and whether it was met."""
     q1 = rankings.set_index("ranking").loc["q1_storm_intensity", "auroc"]
     spearman = effects.set_index("layer").loc[target_layers, "spearman"]
     rows = [
         ("Q1 all-driver ranking: AUROC >= 0.9", f"{q1:.2f}", bool(q1 >= TARGETS["auroc_q1"])),
-        ("Q1 effects vs truth: Spearman >= 0.8 on every target layer",
-         ", ".join(f"{layer} {rho:.2f}" for layer, rho in spearman.items()),
-         bool((spearman >= TARGETS["spearman_targets"]).all())),
-        ("Q6 finds the planted leader in every fold", f"{leader['n_folds_top']} of {leader['n_folds']} folds",
-         bool(leader["found"] and leader["n_folds_top"] == leader["n_folds"])),
-    ]  # fmt: skip
+        (
+            "Q1 effects vs truth: Spearman >= 0.8 on every target layer",
+            ", ".join(f"{layer} {rho:.2f}" for layer, rho in spearman.items()),
+            bool((spearman >= TARGETS["spearman_targets"]).all()),
+        ),
+        (
+            "Q6 finds the planted leader in every fold",
+            f"{leader['n_folds_top']} of {leader['n_folds']} folds",
+            bool(leader["found"] and leader["n_folds_top"] == leader["n_folds"]),
+        ),
+    ]
     return pd.DataFrame(rows, columns=["target", "achieved", "met"])
 
 

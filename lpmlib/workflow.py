@@ -59,13 +59,16 @@ def prepare_cohort(params: RunParams) -> Cohort:
         cohort, inputs = raw.fold_cohort(np.arange(raw.n_patients)), raw.input_hashes()
     else:
         cohort, inputs = _seed_layout_cohort(params), folder_hashes(params.data_dir)
-    write_json(RunFolder.of(params).path / "cohort.json", {
-        "source": params.manifest or params.data_dir,
-        "planted_truth": has_planted_truth(params),
-        "n_patients": cohort.n_patients,
-        "n_dropped": len(cohort.dropped),
-        "input_sha256": inputs,
-    })  # fmt: skip
+    write_json(
+        RunFolder.of(params).path / "cohort.json",
+        {
+            "source": params.manifest or params.data_dir,
+            "planted_truth": has_planted_truth(params),
+            "n_patients": cohort.n_patients,
+            "n_dropped": len(cohort.dropped),
+            "input_sha256": inputs,
+        },
+    )
     return cohort
 
 
@@ -125,9 +128,11 @@ def cohort_description(params: RunParams, cohort: Cohort) -> str:
     """One phrase naming the run's cohort, for the book's prose."""
     if params.manifest:
         raw = raw_cohort(params)
-        return (f"{raw.name}, read from raw files by the manifest {params.manifest} ({cohort.n_patients} "
-                f"tumours in every file, {raw.counts.get('normals', 0)} normal samples): a real cohort, with "
-                "no planted truth to validate against")  # fmt: skip
+        return (
+            f"{raw.name}, read from raw files by the manifest {params.manifest} ({cohort.n_patients} "
+            f"tumours in every file, {raw.counts.get('normals', 0)} normal samples): a real cohort, with "
+            "no planted truth to validate against"
+        )
     if has_planted_truth(params):
         return f"the simulated cohort in {params.data_dir} ({cohort.n_patients} patients, with planted truth)"
     return f"the cohort in {params.data_dir} ({cohort.n_patients} patients)"
@@ -149,9 +154,16 @@ def driver_cooccurrence(cohort: Cohort) -> pd.DataFrame:
 def train_folds(params: RunParams, cohort: Cohort, log=print) -> list[FoldResult]:
     """Cross-validated training with the run's settings (finished folds are reused)."""
     return run_cv(
-        training_source(params, cohort), Path(params.run_dir), params.train_settings(), params.n_folds, params.seed,
-        params.n_jobs, log, n_seeds=params.n_seeds, **params.hyperparameters(),
-    )  # fmt: skip
+        training_source(params, cohort),
+        Path(params.run_dir),
+        params.train_settings(),
+        params.n_folds,
+        params.seed,
+        params.n_jobs,
+        log,
+        n_seeds=params.n_seeds,
+        **params.hyperparameters(),
+    )
 
 
 def layer_truth(params: RunParams) -> pd.DataFrame | None:
@@ -161,17 +173,29 @@ def layer_truth(params: RunParams) -> pd.DataFrame | None:
 
 def trained_folds(params: RunParams, cohort: Cohort) -> list[FoldResult]:
     """The folds the training chapter left in the run folder (an error if it has not run)."""
-    return load_folds(training_source(params, cohort), Path(params.run_dir), params.n_folds, params.seed,
-                      n_seeds=params.n_seeds)
+    return load_folds(
+        training_source(params, cohort),
+        Path(params.run_dir),
+        params.n_folds,
+        params.seed,
+        n_seeds=params.n_seeds,
+    )
 
 
 def knockout_null(params: RunParams, cohort: Cohort, gene: str) -> pd.DataFrame:
     """Q1's permutation null for `gene` with the run's training settings (empty when n_permutations=0)."""
     return knockout_permutation_null(
-        training_source(params, cohort), gene, Path(params.run_dir), params.train_settings(), params.n_permutations,
-        seed=params.seed, n_jobs=params.n_jobs, n_folds=params.n_folds, n_seeds=params.n_seeds,
+        training_source(params, cohort),
+        gene,
+        Path(params.run_dir),
+        params.train_settings(),
+        params.n_permutations,
+        seed=params.seed,
+        n_jobs=params.n_jobs,
+        n_folds=params.n_folds,
+        n_seeds=params.n_seeds,
         **params.hyperparameters(),
-    )  # fmt: skip
+    )
 
 
 def cohort_size_curve(params: RunParams, log=print) -> pd.DataFrame:
@@ -179,7 +203,14 @@ def cohort_size_curve(params: RunParams, log=print) -> pd.DataFrame:
     drawn from the run's simulated world (its simulation seed and nonlinearity) and trained with the run's
     settings; checkpoints under the run folder's `cohort_size/`."""
     return r2_by_cohort_size(
-        sorted(params.curve_sizes), Path(params.run_dir) / "cohort_size", params.train_settings(),
-        params.n_folds, params.seed, params.simulation_seed, params.nonlinearity, params.n_jobs, log,
+        sorted(params.curve_sizes),
+        Path(params.run_dir) / "cohort_size",
+        params.train_settings(),
+        params.n_folds,
+        params.seed,
+        params.simulation_seed,
+        params.nonlinearity,
+        params.n_jobs,
+        log,
         **params.hyperparameters(),
-    )  # fmt: skip
+    )

@@ -79,8 +79,9 @@ class KnownModel(nn.Module):
         for i, name in enumerate(self.ptm_names):
             predictions[name] = torch.where(ptm_mask[:, i : i + 1], ptms[name], 0.0)
         nothing = torch.zeros(n, 1)
-        return LPMOutput(predictions, drivers.clone(), drivers.clone(), {}, {}, nothing, nothing,
-                         torch.zeros(n, 1, 1))  # fmt: skip
+        return LPMOutput(
+            predictions, drivers.clone(), drivers.clone(), {}, {}, nothing, nothing, torch.zeros(n, 1, 1)
+        )
 
 
 @pytest.fixture

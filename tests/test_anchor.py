@@ -14,7 +14,7 @@ from lpmlib.cohort import N_GRADES, Cohort, Layer
 from lpmlib.cv import fold_splits, model_config, run_cv
 from lpmlib.linear import RIDGE_ALPHAS, ReducedRankRidgeCV, fit_fixed, fit_reduced_rank_ridge, fit_ridge
 from lpmlib.model import INPUTS, LatentPerturbationModel, masking_patterns
-from lpmlib.performance import lpm_versus_ridge, held_out_errors, q0_per_fold, q0_summary, r2_table
+from lpmlib.performance import held_out_errors, lpm_versus_ridge, q0_per_fold, q0_summary, r2_table
 from lpmlib.tensors import CohortTensors, LayerScaler
 from lpmlib.train import TrainSettings, choose_read_outs, fit_anchors
 
@@ -26,8 +26,16 @@ def model_inputs(cohort: Cohort, scaler: LayerScaler, rows: np.ndarray, visible:
     return np.hstack([cohort.drivers.to_numpy(dtype=float)[rows], grade, *ptms])
 
 
-@pytest.mark.parametrize(("layer", "pattern"), [("rna", "all"), ("rna", "genomics_only"), ("acetyl", "without_acetyl"),
-                                                ("acetyl", "all"), ("metabolome", "genomics_only")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("layer", "pattern"),
+    [
+        ("rna", "all"),
+        ("rna", "genomics_only"),
+        ("acetyl", "without_acetyl"),
+        ("acetyl", "all"),
+        ("metabolome", "genomics_only"),
+    ],
+)
 def test_the_anchor_alone_reproduces_ridgecv_on_a_fold(small_sim, layer: str, pattern: str) -> None:
     """On a layer's evaluation problems (every other input; genomics only), where alpha is chosen."""
     cohort = small_sim.cohort
@@ -38,12 +46,16 @@ def test_the_anchor_alone_reproduces_ridgecv_on_a_fold(small_sim, layer: str, pa
     data = CohortTensors.build(cohort, test, scaler, torch.float64)
     mask = masking_patterns(cohort.ptm_names)[pattern].expand(len(test), -1)
     with torch.no_grad():
-        predicted = model(data.drivers, data.grade, {p: data.layers[p] for p in cohort.ptm_names}, mask).predictions
+        predicted = model(
+            data.drivers, data.grade, {p: data.layers[p] for p in cohort.ptm_names}, mask
+        ).predictions
     visible = [p for p, seen in zip(cohort.ptm_names, mask[0].tolist()) if seen and p != layer]
     y = cohort.layers[layer].values.to_numpy()
     ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(model_inputs(cohort, scaler, train, visible), y[train])
     expected = ridge.predict(model_inputs(cohort, scaler, test, visible))
-    np.testing.assert_allclose(scaler.original_units(layer, predicted[layer].numpy()), expected, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(
+        scaler.original_units(layer, predicted[layer].numpy()), expected, atol=1e-6, rtol=0
+    )
 
 
 def low_rank_problem(n: int, rank: int, seed: int = 0, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -94,8 +106,13 @@ def linear_cohort(template: Cohort, seed: int = 3) -> Cohort:
     rng = np.random.default_rng(seed)
     index = template.case_ids
     ptms = {p: pd.DataFrame(rng.normal(size=(len(index), 6)), index=index) for p in template.ptm_names}
-    inputs = np.hstack([template.drivers.to_numpy(dtype=float), np.eye(N_GRADES)[template.clinical["grade"]],
-                        *(f.to_numpy() for f in ptms.values())])  # fmt: skip
+    inputs = np.hstack(
+        [
+            template.drivers.to_numpy(dtype=float),
+            np.eye(N_GRADES)[template.clinical["grade"]],
+            *(f.to_numpy() for f in ptms.values()),
+        ]
+    )
     layers = {p: Layer(p, "ptm", frame) for p, frame in ptms.items()}
     for name in template.target_names:
         values = inputs @ rng.normal(scale=0.5, size=(inputs.shape[1], 8)) + rng.normal(size=(len(index), 8))

@@ -40,9 +40,10 @@ def small_cohort(n: int = 12, seed: int = 0) -> Cohort:
         return pd.DataFrame(rng.normal(size=(n, k)), index=index, columns=[f"PC{i + 1}" for i in range(k)])
 
     loadings = pd.DataFrame(
-        rng.normal(size=(3, 5)), index=pd.Index(["PC1", "PC2", "PC3"], name="component"),
+        rng.normal(size=(3, 5)),
+        index=pd.Index(["PC1", "PC2", "PC3"], name="component"),
         columns=[f"SITE{i}" for i in range(5)],
-    )  # fmt: skip
+    )
     layers = {
         "rna": Layer("rna", "target", values(4)),
         "protein": Layer("protein", "target", values(4)),
@@ -93,10 +94,25 @@ def test_driver_selection_and_unknown_driver(seed_folder: Path) -> None:
 
 @pytest.mark.parametrize(
     ("label", "category"),
-    [("6", 1), ("3+3", 1), ("7", 2), ("3+4", 2), ("4+3", 2), ("8", 3), ("4+4=8", 3), ("9", 4),
-     ("10", 4), ("5+5", 4), ("Grade Group 1", 1), ("grade group 3", 2), ("Grade Group 5", 4),
-     ("", 0), ("nan", 0), ("7.0", 2)],
-)  # fmt: skip
+    [
+        ("6", 1),
+        ("3+3", 1),
+        ("7", 2),
+        ("3+4", 2),
+        ("4+3", 2),
+        ("8", 3),
+        ("4+4=8", 3),
+        ("9", 4),
+        ("10", 4),
+        ("5+5", 4),
+        ("Grade Group 1", 1),
+        ("grade group 3", 2),
+        ("Grade Group 5", 4),
+        ("", 0),
+        ("nan", 0),
+        ("7.0", 2),
+    ],
+)
 def test_grade_parsing_reads_whole_scores_patterns_and_groups(label: str, category: int) -> None:
     assert parse_grade(label) == category
 
@@ -111,9 +127,20 @@ def test_unreadable_grade_is_an_error_naming_file_column_and_value(label: str) -
 
 @pytest.mark.parametrize(
     ("cell", "altered"),
-    [("1", 1), ("0", 0), ("", 0), ("nan", 0), ("NaN", 0), ("0.0", 0), ("fusion", 1), ("2", 1),
-     ("no", 0), ("False", 0), ("TRUE", 1)],
-)  # fmt: skip
+    [
+        ("1", 1),
+        ("0", 0),
+        ("", 0),
+        ("nan", 0),
+        ("NaN", 0),
+        ("0.0", 0),
+        ("fusion", 1),
+        ("2", 1),
+        ("no", 0),
+        ("False", 0),
+        ("TRUE", 1),
+    ],
+)
 def test_driver_cells_follow_the_seed_rule(cell: str, altered: int) -> None:
     assert parse_driver_cell(cell) == altered
 
@@ -162,7 +189,13 @@ def _reorder_loadings(folder: Path) -> None:
 BAD_INPUTS = {
     "missing file": (lambda f: (f / RNA_FILE).unlink(), errors.MissingFileError, RNA_FILE, None, None),
     "empty file": (lambda f: (f / PY_FILE).write_text(""), errors.EmptyFileError, PY_FILE, None, None),
-    "header only": (lambda f: (f / PY_FILE).write_text(",PC1,PC2\n"), errors.EmptyFileError, PY_FILE, None, None),
+    "header only": (
+        lambda f: (f / PY_FILE).write_text(",PC1,PC2\n"),
+        errors.EmptyFileError,
+        PY_FILE,
+        None,
+        None,
+    ),
     "no case_id column": (_rename_case_id, errors.MissingCaseIdError, METADATA_FILE, CASE_ID, None),
     "named first column": (_name_layer_index, errors.MissingCaseIdError, PY_FILE, "sample", None),
     "duplicate case_id": (_set(PY_FILE, 4, 0, "P002"), errors.DuplicateCaseIdError, PY_FILE, CASE_ID, "P002"),
@@ -170,11 +203,23 @@ BAD_INPUTS = {
     "inf": (_set(RNA_FILE, 1, 3, "-inf"), errors.NonFiniteValueError, RNA_FILE, "PC3", "-inf"),
     "missing cell": (_set(RNA_FILE, 1, 3, ""), errors.MissingValueError, RNA_FILE, "PC3", None),
     "all-NaN column": (_blank_column, errors.AllMissingColumnError, PY_FILE, "PC2", None),
-    "unreadable grade": (_set(METADATA_FILE, 0, 1, "high"), errors.InvalidGradeError, METADATA_FILE, GRADE_COLUMN, "high"),
+    "unreadable grade": (
+        _set(METADATA_FILE, 0, 1, "high"),
+        errors.InvalidGradeError,
+        METADATA_FILE,
+        GRADE_COLUMN,
+        "high",
+    ),
     "no common patient": (_disjoint_ids, errors.NoCommonPatientsError, "cohort", None, None),
-    "loadings of other components": (_reorder_loadings, errors.CohortError, "LPM_pY_pc_top50_loadings.csv", None, "PC3, PC2, PC1"),
+    "loadings of other components": (
+        _reorder_loadings,
+        errors.CohortError,
+        "LPM_pY_pc_top50_loadings.csv",
+        None,
+        "PC3, PC2, PC1",
+    ),
     "fewer patients than folds": (_keep_three_patients, errors.TooFewPatientsError, "cohort", None, None),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
@@ -202,7 +247,9 @@ def test_cohort_rejects_misaligned_or_non_binary_inputs() -> None:
         Cohort(cohort.clinical, cohort.drivers.replace(1, 2), cohort.layers)
     with pytest.raises(ValueError, match="not aligned"):
         Cohort(cohort.clinical, cohort.drivers.iloc[::-1], cohort.layers)
-    shuffled = dict(cohort.layers, pY=Layer("pY", "ptm", cohort.layers["pY"].values, cohort.layers["pY"].loadings[::-1]))
+    shuffled = dict(
+        cohort.layers, pY=Layer("pY", "ptm", cohort.layers["pY"].values, cohort.layers["pY"].loadings[::-1])
+    )
     with pytest.raises(ValueError, match="loadings' rows"):
         Cohort(cohort.clinical, cohort.drivers, shuffled)
     targets_only = {n: layer for n, layer in cohort.layers.items() if layer.role == "target"}

@@ -27,7 +27,10 @@ def test_every_size_layer_model_and_inputs_has_one_row(curve) -> None:
     targets = ["rna", "protein", "metabolome"]
     assert set(table["layer"]) == set(targets) and set(table["model"]) == set(CURVE_METHODS)
     fitted = table[table["model"] != "noise_ceiling"]
-    assert len(fitted) == len(SIZES) * len(targets) * 4 * 2 and set(fitted["inputs"]) == {"all", "genomics_only"}
+    assert len(fitted) == len(SIZES) * len(targets) * 4 * 2 and set(fitted["inputs"]) == {
+        "all",
+        "genomics_only",
+    }
     assert (fitted["n_folds"] == 2).all() and fitted["mean"].notna().all()
     assert not fitted.duplicated(["n_patients", "layer", "model", "inputs"]).any()
 
@@ -36,7 +39,9 @@ def test_the_ceiling_is_the_simulated_cohorts_own(curve) -> None:
     _, table = curve
     ceiling = table[table["model"] == "noise_ceiling"].set_index(["n_patients", "layer"])["mean"]
     for size in SIZES:
-        truth = simulate_cohort(SimulationConfig(n_patients=size)).layer_truth.set_index("layer")["noise_ceiling"]
+        truth = simulate_cohort(SimulationConfig(n_patients=size)).layer_truth.set_index("layer")[
+            "noise_ceiling"
+        ]
         for layer in ("rna", "protein", "metabolome"):
             assert ceiling[(size, layer)] == pytest.approx(truth[layer])
 
@@ -58,7 +63,9 @@ def test_the_lpms_gain_is_its_mean_r2_minus_ridges_per_size_layer_and_inputs(cur
         for layer in ("rna", "metabolome"):
             for inputs in ("all", "genomics_only"):
                 expected = mean[(size, layer, "lpm", inputs)] - mean[(size, layer, "ridge", inputs)]
-                assert gain[(size, layer, inputs, "lpm")] == pytest.approx(expected, abs=1e-3)  # 4-digit folds
+                assert gain[(size, layer, inputs, "lpm")] == pytest.approx(
+                    expected, abs=1e-3
+                )  # 4-digit folds
 
 
 def test_gains_over_ridge_pair_the_folds_and_the_sentence_counts_them(curve) -> None:
@@ -69,7 +76,8 @@ def test_gains_over_ridge_pair_the_folds_and_the_sentence_counts_them(curve) -> 
     fold_values = lambda key: np.array([float(v) for v in per_fold[key].split(";")])  # noqa: E731
     for row in gains.itertuples():
         gain = fold_values((row.n_patients, row.layer, row.inputs, row.model)) - fold_values(
-            (row.n_patients, row.layer, row.inputs, "ridge"))  # fmt: skip
+            (row.n_patients, row.layer, row.inputs, "ridge")
+        )
         assert row.gain == pytest.approx(gain.mean()) and row.ci_low <= row.gain <= row.ci_high
         assert row.folds_ahead == f"{(gain > 0).sum()}/2"
     sentence = gain_sentence(gains)

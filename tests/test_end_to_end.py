@@ -72,9 +72,17 @@ def test_the_book_renders_every_chapter_with_its_tables(quick_book: Path) -> Non
         assert "injected-parameters" not in page.read_text()  # papermill's cell is hidden in the book
     assert read_glued(run / "notebooks/01_data_assembly.ipynb")["n_patients"] == "60"
     assert json.loads((run / "cohort.json").read_text())["planted_truth"]
-    for name in ("q0_cv_performance", "q1_knockout_summary", "q2_verdict", "q3_rank_stability",
-                 "q4_resistance_summary", "q5_pair_matrix_summary", "q6_leader", "validation_targets",
-                 "cohort_size_r2"):
+    for name in (
+        "q0_cv_performance",
+        "q1_knockout_summary",
+        "q2_verdict",
+        "q3_rank_stability",
+        "q4_resistance_summary",
+        "q5_pair_matrix_summary",
+        "q6_leader",
+        "validation_targets",
+        "cohort_size_r2",
+    ):
         assert f"{name}.csv" in tables(run), name
     abstract = visible_text(quick_book / "_build/html/book/abstract.html")
     assert "60" in abstract and "Abstract" in abstract
@@ -99,8 +107,9 @@ RANDOM_CHAPTERS = ("01", "03", "04", "06")
 def test_a_second_run_with_chapters_and_folds_side_by_side_gives_identical_tables(quick_book: Path) -> None:
     # the first run executed one chapter and one fold at a time (quick.yaml); this one runs 04 and 06
     # side by side, and the folds of 03 in two processes
-    result = lpm_run(quick_book, "--notebooks", *RANDOM_CHAPTERS, "--no-book", "-p", "run_dir=results/b",
-                     "-p", "n_jobs=2")  # fmt: skip
+    result = lpm_run(
+        quick_book, "--notebooks", *RANDOM_CHAPTERS, "--no-book", "-p", "run_dir=results/b", "-p", "n_jobs=2"
+    )
     order = [text for text in result.stdout.splitlines() if text.startswith("[lpm] ")]
     position = {text.split(" in ")[0]: i for i, text in enumerate(order)}  # "done in 12.3 s" -> "done"
     started, done = "[lpm] executing {}.ipynb ...", "[lpm] {}.ipynb done"
@@ -116,7 +125,9 @@ def test_a_question_chapter_reruns_with_another_gene_changing_only_its_tables(qu
     shutil.copytree(quick_book / "results/a", quick_book / "results/c")
     weights = sorted((quick_book / "results/c/cv").glob("fold*/model.pt"))
     stamps = [w.stat().st_mtime_ns for w in weights]
-    lpm_run(quick_book, "--notebooks", "04", "--no-book", "-p", "run_dir=results/c", "-p", "knockout_gene=PTEN")
+    lpm_run(
+        quick_book, "--notebooks", "04", "--no-book", "-p", "run_dir=results/c", "-p", "knockout_gene=PTEN"
+    )
     before, after = tables(quick_book / "results/a"), tables(quick_book / "results/c")
     changed = {name for name in before if before[name] != after[name]}
     assert changed and all(name.startswith("q1_") for name in changed), changed
@@ -158,16 +169,24 @@ def test_every_page_loads_in_a_real_browser_with_its_images_and_links(quick_book
         try:
             browser = playwright.chromium.launch(
                 executable_path=chromium,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-                      "--disable-component-update", "--disable-sync"],
-            )  # fmt: skip
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-quic",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
+            )
         except Exception as error:  # a machine where chromium cannot start
             pytest.skip(f"chromium does not start here: {error}")
         page = browser.new_page()
         for name in toc_pages(quick_book):
             response = page.goto((html_root / name).as_uri())
             assert response is not None and response.ok, name
-            images = page.eval_on_selector_all("img", "els => els.map(e => [e.src, e.complete && e.naturalWidth > 0])")
+            images = page.eval_on_selector_all(
+                "img", "els => els.map(e => [e.src, e.complete && e.naturalWidth > 0])"
+            )
             assert all(loaded for _, loaded in images), (name, [src for src, ok in images if not ok])
             assert broken_links(page, html_root) == [], name
         page.goto((html_root / "book/abstract.html").as_uri())
@@ -177,6 +196,8 @@ def test_every_page_loads_in_a_real_browser_with_its_images_and_links(quick_book
 
 
 def test_lpm_run_refuses_an_unknown_parameter(tmp_path: Path) -> None:
-    result = subprocess.run([str(LPM), "run", "-p", "n_patiens=40"], capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run(
+        [str(LPM), "run", "-p", "n_patiens=40"], capture_output=True, text=True, cwd=tmp_path
+    )
     assert result.returncode == 2
     assert "unknown parameter 'n_patiens'" in result.stderr

@@ -23,15 +23,22 @@ def write_small_cohort(folder: Path) -> Path:
     rng = np.random.default_rng(0)
     samples = [f"S{i:02d}" for i in range(10)]
     folder.mkdir()
-    clinical = pd.DataFrame({
-        "type": ["Tumor"] * 8 + ["Normal"] * 2,
-        "grade": ["G1", "G2", "G3", "", "G2", "G1", "G3", "G2", "", ""],
-        "msi": ["MSI-H", "MSS"] * 4 + ["", ""],
-        "purity": ["Ségolène"] + list(rng.uniform(0.3, 0.9, 9).round(2).astype(str)),  # one non-ASCII cell
-    }, index=pd.Index(samples, name="idx"))  # fmt: skip
+    clinical = pd.DataFrame(
+        {
+            "type": ["Tumor"] * 8 + ["Normal"] * 2,
+            "grade": ["G1", "G2", "G3", "", "G2", "G1", "G3", "G2", "", ""],
+            "msi": ["MSI-H", "MSS"] * 4 + ["", ""],
+            "purity": ["Ségolène"]
+            + list(rng.uniform(0.3, 0.9, 9).round(2).astype(str)),  # one non-ASCII cell
+        },
+        index=pd.Index(samples, name="idx"),
+    )
     clinical.to_csv(folder / "clinical.txt", sep="\t", encoding="latin-1")
-    mutations = pd.DataFrame(rng.integers(0, 2, (3, 8)), columns=samples[:8],
-                             index=["PTEN_p.R130G", "PTEN_p.K267fs", "TP53_p.R273H"])  # fmt: skip
+    mutations = pd.DataFrame(
+        rng.integers(0, 2, (3, 8)),
+        columns=samples[:8],
+        index=["PTEN_p.R130G", "PTEN_p.K267fs", "TP53_p.R273H"],
+    )
     mutations.to_csv(folder / "mutations.tsv", sep="\t")
     for name in ("prot", "phos"):
         values = pd.DataFrame(rng.normal(size=(5, 10)), columns=samples, index=[f"G{j}" for j in range(5)])
@@ -39,15 +46,26 @@ def write_small_cohort(folder: Path) -> Path:
         values.to_csv(folder / f"{name}.tsv", sep="\t")
     manifest = {
         "data_dir": ".",
-        "clinical": {"file": "clinical.txt", "encoding": "latin-1",
-                     "sample_type": {"column": "type", "tumour": ["Tumor"], "normal": ["Normal"]},
-                     "grade": {"column": "grade", "mapping": {"G1": 1, "G2": 2, "G3": 3}}},
-        "drivers": {"mutations": {"file": "mutations.tsv", "orientation": "features_x_samples", "genes": ["PTEN", "TP53"]},
-                    "clinical": {"MSI-H": {"column": "msi", "altered": ["MSI-H"]}}},
-        "layers": {"prot": {"file": "prot.tsv", "orientation": "features_x_samples", "role": "target"},
-                   "phos": {"file": "phos.tsv", "orientation": "features_x_samples", "role": "ptm"}},
+        "clinical": {
+            "file": "clinical.txt",
+            "encoding": "latin-1",
+            "sample_type": {"column": "type", "tumour": ["Tumor"], "normal": ["Normal"]},
+            "grade": {"column": "grade", "mapping": {"G1": 1, "G2": 2, "G3": 3}},
+        },
+        "drivers": {
+            "mutations": {
+                "file": "mutations.tsv",
+                "orientation": "features_x_samples",
+                "genes": ["PTEN", "TP53"],
+            },
+            "clinical": {"MSI-H": {"column": "msi", "altered": ["MSI-H"]}},
+        },
+        "layers": {
+            "prot": {"file": "prot.tsv", "orientation": "features_x_samples", "role": "target"},
+            "phos": {"file": "phos.tsv", "orientation": "features_x_samples", "role": "ptm"},
+        },
         "endpoint": "prot",
-    }  # fmt: skip
+    }
     path = folder / "manifest.yaml"
     path.write_text(yaml.safe_dump(manifest))
     return path
@@ -70,42 +88,77 @@ def test_a_small_manifest_reads_tumours_drivers_layers_and_normals(tmp_path: Pat
     assert set(cohort.normals) == {"prot", "phos"} and len(cohort.normals["prot"]) == 2
     assert cohort.roles == {"prot": "target", "phos": "ptm"} and cohort.endpoint == "prot"
     assert cohort.grade_labels == {0: "unknown", 1: "G1", 2: "G2", 3: "G3"} and cohort.name == "manifest"
-    assert {Path(p).name for p in cohort.input_hashes()} == {"manifest.yaml", "clinical.txt", "mutations.tsv",
-                                                            "prot.tsv", "phos.tsv"}  # fmt: skip
+    assert {Path(p).name for p in cohort.input_hashes()} == {
+        "manifest.yaml",
+        "clinical.txt",
+        "mutations.tsv",
+        "prot.tsv",
+        "phos.tsv",
+    }
 
 
 def test_preprocessing_is_set_for_all_layers_and_per_layer(tmp_path: Path) -> None:
-    path = edited(write_small_cohort(tmp_path / "c"), lambda m: (
-        m.update(preprocessing={"n_components": 3, "top_variance": 4}),
-        m["layers"]["phos"].update(preprocessing={"n_components": None})))  # fmt: skip
+    path = edited(
+        write_small_cohort(tmp_path / "c"),
+        lambda m: (
+            m.update(preprocessing={"n_components": 3, "top_variance": 4}),
+            m["layers"]["phos"].update(preprocessing={"n_components": None}),
+        ),
+    )
     cohort = read_manifest(path)
     assert cohort.pipelines["prot"] == PipelineSettings(n_components=3, top_variance=4)
     assert cohort.pipelines["phos"] == PipelineSettings(n_components=None, top_variance=4)
     view = cohort.fold_cohort(np.arange(6))
-    assert list(view.layers["prot"].values.columns) == ["PC1", "PC2", "PC3"] and view.layers["prot"].loadings is not None
+    assert (
+        list(view.layers["prot"].values.columns) == ["PC1", "PC2", "PC3"]
+        and view.layers["prot"].loadings is not None
+    )
     assert view.layers["phos"].values.shape[1] == 4 and view.layers["phos"].loadings is None
 
 
 @pytest.mark.parametrize(
     ("edit", "error", "message"),
-    [(lambda m: m.pop("layers"), ManifestError, "missing key 'layers'"),
-     (lambda m: m["layers"]["prot"].update(file="nope.tsv"), MissingFileError, "nope.tsv"),
-     (lambda m: m["drivers"]["mutations"].update(genes=["PTEN", "KRASS"]), ManifestError, "column 'KRASS'"),
-     (lambda m: m["clinical"].update(encoding="utf-8"), ManifestError, "cannot be read as utf-8"),
-     (lambda m: m["layers"]["phos"].update(role="input"), ManifestError, "value 'input'"),
-     (lambda m: m["layers"]["phos"].update(orientation="wide"), ManifestError, "value 'wide'"),
-     (lambda m: m.update(endpoint="metabolome"), ManifestError, "value 'metabolome'"),
-     (lambda m: m["clinical"]["grade"]["mapping"].update(G3=7), ManifestError, "value 7"),
-     (lambda m: m.update(preprocessing={"n_pcs": 3}), ManifestError, "column 'n_pcs'"),
-     (lambda m: m.update(preprocessing={"top_variance": 0}), ManifestError, "top_variance"),
-     (lambda m: m.update(known_effects=[{"driver": "KRAS", "layer": "prot", "feature": "G1", "altered": "lower"}]),
-      ManifestError, "value 'KRAS'"),
-     (lambda m: m.update(known_effects=[{"driver": "TP53", "layer": "prot", "feature": "TP53", "altered": "lower"}]),
-      ManifestError, "value 'TP53'"),
-     (lambda m: m.update(known_effects=[{"driver": "TP53", "layer": "prot", "feature": "G1", "altered": "up"}]),
-      ManifestError, "value 'up'")],
-)  # fmt: skip
-def test_manifest_errors_name_the_problem_and_leave_files_untouched(tmp_path: Path, edit, error, message) -> None:
+    [
+        (lambda m: m.pop("layers"), ManifestError, "missing key 'layers'"),
+        (lambda m: m["layers"]["prot"].update(file="nope.tsv"), MissingFileError, "nope.tsv"),
+        (
+            lambda m: m["drivers"]["mutations"].update(genes=["PTEN", "KRASS"]),
+            ManifestError,
+            "column 'KRASS'",
+        ),
+        (lambda m: m["clinical"].update(encoding="utf-8"), ManifestError, "cannot be read as utf-8"),
+        (lambda m: m["layers"]["phos"].update(role="input"), ManifestError, "value 'input'"),
+        (lambda m: m["layers"]["phos"].update(orientation="wide"), ManifestError, "value 'wide'"),
+        (lambda m: m.update(endpoint="metabolome"), ManifestError, "value 'metabolome'"),
+        (lambda m: m["clinical"]["grade"]["mapping"].update(G3=7), ManifestError, "value 7"),
+        (lambda m: m.update(preprocessing={"n_pcs": 3}), ManifestError, "column 'n_pcs'"),
+        (lambda m: m.update(preprocessing={"top_variance": 0}), ManifestError, "top_variance"),
+        (
+            lambda m: m.update(
+                known_effects=[{"driver": "KRAS", "layer": "prot", "feature": "G1", "altered": "lower"}]
+            ),
+            ManifestError,
+            "value 'KRAS'",
+        ),
+        (
+            lambda m: m.update(
+                known_effects=[{"driver": "TP53", "layer": "prot", "feature": "TP53", "altered": "lower"}]
+            ),
+            ManifestError,
+            "value 'TP53'",
+        ),
+        (
+            lambda m: m.update(
+                known_effects=[{"driver": "TP53", "layer": "prot", "feature": "G1", "altered": "up"}]
+            ),
+            ManifestError,
+            "value 'up'",
+        ),
+    ],
+)
+def test_manifest_errors_name_the_problem_and_leave_files_untouched(
+    tmp_path: Path, edit, error, message
+) -> None:
     path = edited(write_small_cohort(tmp_path / "c"), edit)
     before = {p.name: sha256(p) for p in path.parent.iterdir()}
     with pytest.raises(error) as info:
@@ -119,7 +172,9 @@ needs_ucec = pytest.mark.skipif(not UCEC.is_dir(), reason=f"the public CPTAC UCE
 
 @needs_ucec
 def test_ucec_ingestion_matches_the_data_readme() -> None:
-    hashes = dict(line.split()[::-1] for line in (UCEC / "SHA256SUMS").read_text().splitlines() if line.strip())
+    hashes = dict(
+        line.split()[::-1] for line in (UCEC / "SHA256SUMS").read_text().splitlines() if line.strip()
+    )
     cohort = read_manifest(PROJECT / "examples" / "ucec.yaml")
     assert cohort.counts == {"tumours": 104, "normals": 49}
     # tumours lacking miRNA (13) or mutation calls (1) are dropped, each with the file it was missing from
@@ -141,7 +196,9 @@ def test_a_fold_cohort_is_fitted_on_training_patients_only(tmp_path: Path) -> No
         layer.iloc[6:] = layer.iloc[6:] * 100 + 7  # held-out patients change beyond recognition
     second = raw.fold_cohort(train, settings)
     for name in raw.layers:
-        pd.testing.assert_frame_equal(first.layers[name].values.iloc[train], second.layers[name].values.iloc[train])
+        pd.testing.assert_frame_equal(
+            first.layers[name].values.iloc[train], second.layers[name].values.iloc[train]
+        )
         pd.testing.assert_frame_equal(first.layers[name].loadings, second.layers[name].loadings)
     assert first.ptm_names == ["phos"] and first.layers["prot"].values.shape == (8, 3)
     assert not first.layers["prot"].values.iloc[6:].equals(second.layers["prot"].values.iloc[6:])
@@ -175,8 +232,16 @@ def test_cross_validation_on_ucec_preprocesses_each_fold_on_its_own_training_pat
     assert set(q0["layer"]) == {"protein", "miRNA", "phospho", "acetyl"} and q0["value"].notna().all()
     effects = q1_gene_knockout(views[0], folds, gene="TP53")["q1_feature_effects"]
     assert set(effects["layer"]) == {"protein", "miRNA", "phospho", "acetyl"}
-    assert effects["feature"].isin(raw.layers["protein"].columns.union(raw.layers["acetyl"].columns)
-                                   .union(raw.layers["phospho"].columns).union(raw.layers["miRNA"].columns)).all()
+    assert (
+        effects["feature"]
+        .isin(
+            raw.layers["protein"]
+            .columns.union(raw.layers["acetyl"].columns)
+            .union(raw.layers["phospho"].columns)
+            .union(raw.layers["miRNA"].columns)
+        )
+        .all()
+    )
     reloaded = load_folds(raw, tmp_path, n_folds=3, pipeline=pipeline)
     for fold, again in zip(folds, reloaded):
         np.testing.assert_array_equal(fold.predictions["all"]["protein"], again.predictions["all"]["protein"])

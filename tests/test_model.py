@@ -25,9 +25,17 @@ TARGETS = {"rna": 8, "protein": 4, "met": 3}
 
 
 def make_config(**overrides: object) -> ModelConfig:
-    values = dict(n_drivers=5, n_grades=3, ptm_dims=PTMS, target_dims=TARGETS,
-                  target_parents={"protein": ["rna"]}, latent_dim=16, vae_latent_dim=8, n_heads=4,
-                  recon_weights={"rna": 2.0, "b": 0.5})
+    values = dict(
+        n_drivers=5,
+        n_grades=3,
+        ptm_dims=PTMS,
+        target_dims=TARGETS,
+        target_parents={"protein": ["rna"]},
+        latent_dim=16,
+        vae_latent_dim=8,
+        n_heads=4,
+        recon_weights={"rna": 2.0, "b": 0.5},
+    )
     values.update(overrides)
     return ModelConfig(**values)
 
@@ -46,7 +54,9 @@ def randomise_read_out(model: LatentPerturbationModel) -> None:
     with torch.no_grad():
         for k in range(len(model.anchor.patterns)):
             for name, dim in model.output_dims.items():
-                model.anchor.set_map(k, name, torch.randn(model.anchor.weight.shape[1], dim) * 0.1, torch.randn(dim))
+                model.anchor.set_map(
+                    k, name, torch.randn(model.anchor.weight.shape[1], dim) * 0.1, torch.randn(dim)
+                )
         for decoder in [*model.target_decoders.values(), *model.ptm_decoders.values()]:
             torch.nn.init.normal_(decoder[-1].weight, std=0.1)
     model.set_read_out(every_read_out(model, 1.0), every_read_out(model, 0.5))
@@ -74,8 +84,13 @@ def output_tensors(out: LPMOutput) -> dict[str, torch.Tensor]:
     tensors = {f"pred_{k}": v for k, v in out.predictions.items()}
     tensors.update({f"mu_{k}": v for k, v in out.ptm_mu.items()})
     tensors.update({f"logvar_{k}": v for k, v in out.ptm_logvar.items()})
-    tensors.update(z_state=out.z_state, z_seed=out.z_seed, joint_mu=out.joint_mu,
-                   joint_logvar=out.joint_logvar, attention=out.attention)
+    tensors.update(
+        z_state=out.z_state,
+        z_seed=out.z_seed,
+        joint_mu=out.joint_mu,
+        joint_logvar=out.joint_logvar,
+        attention=out.attention,
+    )
     return tensors
 
 
@@ -84,7 +99,8 @@ def test_output_shapes() -> None:
     drivers, grade, ptms, _ = make_batch()
     out = make_model(config)(drivers, grade, ptms, mask_rows([True, False, True]))
     assert {k: tuple(v.shape) for k, v in out.predictions.items()} == {
-        k: (10, d) for k, d in {**TARGETS, **PTMS}.items()}
+        k: (10, d) for k, d in {**TARGETS, **PTMS}.items()
+    }
     assert out.z_state.shape == out.z_seed.shape == (10, 16)
     assert out.joint_mu.shape == out.joint_logvar.shape == (10, 8)
     assert all(out.ptm_mu[k].shape == out.ptm_logvar[k].shape == (10, 8) for k in PTMS)
@@ -121,8 +137,10 @@ def test_masked_values_change_no_output(row: list[bool], training: bool) -> None
     model = make_model().train(training)
     drivers, grade, ptms, _ = make_batch()
     mask = mask_rows(row)
-    changed = {name: x if row[i] else torch.full_like(x, float("nan")) if i % 2 else 100 * torch.randn_like(x)
-               for i, (name, x) in enumerate(ptms.items())}
+    changed = {
+        name: x if row[i] else torch.full_like(x, float("nan")) if i % 2 else 100 * torch.randn_like(x)
+        for i, (name, x) in enumerate(ptms.items())
+    }
     torch.manual_seed(5)
     first = output_tensors(model(drivers, grade, ptms, mask))
     torch.manual_seed(5)
@@ -162,26 +180,38 @@ def test_loss_terms_match_hand_computation() -> None:
     config = make_config(beta_kl=0.3, contrastive_weight=0.7, temperature=0.5)
     model = make_model(config).eval()
     drivers, grade, ptms, targets = make_batch(n=4)
-    mask = torch.tensor([[True, False, True], [False, False, False],
-                         [True, True, True], [False, True, False]])
+    mask = torch.tensor(
+        [[True, False, True], [False, False, False], [True, True, True], [False, True, False]]
+    )
     out = model(drivers, grade, ptms, mask)
     loss = lpm_loss(out, targets, mask, config)
     to_np = lambda t: t.detach().double().numpy()  # noqa: E731
 
-    anchored = {name: to_np(out.paths["anchor"][name]) + to_np(out.paths["residual"][name]) for name in targets}
+    anchored = {
+        name: to_np(out.paths["anchor"][name]) + to_np(out.paths["residual"][name]) for name in targets
+    }
     mse = {name: float(np.mean((anchored[name] - to_np(targets[name])) ** 2)) for name in targets}
-    direct = {name: float(np.mean((to_np(out.paths["direct"][name]) - to_np(targets[name])) ** 2))
-              for name in targets}
+    direct = {
+        name: float(np.mean((to_np(out.paths["direct"][name]) - to_np(targets[name])) ** 2))
+        for name in targets
+    }
     reconstruction = sum(config.recon_weights.get(name, 1.0) * (mse[name] + direct[name]) for name in targets)
     per_ptm = np.stack([_kl_numpy(to_np(out.ptm_mu[n]), to_np(out.ptm_logvar[n])) for n in PTMS], axis=1)
     observed = mask.numpy()
-    kl = 0.3 * (per_ptm[observed].sum() / observed.sum()
-                + _kl_numpy(to_np(out.joint_mu), to_np(out.joint_logvar)).mean())
+    kl = 0.3 * (
+        per_ptm[observed].sum() / observed.sum()
+        + _kl_numpy(to_np(out.joint_mu), to_np(out.joint_logvar)).mean()
+    )
     contrastive = 0.7 * _info_nce_numpy(to_np(out.z_seed), to_np(out.z_state), 0.5)
 
-    expected = {"reconstruction": reconstruction, "kl": kl, "contrastive": contrastive,
-                "total": reconstruction + kl + contrastive, **{f"recon_{k}": v for k, v in mse.items()},
-                **{f"direct_{k}": v for k, v in direct.items()}}
+    expected = {
+        "reconstruction": reconstruction,
+        "kl": kl,
+        "contrastive": contrastive,
+        "total": reconstruction + kl + contrastive,
+        **{f"recon_{k}": v for k, v in mse.items()},
+        **{f"direct_{k}": v for k, v in direct.items()},
+    }
     assert set(loss) == set(expected)
     for key, value in expected.items():
         assert loss[key].dim() == 0
@@ -261,7 +291,9 @@ def test_a_new_model_is_its_anchor_and_gate_zero_gives_exactly_the_anchor() -> N
     assert any(torch.count_nonzero(r) > 0 for r in out.paths["residual"].values())
     model.set_read_out({("rna", "all"): 0.5}, {("met", "all"): 1.0})
     out = model(drivers, grade, ptms, mask)
-    assert torch.allclose(out.predictions["rna"], out.paths["anchor"]["rna"] + 0.5 * out.paths["residual"]["rna"])
+    assert torch.allclose(
+        out.predictions["rna"], out.paths["anchor"]["rna"] + 0.5 * out.paths["residual"]["rna"]
+    )
     assert torch.equal(out.predictions["met"], out.paths["direct"]["met"])
     assert model.read_out()["rna", "all"] == (0.5, 0.0) and model.read_out()["met", "all"] == (0.0, 1.0)
     assert model.read_out()["rna", "genomics_only"] == (0.0, 0.0)
@@ -331,8 +363,16 @@ def test_training_patterns_hold_every_question_pattern_and_grow_quadratically(n_
 
 def test_masking_patterns() -> None:
     patterns = masking_patterns(["pY", "acetyl", "methyl"])
-    assert list(patterns) == ["all", "genomics_only", "without_pY", "without_acetyl", "without_methyl",
-                              "only_pY", "only_acetyl", "only_methyl"]
+    assert list(patterns) == [
+        "all",
+        "genomics_only",
+        "without_pY",
+        "without_acetyl",
+        "without_methyl",
+        "only_pY",
+        "only_acetyl",
+        "only_methyl",
+    ]
     rows = {k: v.tolist() for k, v in patterns.items()}
     assert rows["all"] == [True] * 3 and rows["genomics_only"] == [False] * 3
     assert rows["without_acetyl"] == [True, False, True] and rows["only_methyl"] == [False, False, True]
@@ -346,13 +386,19 @@ def test_config_round_trip_through_json() -> None:
     assert ModelConfig.from_dict(config.to_dict()) == config
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"latent_dim": 18}, r"latent_dim \(18\) must be divisible by n_heads \(4\)"),
-    ({"target_parents": {"rna": ["protein"]}}, "parent 'protein' of target 'rna' must be a target earlier"),
-    ({"target_parents": {"protein": ["a"]}}, "parent 'a' of target 'protein'"),
-    ({"target_parents": {"dna": ["rna"]}}, "'dna', which is not a target layer"),
-    ({"recon_weights": {"lipids": 1.0}}, "recon_weights names unknown layers"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"latent_dim": 18}, r"latent_dim \(18\) must be divisible by n_heads \(4\)"),
+        (
+            {"target_parents": {"rna": ["protein"]}},
+            "parent 'protein' of target 'rna' must be a target earlier",
+        ),
+        ({"target_parents": {"protein": ["a"]}}, "parent 'a' of target 'protein'"),
+        ({"target_parents": {"dna": ["rna"]}}, "'dna', which is not a target layer"),
+        ({"recon_weights": {"lipids": 1.0}}, "recon_weights names unknown layers"),
+    ],
+)
 def test_invalid_config_is_an_error_naming_the_problem(overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make_config(**overrides)
@@ -361,8 +407,17 @@ def test_invalid_config_is_an_error_naming_the_problem(overrides: dict, message:
 def test_count_parameters_covers_every_parameter() -> None:
     model = make_model()
     blocks = count_parameters(model)
-    assert [name for name, _ in blocks] == ["genomics", "seed_head", "ptm_encoders", "joint_encoder", "fusion",
-                                            "anchor", "target_decoders", "ptm_decoders", "direct_target_decoders",
-                                            "direct_ptm_decoders"]
+    assert [name for name, _ in blocks] == [
+        "genomics",
+        "seed_head",
+        "ptm_encoders",
+        "joint_encoder",
+        "fusion",
+        "anchor",
+        "target_decoders",
+        "ptm_decoders",
+        "direct_target_decoders",
+        "direct_ptm_decoders",
+    ]
     assert sum(n for _, n in blocks) == sum(p.numel() for p in model.parameters())
     assert all((n > 0) == (name != "anchor") for name, n in blocks)  # the anchor is fitted, not trained

@@ -26,13 +26,15 @@ def test_file_then_overrides(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("values", "message"),
-    [({"n_patient": 3}, "unknown parameter 'n_patient'. Accepted: data_dir"),
-     ({"n_patients": "many"}, "'n_patients' must be int, got 'many'"),
-     ({"simulate_if_missing": 1}, "'simulate_if_missing' must be bool"),
-     ({"n_patients": 3}, "n_patients (3) must be >= n_folds (5)"),
-     ({"n_jobs": 0}, "n_jobs must be a number of processes >= 1, or -1 for every core; got 0"),
-     ({"n_seeds": 0}, "n_seeds must be >= 1 (models trained per fold), got 0")],
-)  # fmt: skip
+    [
+        ({"n_patient": 3}, "unknown parameter 'n_patient'. Accepted: data_dir"),
+        ({"n_patients": "many"}, "'n_patients' must be int, got 'many'"),
+        ({"simulate_if_missing": 1}, "'simulate_if_missing' must be bool"),
+        ({"n_patients": 3}, "n_patients (3) must be >= n_folds (5)"),
+        ({"n_jobs": 0}, "n_jobs must be a number of processes >= 1, or -1 for every core; got 0"),
+        ({"n_seeds": 0}, "n_seeds must be >= 1 (models trained per fold), got 0"),
+    ],
+)
 def test_bad_parameters_name_the_parameter(values: dict, message: str) -> None:
     with pytest.raises(ParameterError) as info:
         RunParams.from_mapping(values)
@@ -73,8 +75,12 @@ def test_the_default_file_lists_every_parameter_at_its_default() -> None:
 
 
 def test_a_simulated_folder_must_hold_the_cohort_the_changed_simulation_parameters_ask_for(tmp_path) -> None:
-    folder = write_simulated_cohort(simulate_cohort(SimulationConfig(n_patients=30, seed=7)), tmp_path / "sim")
-    RunParams().check_simulated_folder(folder)  # at their defaults they ask for nothing: `lpm simulate`'s folder
+    folder = write_simulated_cohort(
+        simulate_cohort(SimulationConfig(n_patients=30, seed=7)), tmp_path / "sim"
+    )
+    RunParams().check_simulated_folder(
+        folder
+    )  # at their defaults they ask for nothing: `lpm simulate`'s folder
     RunParams(n_patients=30, simulation_seed=7).check_simulated_folder(folder)
     with pytest.raises(ParameterError, match=r"n_patients=30 \(asked: 60\)") as error:
         RunParams(n_patients=60).check_simulated_folder(folder)

@@ -44,8 +44,17 @@ def oracle_folds(cohort, n_folds: int = 3) -> list[FoldResult]:
         truth = {n: layer.values.to_numpy()[test] for n, layer in cohort.layers.items()}
         patterns = ["all", "genomics_only"] + [f"without_{p}" for p in cohort.ptm_names]
         patterns += [f"deep:{p}" for p in patterns]
-        folds.append(FoldResult(k, None, LayerScaler.fit(cohort, train), train, test, pd.DataFrame(),
-                                {p: truth for p in patterns}))  # fmt: skip
+        folds.append(
+            FoldResult(
+                k,
+                None,
+                LayerScaler.fit(cohort, train),
+                train,
+                test,
+                pd.DataFrame(),
+                {p: truth for p in patterns},
+            )
+        )
     return folds
 
 

@@ -11,6 +11,7 @@ from lpmlib.cohort import Cohort
 from lpmlib.errors import UnknownDriverError
 from lpmlib.perturb import Z_STATE, edit_drivers, edit_genome, predict_masked, ptm_mask
 
+
 def held_out_genome(cohort: Cohort, fold) -> np.ndarray:
     return cohort.drivers.to_numpy(dtype=float)[fold.test_rows]
 

@@ -12,7 +12,9 @@ from lpmlib.preprocess import LayerProjector
 def raw_matrix(n: int = 80, p: int = 30, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     latent = rng.normal(size=(n, 3))
-    values = latent @ rng.normal(size=(3, p)) * rng.uniform(1, 20, size=p) + rng.normal(scale=0.1, size=(n, p))
+    values = latent @ rng.normal(size=(3, p)) * rng.uniform(1, 20, size=p) + rng.normal(
+        scale=0.1, size=(n, p)
+    )
     return pd.DataFrame(values, index=[f"P{i}" for i in range(n)], columns=[f"G{j}" for j in range(p)])
 
 

@@ -23,8 +23,12 @@ PROJECT = Path(__file__).resolve().parents[1]
 UCEC = PROJECT.parent / "shared" / "data" / "cptac-ucec"
 SETTINGS = PipelineSettings(n_components=4, top_variance=8)
 SMALL = {"latent_dim": 16, "vae_latent_dim": 8}
-WILD_TYPE_QUANTITIES = {"distance_fraction", "distance_fraction_with_others", "distance_only",
-                        "distance_full"}  # fmt: skip
+WILD_TYPE_QUANTITIES = {
+    "distance_fraction",
+    "distance_fraction_with_others",
+    "distance_only",
+    "distance_full",
+}
 NORMAL_QUANTITIES = {f"{q}_normal" for q in ("distance_fraction", "distance_only", "distance_full")}
 NORMAL_QUANTITIES |= {"distance_fraction_normal_with_others"}
 
@@ -52,10 +56,13 @@ def synthetic_raw(n_tumours: int = 30, n_normals: int = 6, seed: int = 0) -> Raw
         frames[name] = pd.DataFrame(normal, index=normals, columns=features)
     clinical = pd.DataFrame({"grade": rng.integers(0, 4, n_tumours), "purity": purity}, index=tumours)
     return RawCohort(
-        clinical=clinical, drivers=drivers, layers=layers, endpoint="prot",
+        clinical=clinical,
+        drivers=drivers,
+        layers=layers,
+        endpoint="prot",
         roles={"prot": "target", "phos": "ptm", "acet": "ptm", "ubiq": "ptm"},
         normals={"prot": frames["prot"], "phos": frames["phos"], "acet": frames["acet"].iloc[:4]},
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +168,11 @@ def test_q4_measures_distances_from_the_normal_state(trained) -> None:
 
     per_fold = answer["q4_resistance_per_fold"]
     assert set(per_fold["quantity"]) == WILD_TYPE_QUANTITIES | NORMAL_QUANTITIES
-    row = per_fold[(per_fold["driver"] == "D2") & (per_fold["fold"] == fold.fold)
-                   & (per_fold["quantity"] == "distance_fraction_normal")]  # fmt: skip
+    row = per_fold[
+        (per_fold["driver"] == "D2")
+        & (per_fold["fold"] == fold.fold)
+        & (per_fold["quantity"] == "distance_fraction_normal")
+    ]
     assert row["value"].item() == pytest.approx(expected.mean())
     summary = answer["q4_resistance_summary"].set_index(["quantity", "driver"])
     assert np.isfinite(summary.loc["distance_fraction_normal", "mean"]).all()
@@ -176,8 +186,9 @@ def test_without_normals_q4_is_exactly_the_wild_type_analysis(trained) -> None:
     plain = q4_resistance_driver(bare[0].cohort, bare)
     assert list(plain["q4_resistance_per_patient"].columns) == PATIENT_COLUMNS
     assert set(plain["q4_resistance_per_fold"]["quantity"]) == WILD_TYPE_QUANTITIES
-    pd.testing.assert_frame_equal(plain["q4_resistance_per_patient"],
-                                  with_normals["q4_resistance_per_patient"][PATIENT_COLUMNS])  # fmt: skip
+    pd.testing.assert_frame_equal(
+        plain["q4_resistance_per_patient"], with_normals["q4_resistance_per_patient"][PATIENT_COLUMNS]
+    )
     per_fold = with_normals["q4_resistance_per_fold"]
     wild_type = per_fold[per_fold["quantity"].isin(WILD_TYPE_QUANTITIES)].reset_index(drop=True)
     pd.testing.assert_frame_equal(plain["q4_resistance_per_fold"], wild_type)
@@ -201,7 +212,11 @@ def test_ucec_q4_measures_distances_from_normal_endometrium(tmp_path: Path) -> N
     folds = run_cv(raw, tmp_path, TrainSettings(epochs=2), n_folds=3, log=None, pipeline=pipeline, **SMALL)
     view = folds[0].cohort
     assert {name: frame.shape for name, frame in view.normals.items()} == {
-        "protein": (49, 8), "miRNA": (14, 8), "phospho": (49, 8), "acetyl": (49, 8)}  # fmt: skip
+        "protein": (49, 8),
+        "miRNA": (14, 8),
+        "phospho": (49, 8),
+        "acetyl": (49, 8),
+    }
     states = [normal_state(view, fold) for fold in folds]
     assert all(np.isfinite(state).all() for state in states) and not np.allclose(states[0], states[1])
     answer = q4_resistance_driver(view, folds)

@@ -8,16 +8,25 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import folds_around, identity_scaler
 from torch import nn
 
-from conftest import folds_around, identity_scaler
 from lpmlib.cohort import Cohort, Layer
 from lpmlib.model import LPMOutput
 from lpmlib.perturb import held_out, ptm_mask, run_model
 from lpmlib.questions.attribution import attribute_drivers, q3_master_regulators
 
-PER_FOLD_COLUMNS = ["driver", "fold", "training_seed", "ig_mean_abs", "ig_mean_carriers", "saliency_mean", "n_patients",
-                    "n_carriers", "note"]  # fmt: skip
+PER_FOLD_COLUMNS = [
+    "driver",
+    "fold",
+    "training_seed",
+    "ig_mean_abs",
+    "ig_mean_carriers",
+    "saliency_mean",
+    "n_patients",
+    "n_carriers",
+    "note",
+]
 
 
 def toy_cohort(n: int = 90, seed: int = 0) -> Cohort:

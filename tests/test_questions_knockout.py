@@ -10,7 +10,6 @@ import pytest
 from conftest import RNA_DRIVER
 
 from lpmlib.cohort import Cohort
-from lpmlib.cv import predict_patterns
 from lpmlib.errors import UnknownDriverError
 from lpmlib.perturb import Z_STATE, edit_drivers
 from lpmlib.questions.knockout import (
@@ -26,7 +25,6 @@ from lpmlib.questions.knockout import (
     storm_units,
 )
 from lpmlib.questions.permutation import NULL_COLUMNS, knockout_permutation_null, permutation_p_values
-from lpmlib.tensors import CohortTensors
 from lpmlib.train import TrainSettings
 
 GENE = "FOXA1"
@@ -62,8 +60,10 @@ def test_q1_is_nan_with_a_reason_exactly_where_a_driver_has_no_carrier(q1) -> No
     per_fold = q1["q1_knockout_per_fold"]
     absent = per_fold["n_carriers"] == 0
     assert absent.any() and per_fold.loc[absent, "value"].isna().all()
-    assert (per_fold.loc[absent, "note"] == per_fold.loc[absent, "driver"].map(
-        lambda d: f"no carrier of {d} in this fold's held-out patients")).all()  # fmt: skip
+    assert (
+        per_fold.loc[absent, "note"]
+        == per_fold.loc[absent, "driver"].map(lambda d: f"no carrier of {d} in this fold's held-out patients")
+    ).all()
     present = per_fold[~absent]
     assert np.isfinite(present["value"]).all() and (present["note"] == "").all()
     storm = present[present["quantity"] == "storm_intensity"]["value"]
@@ -125,8 +125,10 @@ def test_feature_effects_equal_the_knockout_of_z_scored_features(small_sim, smal
             features = cohort.layers[layer].values.to_numpy()[fold.test_rows] @ loadings.to_numpy()
             carrier = np.isin(np.arange(len(fold.test_rows)), edit.rows)
             differences.append(features[carrier].mean(axis=0) - features[~carrier].mean(axis=0))
-        direct = pd.DataFrame({"effect": np.mean(effects, axis=0), "observed": np.mean(differences, axis=0)},
-                              index=loadings.columns)  # fmt: skip
+        direct = pd.DataFrame(
+            {"effect": np.mean(effects, axis=0), "observed": np.mean(differences, axis=0)},
+            index=loadings.columns,
+        )
         top = direct.loc[direct["effect"].abs().sort_values(ascending=False).index[:20]]
         mine = table[table["layer"] == layer]
         assert list(mine["feature"]) == list(top.index) and list(mine["rank"]) == list(range(1, 21))
@@ -160,8 +162,12 @@ def test_the_held_out_effect_test_supports_real_effects_and_not_fitted_ones(know
     carrier = cohort.drivers.iloc[:, RNA_DRIVER].to_numpy(dtype=float)[:, None]
     signal = carrier * np.arange(1, rna.n_features + 1) + rng.normal(size=rna.values.shape)
     layers = dict(cohort.layers)
-    layers["rna"] = dataclasses.replace(rna, values=pd.DataFrame(signal, rna.values.index, rna.values.columns))
-    noise = pd.DataFrame(rng.normal(size=metabolome.values.shape), metabolome.values.index, metabolome.values.columns)
+    layers["rna"] = dataclasses.replace(
+        rna, values=pd.DataFrame(signal, rna.values.index, rna.values.columns)
+    )
+    noise = pd.DataFrame(
+        rng.normal(size=metabolome.values.shape), metabolome.values.index, metabolome.values.columns
+    )
     layers["metabolome"] = dataclasses.replace(metabolome, values=noise)
     cohort = dataclasses.replace(cohort, layers=layers)
     edits = [edit_drivers(cohort, fold, "knockout") for fold in folds]
@@ -171,7 +177,9 @@ def test_the_held_out_effect_test_supports_real_effects_and_not_fitted_ones(know
     on_metabolome = test.xs("metabolome", level="layer").dropna(subset=["gain_p_value"])
     assert len(on_metabolome) > 5 and not on_metabolome["supported"].any()
     assert (on_metabolome["mean_gain"] < 0).all()  # removing a fitted effect brings the prediction closer
-    assert test.loc[(rna_driver, "rna"), "n_carriers"] == cohort.drivers[rna_driver].sum()  # each carrier once
+    assert (
+        test.loc[(rna_driver, "rna"), "n_carriers"] == cohort.drivers[rna_driver].sum()
+    )  # each carrier once
     assert f"support {int(test['supported'].sum())} of the" in effect_test_sentence(test.reset_index())
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import SMALL_MODEL, folds_around, identity_scaler
 from sklearn.metrics import r2_score
 from torch import nn
 
-from conftest import SMALL_MODEL, folds_around, identity_scaler
 from lpmlib.cohort import Cohort, Layer
 from lpmlib.cv import run_cv
 from lpmlib.model import LPMOutput
@@ -21,8 +21,9 @@ from lpmlib.train import TrainSettings
 PTMS = ("source", "copy", "independent")
 
 
-def planted_cohort(n: int = 150, k: int = 2, seed: int = 0, endpoint_from: str = "independent",
-                   linear: bool = False) -> Cohort:  # fmt: skip
+def planted_cohort(
+    n: int = 150, k: int = 2, seed: int = 0, endpoint_from: str = "independent", linear: bool = False
+) -> Cohort:
     """PTM `copy` is an exact copy of PTM `source`; `independent` is independent Gaussian noise; the
     metabolome is a nonlinear function of `endpoint_from` alone (`linear`: that layer itself), plus a
     little noise. Drivers are random."""
@@ -34,10 +35,13 @@ def planted_cohort(n: int = 150, k: int = 2, seed: int = 0, endpoint_from: str =
     metabolome = (parent if linear else 2 * np.tanh(parent @ mixing)) + 0.1 * rng.normal(size=(n, k))
     values = {"metabolome": metabolome, "source": source, "copy": source.copy(), "independent": independent}
     layers = {
-        name: Layer(name, "target" if name == "metabolome" else "ptm",
-                    pd.DataFrame(v, index=ids, columns=[f"{name}_{j}" for j in range(k)]))
+        name: Layer(
+            name,
+            "target" if name == "metabolome" else "ptm",
+            pd.DataFrame(v, index=ids, columns=[f"{name}_{j}" for j in range(k)]),
+        )
         for name, v in values.items()
-    }  # fmt: skip
+    }
     drivers = pd.DataFrame((rng.random((n, 3)) < 0.3).astype(int), index=ids, columns=["A", "B", "C"])
     return Cohort(pd.DataFrame({"grade": rng.integers(1, 5, n)}, index=ids), drivers, layers)
 
@@ -160,10 +164,18 @@ def test_undefined_r2_is_nan_with_a_reason() -> None:
     cohort = planted_cohort(n=60)
     fold = coupled_folds(cohort)[0]
     one_patient = dataclasses.replace(fold, test_rows=fold.test_rows[:1])
-    for table in (q5_ptm_dependency(cohort, [one_patient])["q5_dependency_per_fold"],
-                  q5_ptm_dependency(cohort, [one_patient])["q5_pair_matrix_per_fold"],
-                  q6_storm_leader(cohort, [one_patient])["q6_leader_per_fold"]):  # fmt: skip
-        assert table.select_dtypes("number").drop(columns=["fold", "training_seed", "n_patients"]).isna().all().all()
+    for table in (
+        q5_ptm_dependency(cohort, [one_patient])["q5_dependency_per_fold"],
+        q5_ptm_dependency(cohort, [one_patient])["q5_pair_matrix_per_fold"],
+        q6_storm_leader(cohort, [one_patient])["q6_leader_per_fold"],
+    ):
+        assert (
+            table.select_dtypes("number")
+            .drop(columns=["fold", "training_seed", "n_patients"])
+            .isna()
+            .all()
+            .all()
+        )
         assert table["note"].str.contains("fewer than 2 held-out patients").all()
     constant = np.ones((5, 2))
     assert np.isnan(pooled_r2(constant, constant)[0]) and "constant" in pooled_r2(constant, constant)[1]
@@ -235,10 +247,29 @@ def test_q5_q6_tables_on_simulated_folds(small_sim, small_folds) -> None:
     cohort = small_sim.cohort
     q5, q6 = q5_ptm_dependency(cohort, small_folds), q6_storm_leader(cohort, small_folds)
     dependency, leader = q5["q5_dependency_per_fold"], q6["q6_leader_per_fold"]
-    assert list(dependency.columns) == ["ptm", "fold", "training_seed", "r2_from_rest", "r2_genomics_only",
-                                        "r2_gain_over_genomics", "n_patients", "note"]  # fmt: skip
-    assert list(leader.columns) == ["endpoint", "ptm", "fold", "training_seed", "r2_only", "r2_genomics_only", "r2_all",
-                                    "r2_gain_over_genomics", "loo_drop", "n_patients", "note"]  # fmt: skip
+    assert list(dependency.columns) == [
+        "ptm",
+        "fold",
+        "training_seed",
+        "r2_from_rest",
+        "r2_genomics_only",
+        "r2_gain_over_genomics",
+        "n_patients",
+        "note",
+    ]
+    assert list(leader.columns) == [
+        "endpoint",
+        "ptm",
+        "fold",
+        "training_seed",
+        "r2_only",
+        "r2_genomics_only",
+        "r2_all",
+        "r2_gain_over_genomics",
+        "loo_drop",
+        "n_patients",
+        "note",
+    ]
     for table in (dependency, leader):
         assert table.groupby("fold")["n_patients"].first().sum() == cohort.n_patients
         assert table.drop(columns="note").notna().all().all() and (table["note"] == "").all()

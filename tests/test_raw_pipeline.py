@@ -40,7 +40,8 @@ def test_held_out_patients_do_not_reach_the_fit() -> None:
     first = RawLayerPipeline(settings).fit(raw.loc[train], purity)
     second = RawLayerPipeline(settings).fit(changed.loc[train], changed_purity)
     pd.testing.assert_frame_equal(
-        first.transform(raw.loc[train], purity), second.transform(changed.loc[train], changed_purity),
+        first.transform(raw.loc[train], purity),
+        second.transform(changed.loc[train], changed_purity),
         check_exact=True,
     )
     pd.testing.assert_frame_equal(first.loadings, second.loadings, check_exact=True)
@@ -95,8 +96,10 @@ def purity_cohort(n: int = 100, seed: int = 3) -> tuple[pd.DataFrame, pd.Series]
     centred = purity - purity.mean()
     noise = rng.normal(size=n)
     clean = noise - centred * (centred @ noise) / (centred @ centred)
-    raw = pd.DataFrame({"affected": 5 * purity + rng.normal(scale=0.5, size=n), "clean": clean,
-                        "other": rng.normal(size=n)}, index=purity.index)  # fmt: skip
+    raw = pd.DataFrame(
+        {"affected": 5 * purity + rng.normal(scale=0.5, size=n), "clean": clean, "other": rng.normal(size=n)},
+        index=purity.index,
+    )
     return raw, purity
 
 
@@ -118,8 +121,9 @@ def test_unknown_purity_is_imputed_by_the_training_median() -> None:
     unknown.iloc[80:] = np.nan
     at_median = purity.copy()
     at_median.iloc[80:] = purity.iloc[:80].median()
-    pd.testing.assert_frame_equal(pipeline.transform(raw.iloc[80:], unknown),
-                                  pipeline.transform(raw.iloc[80:], at_median))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        pipeline.transform(raw.iloc[80:], unknown), pipeline.transform(raw.iloc[80:], at_median)
+    )
     with pytest.raises(ValueError, match="needs purity"):
         pipeline.transform(raw.iloc[80:])
 
@@ -180,8 +184,9 @@ def test_transform_reorders_columns_by_name_and_refuses_other_columns() -> None:
     raw, purity = cohort()
     pipeline = RawLayerPipeline(PipelineSettings(top_variance=20, n_components=5)).fit(raw.iloc[:60], purity)
     held = raw.iloc[60:]
-    pd.testing.assert_frame_equal(pipeline.transform(held.iloc[:, ::-1], purity),
-                                  pipeline.transform(held, purity), check_exact=True)  # fmt: skip
+    pd.testing.assert_frame_equal(
+        pipeline.transform(held.iloc[:, ::-1], purity), pipeline.transform(held, purity), check_exact=True
+    )
     with pytest.raises(ValueError, match="raw columns seen in fit"):
         pipeline.transform(held.drop(columns="G3"), purity)
     with pytest.raises(ValueError, match="no entry for"):

@@ -23,9 +23,14 @@ SPREAD = "sd_between_seeds"
 def answers(cohort, folds) -> dict[str, pd.DataFrame]:
     """Every table of every question, and Q0's."""
     tables = {}
-    for answer in (q1_gene_knockout(cohort, folds, gene="ERG"), q2_fusion_deletion(cohort, folds, gene="ERG"),
-                   q3_master_regulators(cohort, folds, n_steps=8), q4_resistance_driver(cohort, folds),
-                   q5_ptm_dependency(cohort, folds), q6_storm_leader(cohort, folds)):  # fmt: skip
+    for answer in (
+        q1_gene_knockout(cohort, folds, gene="ERG"),
+        q2_fusion_deletion(cohort, folds, gene="ERG"),
+        q3_master_regulators(cohort, folds, n_steps=8),
+        q4_resistance_driver(cohort, folds),
+        q5_ptm_dependency(cohort, folds),
+        q6_storm_leader(cohort, folds),
+    ):
         tables |= answer.tables
     errors = held_out_errors(cohort, folds)
     tables["q0_cv_summary"] = q0_summary(q0_per_fold(cohort, folds, errors))
@@ -69,6 +74,8 @@ def test_each_model_of_a_fold_has_its_own_seed_and_checkpoint(small_sim, tmp_pat
         assert not np.allclose(first.predictions["deep:all"]["rna"], second.predictions["deep:all"]["rna"])
     loaded = load_folds(cohort, tmp_path / "two", n_folds=3, n_seeds=2)
     assert [(f.fold, f.training_seed) for f in loaded] == [(f.fold, f.training_seed) for f in two]
-    assert all(np.array_equal(a.predictions["all"]["rna"], b.predictions["all"]["rna"]) for a, b in zip(two, loaded))
+    assert all(
+        np.array_equal(a.predictions["all"]["rna"], b.predictions["all"]["rna"]) for a, b in zip(two, loaded)
+    )
     with pytest.raises(MissingTrainingError, match="n_seeds=3"):
         load_folds(cohort, tmp_path / "two", n_folds=3, n_seeds=3)

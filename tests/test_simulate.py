@@ -172,6 +172,7 @@ def test_ceilings_are_ordered_fractions(default_sim: SimulatedCohort) -> None:
 
 def test_the_world_does_not_depend_on_the_number_of_patients() -> None:
     """Generative parameters come from their own random stream: PTM site names are drawn there."""
+
     def sites(config: SimulationConfig) -> list[str]:
         layers = simulate_cohort(config).cohort.layers
         return [site for ptm in SEED_PTMS for site in layers[ptm].loadings.columns]
@@ -182,11 +183,21 @@ def test_the_world_does_not_depend_on_the_number_of_patients() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("n_patients", 1), ("n_patients", 10.5), ("leader", "sumo"), ("ptm_noise_sd", -0.1),
-     ("strong_effect", float("nan")), ("unknown_grade_fraction", 1.0), ("monte_carlo_draws", 0),
-     ("n_rna_features", 5), ("seed", True), ("nonlinearity", -0.5), ("nonlinearity", float("nan")),
-     ("nonlinearity", float("inf"))],
-)  # fmt: skip
+    [
+        ("n_patients", 1),
+        ("n_patients", 10.5),
+        ("leader", "sumo"),
+        ("ptm_noise_sd", -0.1),
+        ("strong_effect", float("nan")),
+        ("unknown_grade_fraction", 1.0),
+        ("monte_carlo_draws", 0),
+        ("n_rna_features", 5),
+        ("seed", True),
+        ("nonlinearity", -0.5),
+        ("nonlinearity", float("nan")),
+        ("nonlinearity", float("inf")),
+    ],
+)
 def test_invalid_config_values_name_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=rf"SimulationConfig\.{field}="):
         SimulationConfig(**{field: value})
@@ -197,8 +208,14 @@ def test_layer_truth_table_columns(default_sim: SimulatedCohort) -> None:
     assert list(default_sim.layer_truth.columns) == expected
     assert isinstance(default_sim.knockout_effects, pd.DataFrame)
     assert list(default_sim.knockout_effects.columns) == [
-        "driver", "layer", "n_carriers", "zero_effect", "effect_rms_pc", "effect_rms_raw", "effect_std",
-    ]  # fmt: skip
+        "driver",
+        "layer",
+        "n_carriers",
+        "zero_effect",
+        "effect_rms_pc",
+        "effect_rms_raw",
+        "effect_std",
+    ]
 
 
 SMALL = SimulationConfig(n_patients=60, n_components=5, monte_carlo_draws=10)
@@ -232,8 +249,11 @@ def test_nonlinearity_zero_is_the_original_cohort_and_other_values_keep_the_worl
 def genotype_expectations(nonlinearity: float, draws_per_genotype: int = 400) -> dict[str, np.ndarray]:
     """Per layer: E[state | genotype] on every allowed genotype of the strong drivers (Gleason 7), estimated
     twice from independent halves of the Monte Carlo draws: genotypes x 2 x state size."""
-    combos = [c for c in itertools.product((0, 1), repeat=len(STRONG_DRIVERS))
-              if not (c[STRONG_DRIVERS.index("ERG")] and c[STRONG_DRIVERS.index("SPOP")])]  # fmt: skip
+    combos = [
+        c
+        for c in itertools.product((0, 1), repeat=len(STRONG_DRIVERS))
+        if not (c[STRONG_DRIVERS.index("ERG")] and c[STRONG_DRIVERS.index("SPOP")])
+    ]
     genotypes = np.zeros((len(combos), len(SEED_DRIVERS)), dtype=np.int64)
     genotypes[:, [SEED_DRIVERS.index(d) for d in STRONG_DRIVERS]] = combos
     repeated = np.repeat(genotypes, draws_per_genotype, axis=0)

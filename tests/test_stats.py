@@ -19,8 +19,10 @@ def per_patient(effects: dict[str, float], seed: int = 0, noise: float = 1.0, fo
         values = base + effect + noise * rng.normal(size=base.shape)
         for fold in range(N_FOLDS):
             shift = (fold_shift or {}).get((name, fold + 1), 0.0)
-            rows += [{"item": name, "fold": fold + 1, "unit": u, "value": v + shift}
-                     for u, v in enumerate(values[fold])]
+            rows += [
+                {"item": name, "fold": fold + 1, "unit": u, "value": v + shift}
+                for u, v in enumerate(values[fold])
+            ]
     units = pd.DataFrame(rows)
     scores = units.groupby(["item", "fold"], as_index=False)["value"].mean()
     return scores, units
@@ -92,8 +94,13 @@ def test_a_best_item_scored_in_one_fold_is_not_named() -> None:
 
 def with_two_seeds(table: pd.DataFrame, offset: float) -> pd.DataFrame:
     """The table as the answers of two models per fold: seed 1 at value - offset, seed 2 at value + offset."""
-    return pd.concat([table.assign(training_seed=1, value=table["value"] - offset),
-                      table.assign(training_seed=2, value=table["value"] + offset)], ignore_index=True)  # fmt: skip
+    return pd.concat(
+        [
+            table.assign(training_seed=1, value=table["value"] - offset),
+            table.assign(training_seed=2, value=table["value"] + offset),
+        ],
+        ignore_index=True,
+    )
 
 
 def test_a_folds_models_are_averaged_before_the_summary_and_the_test() -> None:

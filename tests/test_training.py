@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from lpmlib import cv
@@ -63,7 +62,9 @@ def test_training_runs_the_whole_schedule_and_reads_out_after_its_last_epoch(tra
         assert np.isclose(fold.history["read_out_error"].iloc[-1], fold.read_out["inner_error_deep"].mean())
 
 
-def test_same_seed_gives_a_byte_identical_q0_table_with_one_or_two_jobs(cohort, trained, tmp_path: Path) -> None:
+def test_same_seed_gives_a_byte_identical_q0_table_with_one_or_two_jobs(
+    cohort, trained, tmp_path: Path
+) -> None:
     serial, _ = q0_csv(cohort, tmp_path / "serial", n_jobs=1)
     parallel, _ = q0_csv(cohort, tmp_path / "parallel", n_jobs=2)
     assert serial == trained[1]
@@ -93,8 +94,9 @@ def test_changed_settings_retrain_every_fold(cohort, trained, tmp_path: Path) ->
     assert all(f.history["epoch"].max() <= 2 for f in folds)
 
 
-def test_checkpoints_of_other_model_code_are_retrained_and_never_loaded(cohort, trained, tmp_path: Path,
-                                                                        monkeypatch) -> None:  # fmt: skip
+def test_checkpoints_of_other_model_code_are_retrained_and_never_loaded(
+    cohort, trained, tmp_path: Path, monkeypatch
+) -> None:
     run_dir = copy_run(trained, tmp_path)
     monkeypatch.setattr(cv, "training_code_hash", lambda: "another version")
     with pytest.raises(MissingTrainingError, match="another version of lpmlib"):

@@ -21,7 +21,12 @@ from lpmlib.manifest import read_manifest
 from lpmlib.questions.knockout import known_effect_check
 
 PROJECT = Path(__file__).resolve().parents[1]
-EXPECTED = {"ARID1A": "ARID1A", "CTNNB1": "CTNNB1", "TP53": "TP53", "MSI-H": "MLH1"}  # the data README's table
+EXPECTED = {
+    "ARID1A": "ARID1A",
+    "CTNNB1": "CTNNB1",
+    "TP53": "TP53",
+    "MSI-H": "MLH1",
+}  # the data README's table
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,12 @@ def test_the_ucec_book_builds_from_its_manifest_with_quick_settings(tmp_path: Pa
     assert glued["n_patients"] == "90" and "UCEC" in glued["cohort_description"]
     assert read_glued(run / "notebooks/09_q6_storm_leader.ipynb")["q6_endpoint"] == "'protein'"
     effects = pd.read_csv(run / "tables/q1_feature_effects.csv")
-    assert set(effects["driver"]) == {"ARID1A"} and set(effects["layer"]) == {"protein", "miRNA", "phospho", "acetyl"}
+    assert set(effects["driver"]) == {"ARID1A"} and set(effects["layer"]) == {
+        "protein",
+        "miRNA",
+        "phospho",
+        "acetyl",
+    }
     known = pd.read_csv(run / "tables/q1_known_effects.csv")
     assert list(known["feature"]) == ["ARID1A", "CTNNB1", "TP53", "MLH1"] and known["rank"].notna().all()
     abstract = (project / "_build/html/book/abstract.html").read_text()

@@ -37,7 +37,9 @@ def test_a_cohort_without_planted_truth_says_so() -> None:
 def test_knockout_recovery_stands_beside_each_layers_genomics_ceiling() -> None:
     drivers = ["A", "B", "C", "D"]
     truth = pd.DataFrame({"layer": "rna", "driver": drivers, "effect_rms_pc": [0.1, 0.2, 0.3, 0.4]})
-    estimated = pd.DataFrame({"driver": drivers, "layer": "rna", "quantity": "shift_rms", "mean": [1, 3, 2, 4]})
+    estimated = pd.DataFrame(
+        {"driver": drivers, "layer": "rna", "quantity": "shift_rms", "mean": [1, 3, 2, 4]}
+    )
     ceilings = pd.DataFrame({"genomics_ceiling": [0.17]}, index=pd.Index(["rna"], name="layer"))
     table = knockout_recovery(estimated, truth, ceilings).set_index("layer")
     assert table.loc["rna", "spearman"] == pytest.approx(0.8) and table.loc["rna", "genomics_ceiling"] == 0.17

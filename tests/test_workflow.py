@@ -14,9 +14,9 @@ import yaml
 from test_manifest import edited, write_small_cohort
 
 from lpmlib import workflow
+from lpmlib.errors import IncompleteRunError
 from lpmlib.params import RunParams
 from lpmlib.questions import attribution, knockout, masking
-from lpmlib.errors import IncompleteRunError
 from lpmlib.runner import GENERATED, find_notebooks, run, skip_reason, stage_run, staged_toc, waits_for
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -26,10 +26,22 @@ PROJECT = Path(__file__).resolve().parents[1]
 def manifest_run(tmp_path_factory) -> tuple[RunParams, list]:
     """The small manifest cohort (8 tumours) trained in 2 folds, as chapters 01 and 03 leave it."""
     folder = tmp_path_factory.mktemp("manifest")
-    manifest = edited(write_small_cohort(folder / "cohort"), lambda m: m.update(
-        known_effects=[{"driver": "TP53", "layer": "prot", "feature": "G2", "altered": "higher"}]))
-    params = RunParams(manifest=str(manifest), run_dir=str(folder / "run"), n_folds=2,
-                       epochs=2, latent_dim=8, vae_latent_dim=4, n_heads=2, ig_steps=4)  # fmt: skip
+    manifest = edited(
+        write_small_cohort(folder / "cohort"),
+        lambda m: m.update(
+            known_effects=[{"driver": "TP53", "layer": "prot", "feature": "G2", "altered": "higher"}]
+        ),
+    )
+    params = RunParams(
+        manifest=str(manifest),
+        run_dir=str(folder / "run"),
+        n_folds=2,
+        epochs=2,
+        latent_dim=8,
+        vae_latent_dim=4,
+        n_heads=2,
+        ig_steps=4,
+    )
     cohort = workflow.prepare_cohort(params)
     return params, workflow.train_folds(params, cohort, log=None)
 
@@ -38,8 +50,13 @@ def test_a_manifest_run_records_its_raw_inputs_and_has_no_truth(manifest_run) ->
     params, _ = manifest_run
     record = json.loads((Path(params.run_dir) / "cohort.json").read_text())
     assert record["source"] == params.manifest and not record["planted_truth"] and record["n_patients"] == 8
-    assert {Path(p).name for p in record["input_sha256"]} == {"manifest.yaml", "clinical.txt", "mutations.tsv",
-                                                             "prot.tsv", "phos.tsv"}  # fmt: skip
+    assert {Path(p).name for p in record["input_sha256"]} == {
+        "manifest.yaml",
+        "clinical.txt",
+        "mutations.tsv",
+        "prot.tsv",
+        "phos.tsv",
+    }
     assert workflow.layer_truth(params) is None and not workflow.has_planted_truth(params)
     assert "real cohort" in workflow.cohort_description(params, workflow.prepare_cohort(params))
 
@@ -47,7 +64,9 @@ def test_a_manifest_run_records_its_raw_inputs_and_has_no_truth(manifest_run) ->
 def test_each_fold_is_preprocessed_on_its_own_training_patients(manifest_run) -> None:
     params, folds = manifest_run
     cohort = workflow.prepare_cohort(params)
-    views = [fold.cohort for fold in folds if fold.training_seed == 1]  # a view per fold, shared by its models
+    views = [
+        fold.cohort for fold in folds if fold.training_seed == 1
+    ]  # a view per fold, shared by its models
     assert all(view is not None for view in views)
     assert not views[0].layers["prot"].values.equals(views[1].layers["prot"].values)
     assert not cohort.layers["prot"].values.equals(views[0].layers["prot"].values)  # all tumours != one fold
@@ -65,8 +84,12 @@ def test_every_question_runs_on_the_fold_views(manifest_run) -> None:
     q1 = knockout.q1_gene_knockout(cohort, folds, gene="TP53", top_features=3)["q1_feature_effects"]
     assert set(q1["feature"].dropna()) <= {f"G{j}" for j in range(5)}  # genes, not components
     assert not attribution.q3_master_regulators(cohort, folds, n_steps=4)["q3_attribution_summary"].empty
-    assert "distance_fraction_normal" in set(knockout.q4_resistance_driver(cohort, folds)["q4_resistance_summary"]["quantity"])
-    assert workflow.endpoint(params) == "prot" and workflow.endpoint(params.replace(endpoint="phos")) == "phos"
+    assert "distance_fraction_normal" in set(
+        knockout.q4_resistance_driver(cohort, folds)["q4_resistance_summary"]["quantity"]
+    )
+    assert (
+        workflow.endpoint(params) == "prot" and workflow.endpoint(params.replace(endpoint="phos")) == "phos"
+    )
     known = knockout.known_effect_check(cohort, folds, workflow.known_effects(params))
     assert known[["driver", "feature", "n_ranked"]].values.tolist() == [["TP53", "G2", 5]]
     assert 1 <= known.loc[0, "rank"] <= 5 and known.loc[0, "top_fraction"] == known.loc[0, "rank"] / 5
@@ -79,8 +102,13 @@ def test_the_permutation_null_retrains_on_the_raw_cohort(manifest_run) -> None:
     params, folds = manifest_run
     null = workflow.knockout_null(params.replace(n_permutations=1), workflow.prepare_cohort(params), "TP53")
     assert set(null["permutation"]) == {0} and set(null["driver"]) == {"TP53"}
-    record = json.loads(next((Path(params.run_dir) / "permutations/TP53/0/cv").glob("fold1/*.json")).read_text())
-    assert record["data"] != json.loads(next((Path(params.run_dir) / "cv").glob("fold1/*.json")).read_text())["data"]
+    record = json.loads(
+        next((Path(params.run_dir) / "permutations/TP53/0/cv").glob("fold1/*.json")).read_text()
+    )
+    assert (
+        record["data"]
+        != json.loads(next((Path(params.run_dir) / "cv").glob("fold1/*.json")).read_text())["data"]
+    )
 
 
 def test_validation_applies_only_to_a_cohort_with_a_planted_truth(manifest_run, tmp_path: Path) -> None:
@@ -103,8 +131,10 @@ def test_the_cohort_size_chapter_runs_only_when_sizes_are_given() -> None:
 
 def test_chapters_wait_for_the_chapters_they_read_from_and_no_others() -> None:
     chapters = find_notebooks(PROJECT)
-    waits = {chapter.name[:2]: sorted(c.name[:2] for c in earlier)
-             for chapter, earlier in waits_for(chapters).items()}  # fmt: skip
+    waits = {
+        chapter.name[:2]: sorted(c.name[:2] for c in earlier)
+        for chapter, earlier in waits_for(chapters).items()
+    }
     assert waits["01"] == [] and waits["02"] == waits["03"] == waits["12"] == ["01"]
     assert all(waits[f"{k:02d}"] == ["03"] for k in range(4, 10))
     assert waits["10"] == ["04", "05", "06", "07", "08", "09"]
@@ -118,10 +148,12 @@ def test_the_book_is_staged_from_its_own_run_folder_alone(tmp_path: Path) -> Non
     shutil.copytree(PROJECT / "notebooks", tmp_path / "notebooks")
     shutil.copy(PROJECT / "_toc.yml", tmp_path / "_toc.yml")
     params = RunParams(run_dir="results/this")
-    for run, chapters in (("this", ["01_data_assembly", "04_q1_gene_knockout", "12_cohort_size"]),
-                          ("other", ["02_model"])):  # fmt: skip
+    for folder, chapters in (
+        ("this", ["01_data_assembly", "04_q1_gene_knockout", "12_cohort_size"]),
+        ("other", ["02_model"]),
+    ):
         for chapter in chapters:
-            executed = tmp_path / "results" / run / "notebooks" / f"{chapter}.ipynb"
+            executed = tmp_path / "results" / folder / "notebooks" / f"{chapter}.ipynb"
             executed.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(PROJECT / "notebooks" / f"{chapter}.ipynb", executed)
     (tmp_path / GENERATED).mkdir(parents=True)

@@ -7,7 +7,6 @@ per-fold values).
 
 from __future__ import annotations
 
-
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +32,10 @@ class Answer:
 def verdict_table(separation: Separation, noun: str, keys: dict) -> pd.DataFrame:
     """A question's verdict, one row: the leader ("" when no single one is separated), the items that
     cannot be separated from the best (the best first), the test, and the verdict in words."""
-    verdict = {"leader": separation.leader or "", "not_separated": ";".join(separation.tied),
-               "test": separation.test, "sentence": separation_sentence(separation, noun)}  # fmt: skip
+    verdict = {
+        "leader": separation.leader or "",
+        "not_separated": ";".join(separation.tied),
+        "test": separation.test,
+        "sentence": separation_sentence(separation, noun),
+    }
     return pd.DataFrame([keys | verdict])

@@ -33,8 +33,9 @@ ATTRIBUTION_METRICS = ("ig_mean_abs", "ig_mean_carriers", "saliency_mean")
 Deviation = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def genomics_only_ptm_state(model: torch.nn.Module, ptm_dims: dict[str, int], drivers: torch.Tensor,
-                            grade: torch.Tensor) -> torch.Tensor:  # fmt: skip
+def genomics_only_ptm_state(
+    model: torch.nn.Module, ptm_dims: dict[str, int], drivers: torch.Tensor, grade: torch.Tensor
+) -> torch.Tensor:
     """Every PTM layer's prediction, concatenated (B, total features), with every PTM layer masked."""
     n = drivers.shape[0]
     ptms = {name: drivers.new_zeros(n, dim) for name, dim in ptm_dims.items()}
@@ -75,9 +76,12 @@ def attribute_drivers(cohort: Cohort, fold: FoldResult, n_steps: int = 64) -> Dr
         wild_type = genomics_only_ptm_state(model, ptm_dims, wild_genome, data.grade)
         deviation = forward(data.drivers, data.grade, wild_type)
     ig, delta = IntegratedGradients(forward).attribute(
-        data.drivers, baselines=wild_genome, additional_forward_args=(data.grade, wild_type),
-        n_steps=n_steps, return_convergence_delta=True,
-    )  # fmt: skip
+        data.drivers,
+        baselines=wild_genome,
+        additional_forward_args=(data.grade, wild_type),
+        n_steps=n_steps,
+        return_convergence_delta=True,
+    )
     genome = data.drivers.clone().requires_grad_(True)
     saliency = Saliency(forward).attribute(genome, additional_forward_args=(data.grade, wild_type), abs=True)
     return DriverAttributions(
@@ -96,38 +100,54 @@ def attribution_rows(cohort: Cohort, fold: FoldResult, result: DriverAttribution
         carriers = result.genome[:, j]
         n_carriers = int(carriers.sum())
         on_carriers = result.integrated_gradients[carriers, j]
-        rows.append({
-            "driver": driver, **fold.keys,
-            "ig_mean_abs": float(np.abs(result.integrated_gradients[:, j]).mean()),
-            "ig_mean_carriers": float(on_carriers.mean()) if n_carriers else np.nan,
-            "saliency_mean": float(result.saliency[:, j].mean()),
-            "n_patients": len(fold.test_rows), "n_carriers": n_carriers,
-            "note": "" if n_carriers else "no carrier among the fold's held-out patients",
-        })  # fmt: skip
+        rows.append(
+            {
+                "driver": driver,
+                **fold.keys,
+                "ig_mean_abs": float(np.abs(result.integrated_gradients[:, j]).mean()),
+                "ig_mean_carriers": float(on_carriers.mean()) if n_carriers else np.nan,
+                "saliency_mean": float(result.saliency[:, j].mean()),
+                "n_patients": len(fold.test_rows),
+                "n_carriers": n_carriers,
+                "note": "" if n_carriers else "no carrier among the fold's held-out patients",
+            }
+        )
     return rows
 
 
 def carrier_attributions(cohort: Cohort, fold: FoldResult, result: DriverAttributions) -> pd.DataFrame:
     """Per driver and held-out carrier (`unit`): its integrated-gradients attribution to that driver."""
-    frames = [pd.DataFrame({"driver": driver, **fold.keys, "unit": fold.test_rows[result.genome[:, j]],
-                            "value": result.integrated_gradients[result.genome[:, j], j]})
-              for j, driver in enumerate(cohort.driver_names)]  # fmt: skip
+    frames = [
+        pd.DataFrame(
+            {
+                "driver": driver,
+                **fold.keys,
+                "unit": fold.test_rows[result.genome[:, j]],
+                "value": result.integrated_gradients[result.genome[:, j], j],
+            }
+        )
+        for j, driver in enumerate(cohort.driver_names)
+    ]
     return pd.concat(frames, ignore_index=True)
 
 
 def completeness_row(fold: FoldResult, result: DriverAttributions) -> dict:
     """How exactly the attributions of one fold add up to F(genome) - F(wild type)."""
     return {
-        **fold.keys, "n_patients": len(fold.test_rows),
-        "deviation_mean": float(result.deviation.mean()), "deviation_max": float(result.deviation.max()),
-        "ig_completeness_error": float(np.abs(result.completeness_error).max()), "note": "",
-    }  # fmt: skip
+        **fold.keys,
+        "n_patients": len(fold.test_rows),
+        "deviation_mean": float(result.deviation.mean()),
+        "deviation_max": float(result.deviation.max()),
+        "ig_completeness_error": float(np.abs(result.completeness_error).max()),
+        "note": "",
+    }
 
 
 def attribution_summary(per_fold: pd.DataFrame) -> pd.DataFrame:
     """Per driver and metric: cross-fold mean, 95% interval and per-fold values."""
-    long = per_fold.melt(id_vars=["driver", *model_keys(per_fold)], value_vars=list(ATTRIBUTION_METRICS),
-                         var_name="metric")
+    long = per_fold.melt(
+        id_vars=["driver", *model_keys(per_fold)], value_vars=list(ATTRIBUTION_METRICS), var_name="metric"
+    )
     return summarise_folds(long, by=["driver", "metric"], value="value")
 
 
@@ -135,11 +155,13 @@ def ranking_stability(per_fold: pd.DataFrame, top_k: int) -> pd.DataFrame:
     """Per driver: fraction of folds in the top `top_k` by ig_mean_carriers and mean rank, best first."""
     per_fold = seed_means(per_fold, ["driver", "fold"], "ig_mean_carriers")
     ranks = per_fold.groupby("fold")["ig_mean_carriers"].rank(ascending=False, method="first")
-    table = pd.DataFrame({
-        "fraction_top_k": rank_stability(per_fold, "driver", "ig_mean_carriers", top_k),
-        "mean_rank": ranks.groupby(per_fold["driver"], sort=False).mean(),
-        "n_folds_ranked": ranks.notna().groupby(per_fold["driver"], sort=False).sum(),
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "fraction_top_k": rank_stability(per_fold, "driver", "ig_mean_carriers", top_k),
+            "mean_rank": ranks.groupby(per_fold["driver"], sort=False).mean(),
+            "n_folds_ranked": ranks.notna().groupby(per_fold["driver"], sort=False).sum(),
+        }
+    )
     table = table.rename_axis("driver").reset_index().assign(top_k=top_k)
     return table.sort_values(["mean_rank", "driver"], na_position="last", ignore_index=True)
 
@@ -164,11 +186,13 @@ def q3_master_regulators(
     per_fold = pd.DataFrame(rows)
     scores = per_fold.rename(columns={"ig_mean_carriers": "value"})
     separation = separate_best(scores, pd.concat(units, ignore_index=True), "driver", paired=False)
-    return Answer({
-        "q3_attribution_per_fold": per_fold,
-        "q3_attribution_summary": attribution_summary(per_fold),
-        "q3_rank_stability": ranking_stability(per_fold, top_k),
-        "q3_completeness": pd.DataFrame(checks),
-        "q3_comparison": separation.table.rename(columns={"item": "driver"}),
-        "q3_verdict": verdict_table(separation, "driver", {"metric": "ig_mean_carriers"}),
-    })  # fmt: skip
+    return Answer(
+        {
+            "q3_attribution_per_fold": per_fold,
+            "q3_attribution_summary": attribution_summary(per_fold),
+            "q3_rank_stability": ranking_stability(per_fold, top_k),
+            "q3_completeness": pd.DataFrame(checks),
+            "q3_comparison": separation.table.rename(columns={"item": "driver"}),
+            "q3_verdict": verdict_table(separation, "driver", {"metric": "ig_mean_carriers"}),
+        }
+    )

@@ -37,15 +37,52 @@ from lpmlib.stats import (
 PER_FOLD_COLUMNS = ["driver", "layer", "quantity", "fold", SEED, "value", "n_patients", "n_carriers", "note"]
 SUMMARY_KEYS = ["driver", "layer", "quantity"]
 COUNTS = ["n_patients", "n_carriers"]
-FEATURE_COLUMNS = ["driver", "layer", "feature", "effect", "observed_difference", "rank", "n_folds",
-                   "n_carriers", "note"]  # fmt: skip
-KNOWN_COLUMNS = ["driver", "layer", "feature", "altered", "observed_difference", "effect", "reversed", "rank",
-                 "n_ranked", "top_fraction", "note"]  # fmt: skip
+FEATURE_COLUMNS = [
+    "driver",
+    "layer",
+    "feature",
+    "effect",
+    "observed_difference",
+    "rank",
+    "n_folds",
+    "n_carriers",
+    "note",
+]
+KNOWN_COLUMNS = [
+    "driver",
+    "layer",
+    "feature",
+    "altered",
+    "observed_difference",
+    "effect",
+    "reversed",
+    "rank",
+    "n_ranked",
+    "top_fraction",
+    "note",
+]
 RESISTANCE_KEYS = ["driver", "quantity"]
-RESISTANCE_COLUMNS = ["driver", "quantity", "fold", SEED, "value", "n_patients", "n_carriers", "n_carriers_alone",
-                      "note"]  # fmt: skip
-PATIENT_COLUMNS = ["driver", "fold", SEED, "case_id", "n_other_drivers", "distance_only", "distance_full",
-                   "distance_fraction"]  # fmt: skip
+RESISTANCE_COLUMNS = [
+    "driver",
+    "quantity",
+    "fold",
+    SEED,
+    "value",
+    "n_patients",
+    "n_carriers",
+    "n_carriers_alone",
+    "note",
+]
+PATIENT_COLUMNS = [
+    "driver",
+    "fold",
+    SEED,
+    "case_id",
+    "n_other_drivers",
+    "distance_only",
+    "distance_full",
+    "distance_fraction",
+]
 NORMAL_PATIENT_COLUMNS = ["distance_only_normal", "distance_full_normal", "distance_fraction_normal"]
 
 
@@ -82,8 +119,13 @@ def shift(edit: DriverEdit, layer: str) -> np.ndarray:
     return edit.edited[layer] - edit.baseline[layer]
 
 
-def shift_units(cohort: Cohort, folds: list[FoldResult], edits: list[dict[str, DriverEdit]], driver: str,
-                layers: list[str]) -> pd.DataFrame:  # fmt: skip
+def shift_units(
+    cohort: Cohort,
+    folds: list[FoldResult],
+    edits: list[dict[str, DriverEdit]],
+    driver: str,
+    layers: list[str],
+) -> pd.DataFrame:
     """Per held-out carrier of `driver` (`unit`) and layer: the RMS over features of its shift over the
     layer's residual spread, whose mean over carriers is the fold's `shift_standardised`."""
     frames = []
@@ -92,22 +134,40 @@ def shift_units(cohort: Cohort, folds: list[FoldResult], edits: list[dict[str, D
         for layer in layers:
             spread = residual_spread(cohort, fold, layer)
             rms = np.sqrt(np.mean(shift(edit, layer) ** 2, axis=1))
-            frames.append(pd.DataFrame({"layer": layer, **fold.keys, "unit": fold.test_rows[edit.rows],
-                                        "value": rms / spread if spread > 0 else np.nan}))  # fmt: skip
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "layer": layer,
+                        **fold.keys,
+                        "unit": fold.test_rows[edit.rows],
+                        "value": rms / spread if spread > 0 else np.nan,
+                    }
+                )
+            )
     return pd.concat(frames, ignore_index=True)
 
 
 def storm_units(folds: list[FoldResult], edits: list[dict[str, DriverEdit]]) -> pd.DataFrame:
     """Per driver and held-out carrier: the L2 norm of its z_state shift, whose mean over carriers is the
     fold's `storm_intensity`."""
-    frames = [pd.DataFrame({"driver": driver, **fold.keys, "unit": fold.test_rows[edit.rows],
-                            "value": np.linalg.norm(shift(edit, Z_STATE), axis=1)})
-              for fold, fold_edits in zip(folds, edits) for driver, edit in fold_edits.items()]  # fmt: skip
+    frames = [
+        pd.DataFrame(
+            {
+                "driver": driver,
+                **fold.keys,
+                "unit": fold.test_rows[edit.rows],
+                "value": np.linalg.norm(shift(edit, Z_STATE), axis=1),
+            }
+        )
+        for fold, fold_edits in zip(folds, edits)
+        for driver, edit in fold_edits.items()
+    ]
     return pd.concat(frames, ignore_index=True)
 
 
-def quantity_scores(per_fold: pd.DataFrame, item: str, quantity: str, layer: str | None = None
-                    ) -> pd.DataFrame:  # fmt: skip
+def quantity_scores(
+    per_fold: pd.DataFrame, item: str, quantity: str, layer: str | None = None
+) -> pd.DataFrame:
     """The per-fold values of one quantity (and layer), as `stats.separate_best` takes them."""
     return per_fold[(per_fold["quantity"] == quantity) & ((per_fold["layer"] == layer) if layer else True)]
 
@@ -116,12 +176,21 @@ def quantity_scores(per_fold: pd.DataFrame, item: str, quantity: str, layer: str
 # Q1: knockout of every driver
 
 
-EFFECT_TEST_COLUMNS = ["driver", "layer", "n_carriers", "mean_gain", "fraction_of_error", "gain_p_value",
-                       "gain_p_adjusted", "supported"]  # fmt: skip
+EFFECT_TEST_COLUMNS = [
+    "driver",
+    "layer",
+    "n_carriers",
+    "mean_gain",
+    "fraction_of_error",
+    "gain_p_value",
+    "gain_p_adjusted",
+    "supported",
+]
 
 
-def held_out_effect_units(cohort: Cohort, folds: list[FoldResult], edits: list[dict[str, DriverEdit]]
-                          ) -> pd.DataFrame:  # fmt: skip
+def held_out_effect_units(
+    cohort: Cohort, folds: list[FoldResult], edits: list[dict[str, DriverEdit]]
+) -> pd.DataFrame:
     """Per driver, layer and held-out carrier (`unit`): the carrier's squared error (summed over the layer's
     features) of the genomics-only prediction with the driver knocked out, minus that with its own genome
     (`value`), beside the latter (`error_own`). Positive where the driver's predicted effect brings the
@@ -134,9 +203,18 @@ def held_out_effect_units(cohort: Cohort, folds: list[FoldResult], edits: list[d
             for layer in layers:
                 own = squared_errors(observed[layer][edit.rows], edit.baseline[layer])
                 knocked_out = squared_errors(observed[layer][edit.rows], edit.edited[layer])
-                frames.append(pd.DataFrame({"driver": driver, "layer": layer, **fold.keys,
-                                            "unit": fold.test_rows[edit.rows], "value": knocked_out - own,
-                                            "error_own": own}))  # fmt: skip
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "driver": driver,
+                            "layer": layer,
+                            **fold.keys,
+                            "unit": fold.test_rows[edit.rows],
+                            "value": knocked_out - own,
+                            "error_own": own,
+                        }
+                    )
+                )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -173,20 +251,32 @@ def effect_test_sentence(test: pd.DataFrame) -> str:
     """How many driver-layer effects the held-out carriers support, in words."""
     tested = test.dropna(subset=["gain_p_value"])
     untested = len(test) - len(tested)
-    sentence = (f"The held-out carriers support {int(tested['supported'].sum())} of the {len(tested)} predicted "
-                f"knockout effects that could be tested (drivers x layers; one-sided Wilcoxon signed-rank test, "
-                f"BH-adjusted p < {ALPHA})")  # fmt: skip
+    sentence = (
+        f"The held-out carriers support {int(tested['supported'].sum())} of the {len(tested)} predicted "
+        f"knockout effects that could be tested (drivers x layers; one-sided Wilcoxon signed-rank test, "
+        f"BH-adjusted p < {ALPHA})"
+    )
     return sentence + (f"; {untested} had fewer than two held-out carriers." if untested else ".")
 
 
-def knockout_row(driver: str, layer: str, quantity: str, value: float, fold: FoldResult, edit: DriverEdit,
-                 note: str) -> dict:  # fmt: skip
-    return {"driver": driver, "layer": layer, "quantity": quantity, **fold.keys, "value": value,
-            "n_patients": len(fold.test_rows), "n_carriers": edit.n_carriers, "note": note}  # fmt: skip
+def knockout_row(
+    driver: str, layer: str, quantity: str, value: float, fold: FoldResult, edit: DriverEdit, note: str
+) -> dict:
+    return {
+        "driver": driver,
+        "layer": layer,
+        "quantity": quantity,
+        **fold.keys,
+        "value": value,
+        "n_patients": len(fold.test_rows),
+        "n_carriers": edit.n_carriers,
+        "note": note,
+    }
 
 
-def layer_quantities(driver: str, layer: str, edit: DriverEdit, spread: float, observed: np.ndarray,
-                     absent: str) -> dict[str, tuple[float, str]]:  # fmt: skip
+def layer_quantities(
+    driver: str, layer: str, edit: DriverEdit, spread: float, observed: np.ndarray, absent: str
+) -> dict[str, tuple[float, str]]:
     """shift_rms, shift_standardised and observed_difference_rms of one layer, each with its NaN reason."""
     rms = mean_rms(shift(edit, layer))
     if spread > 0:
@@ -200,8 +290,11 @@ def layer_quantities(driver: str, layer: str, edit: DriverEdit, spread: float, o
         observed_rms = (np.nan, absent or everyone)
     else:
         observed_rms = (float(np.sqrt(np.mean(difference**2))), "")
-    return {"shift_rms": (rms, absent), "shift_standardised": standardised,
-            "observed_difference_rms": observed_rms}  # fmt: skip
+    return {
+        "shift_rms": (rms, absent),
+        "shift_standardised": standardised,
+        "observed_difference_rms": observed_rms,
+    }
 
 
 def knockout_fold_rows(cohort: Cohort, fold: FoldResult, edits: dict[str, DriverEdit]) -> list[dict]:
@@ -269,29 +362,61 @@ def feature_shift(
     return as_series(effect), as_series(None if difference is None else to_features(difference))
 
 
-def top_feature_rows(gene: str, layer: str, effects: list, differences: list, n_folds: int, n_carriers: int,
-                     top_features: int) -> pd.DataFrame:  # fmt: skip
+def top_feature_rows(
+    gene: str, layer: str, effects: list, differences: list, n_folds: int, n_carriers: int, top_features: int
+) -> pd.DataFrame:
     """The `top_features` features of a layer by |mean effect over folds|, or one NaN row with its reason."""
     if not effects:
         note = f"no carrier of {gene} in any fold's held-out patients"
-        return pd.DataFrame([{"driver": gene, "layer": layer, "feature": None, "effect": np.nan,
-                              "observed_difference": np.nan, "rank": np.nan, "n_folds": 0,
-                              "n_carriers": n_carriers, "note": note}], columns=FEATURE_COLUMNS)  # fmt: skip
+        return pd.DataFrame(
+            [
+                {
+                    "driver": gene,
+                    "layer": layer,
+                    "feature": None,
+                    "effect": np.nan,
+                    "observed_difference": np.nan,
+                    "rank": np.nan,
+                    "n_folds": 0,
+                    "n_carriers": n_carriers,
+                    "note": note,
+                }
+            ],
+            columns=FEATURE_COLUMNS,
+        )
     mean_effect = pd.concat(effects, axis=1).mean(axis=1)  # aligned by feature name across folds
     features = mean_effect.index
     effect = mean_effect.to_numpy()
-    observed = (pd.concat(differences, axis=1).mean(axis=1).reindex(features).to_numpy() if differences
-                else np.full_like(effect, np.nan))  # fmt: skip
+    observed = (
+        pd.concat(differences, axis=1).mean(axis=1).reindex(features).to_numpy()
+        if differences
+        else np.full_like(effect, np.nan)
+    )
     note = "" if differences else f"no fold has both carriers and non-carriers of {gene}"
     order = np.argsort(-np.abs(effect), kind="stable")[:top_features]
-    return pd.DataFrame({"driver": gene, "layer": layer, "feature": features[order], "effect": effect[order],
-                         "observed_difference": observed[order], "rank": np.arange(1, len(order) + 1),
-                         "n_folds": n_folds, "n_carriers": n_carriers, "note": note},
-                        columns=FEATURE_COLUMNS)  # fmt: skip
+    return pd.DataFrame(
+        {
+            "driver": gene,
+            "layer": layer,
+            "feature": features[order],
+            "effect": effect[order],
+            "observed_difference": observed[order],
+            "rank": np.arange(1, len(order) + 1),
+            "n_folds": n_folds,
+            "n_carriers": n_carriers,
+            "note": note,
+        },
+        columns=FEATURE_COLUMNS,
+    )
 
 
-def feature_effects(cohort: Cohort, folds: list[FoldResult], edits: list[dict[str, DriverEdit]], gene: str,
-                    top_features: int = 20) -> pd.DataFrame:  # fmt: skip
+def feature_effects(
+    cohort: Cohort,
+    folds: list[FoldResult],
+    edits: list[dict[str, DriverEdit]],
+    gene: str,
+    top_features: int = 20,
+) -> pd.DataFrame:
     """Q1's per-feature effects of knocking out `gene`, for every layer.
 
     `effect`: the mean over folds of the carriers' mean knockout shift (knocked-out minus factual) of
@@ -339,12 +464,18 @@ def known_effect_check(cohort: Cohort, folds: list[FoldResult], known: list[Know
             continue
         ranked = found.iloc[0]
         sign = 1.0 if item.altered == "higher" else -1.0
-        rows.append(row | {
-            "observed_difference": ranked["observed_difference"], "effect": ranked["effect"],
-            "reversed": bool(np.sign(ranked["effect"]) == -sign), "rank": int(ranked["rank"]),
-            "n_ranked": int(ranked["n_ranked"]), "top_fraction": ranked["rank"] / ranked["n_ranked"],
-            "note": ranked["note"] or "",
-        })  # fmt: skip
+        rows.append(
+            row
+            | {
+                "observed_difference": ranked["observed_difference"],
+                "effect": ranked["effect"],
+                "reversed": bool(np.sign(ranked["effect"]) == -sign),
+                "rank": int(ranked["rank"]),
+                "n_ranked": int(ranked["n_ranked"]),
+                "top_fraction": ranked["rank"] / ranked["n_ranked"],
+                "note": ranked["note"] or "",
+            }
+        )
     return pd.DataFrame(rows, columns=KNOWN_COLUMNS)
 
 
@@ -372,15 +503,17 @@ def q1_gene_knockout(
     by_layer = separate_best(layer_scores, layer_units, "layer", paired=True)
     storm_scores = quantity_scores(per_fold, "driver", "storm_intensity", Z_STATE)
     by_driver = separate_best(storm_scores, storm_units(folds, edits), "driver", paired=False)
-    return Answer({
-        "q1_effect_test": held_out_effect_test(held_out_effect_units(cohort, folds, edits)),
-        "q1_knockout_per_fold": per_fold,
-        "q1_knockout_summary": summarise(per_fold, SUMMARY_KEYS),
-        "q1_feature_effects": feature_effects(cohort, folds, edits, gene, top_features),
-        "q1_layer_verdict": verdict_table(by_layer, "layer", {"driver": gene}),
-        "q1_storm_verdict": verdict_table(by_driver, "driver", {"quantity": "storm_intensity"}),
-        "q1_storm_comparison": by_driver.table.rename(columns={"item": "driver"}),
-    })  # fmt: skip
+    return Answer(
+        {
+            "q1_effect_test": held_out_effect_test(held_out_effect_units(cohort, folds, edits)),
+            "q1_knockout_per_fold": per_fold,
+            "q1_knockout_summary": summarise(per_fold, SUMMARY_KEYS),
+            "q1_feature_effects": feature_effects(cohort, folds, edits, gene, top_features),
+            "q1_layer_verdict": verdict_table(by_layer, "layer", {"driver": gene}),
+            "q1_storm_verdict": verdict_table(by_driver, "driver", {"quantity": "storm_intensity"}),
+            "q1_storm_comparison": by_driver.table.rename(columns={"item": "driver"}),
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,12 +547,14 @@ def q2_fusion_deletion(cohort: Cohort, folds: list[FoldResult], gene: str = "ERG
     summary["n_folds_top"] = summary["layer"].map(top_layer_counts(per_fold)).astype(int)
     units = shift_units(cohort, folds, edits, gene, cohort.ptm_names)
     separation = separate_best(per_fold, units, "layer", paired=True)
-    return Answer({
-        "q2_ptm_per_fold": per_fold,
-        "q2_ptm_summary": summary,
-        "q2_comparison": separation.table.rename(columns={"item": "layer"}),
-        "q2_verdict": verdict_table(separation, "PTM layer", {"driver": gene}),
-    })  # fmt: skip
+    return Answer(
+        {
+            "q2_ptm_per_fold": per_fold,
+            "q2_ptm_summary": summary,
+            "q2_comparison": separation.table.rename(columns={"item": "layer"}),
+            "q2_verdict": verdict_table(separation, "PTM layer", {"driver": gene}),
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,8 +597,7 @@ def resistance_per_patient(cohort: Cohort, fold: FoldResult) -> pd.DataFrame:
         n_other = genome[edit.rows].sum(axis=1) - 1
         z_full = edit.baseline[Z_STATE]
         z_only = np.where((n_other == 0)[:, None], z_full, edit.edited[Z_STATE])
-        table = {"driver": driver, **fold.keys, "case_id": case_ids[edit.rows],
-                 "n_other_drivers": n_other}  # fmt: skip
+        table = {"driver": driver, **fold.keys, "case_id": case_ids[edit.rows], "n_other_drivers": n_other}
         table |= reference_distances(z_only, z_full, wild[driver].edited[Z_STATE])
         if z_normal is not None:
             normal = reference_distances(z_only, z_full, z_normal[None, :])
@@ -472,8 +606,9 @@ def resistance_per_patient(cohort: Cohort, fold: FoldResult) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def carrier_mean(values: pd.Series, empty_note: str, driver: str,
-                 reference: str = REFERENCES[""]) -> tuple[float, str]:  # fmt: skip
+def carrier_mean(
+    values: pd.Series, empty_note: str, driver: str, reference: str = REFERENCES[""]
+) -> tuple[float, str]:
     """Mean over carriers of a per-patient value, ignoring undefined ones, with the reason for NaN
     (`reference` names the state distances are measured from)."""
     finite = values.dropna()
@@ -508,9 +643,18 @@ def resistance_fold_rows(patients: pd.DataFrame, fold: FoldResult, drivers: list
             }
         alone = int((mine["n_other_drivers"] == 0).sum())
         for quantity, (value, note) in values.items():
-            rows.append({"driver": driver, "quantity": quantity, **fold.keys, "value": value,
-                         "n_patients": len(fold.test_rows), "n_carriers": len(mine),
-                         "n_carriers_alone": alone, "note": note})  # fmt: skip
+            rows.append(
+                {
+                    "driver": driver,
+                    "quantity": quantity,
+                    **fold.keys,
+                    "value": value,
+                    "n_patients": len(fold.test_rows),
+                    "n_carriers": len(mine),
+                    "n_carriers_alone": alone,
+                    "note": note,
+                }
+            )
     return rows
 
 
@@ -545,10 +689,12 @@ def q4_resistance_driver(cohort: Cohort, folds: list[FoldResult]) -> Answer:
     quantity = "distance_fraction_with_others"
     fraction_scores = per_fold[per_fold["quantity"] == quantity]
     separation = separate_best(fraction_scores, units, "driver", paired=False)
-    return Answer({
-        "q4_resistance_per_patient": patients,
-        "q4_resistance_per_fold": per_fold,
-        "q4_resistance_summary": summary,
-        "q4_comparison": separation.table.rename(columns={"item": "driver"}),
-        "q4_verdict": verdict_table(separation, "driver", {"quantity": quantity}),
-    })  # fmt: skip
+    return Answer(
+        {
+            "q4_resistance_per_patient": patients,
+            "q4_resistance_per_fold": per_fold,
+            "q4_resistance_summary": summary,
+            "q4_comparison": separation.table.rename(columns={"item": "driver"}),
+            "q4_verdict": verdict_table(separation, "driver", {"quantity": quantity}),
+        }
+    )

@@ -117,8 +117,11 @@ def dependency_rows(cohort: Cohort, fold: FoldResult) -> list[dict]:
     for ptm in cohort.ptm_names:
         from_rest = score_pattern(cohort, fold, f"without_{ptm}", ptm)
         floor = score_pattern(cohort, fold, "genomics_only", ptm)
-        scores = {"r2_from_rest": from_rest, "r2_genomics_only": floor,
-                  "r2_gain_over_genomics": difference(from_rest, floor)}  # fmt: skip
+        scores = {
+            "r2_from_rest": from_rest,
+            "r2_genomics_only": floor,
+            "r2_gain_over_genomics": difference(from_rest, floor),
+        }
         rows.append(scored_row({"ptm": ptm}, scores, fold))
     return rows
 
@@ -144,8 +147,11 @@ def pair_rows(cohort: Cohort, fold: FoldResult) -> tuple[list[dict], list[pd.Dat
             both = pooled_r2(truth, predicted)
             scores = {"r2": both, "r2_lost": difference(from_rest, both)}
             rows.append(scored_row({"ptm": ptm, "also_masked": other}, scores, fold))
-            losses.append(gain_units({"ptm": ptm, "also_masked": other}, fold,
-                                     squared_errors(truth, predicted), rest_errors))  # fmt: skip
+            losses.append(
+                gain_units(
+                    {"ptm": ptm, "also_masked": other}, fold, squared_errors(truth, predicted), rest_errors
+                )
+            )
     return rows, losses
 
 
@@ -173,13 +179,15 @@ def q5_ptm_dependency(cohort: Cohort, folds: list[FoldResult]) -> Answer:
         pair_summary = pair_summary.merge(gain_tests(pd.concat(losses), ["ptm", "also_masked"]), how="left")
     gain_summary = summarise_folds(dependency, by=["ptm"], value="r2_gain_over_genomics")
     metrics = ["r2_from_rest", "r2_genomics_only", "r2_gain_over_genomics"]
-    return Answer({
-        "q5_dependency_per_fold": dependency,
-        "q5_dependency_summary": long_summary(dependency, ["ptm"], metrics),
-        "q5_dependency_gain": gain_summary.merge(gain_tests(gains, ["ptm"]), on="ptm", how="left"),
-        "q5_pair_matrix_per_fold": pairs,
-        "q5_pair_matrix_summary": pair_summary,
-    })  # fmt: skip
+    return Answer(
+        {
+            "q5_dependency_per_fold": dependency,
+            "q5_dependency_summary": long_summary(dependency, ["ptm"], metrics),
+            "q5_dependency_gain": gain_summary.merge(gain_tests(gains, ["ptm"]), on="ptm", how="left"),
+            "q5_pair_matrix_per_fold": pairs,
+            "q5_pair_matrix_summary": pair_summary,
+        }
+    )
 
 
 def dependency_sentence(gain: pd.DataFrame) -> str:
@@ -189,10 +197,13 @@ def dependency_sentence(gain: pd.DataFrame) -> str:
     rest = [ptm for ptm in gain["ptm"] if ptm not in set(found["ptm"])]
     if found.empty:
         return "The other PTM layers add nothing detectable beyond genomics to any PTM layer's prediction."
-    listed = ", ".join(f"{r.ptm} {r.mean:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
-                       for r in found.itertuples())  # fmt: skip
-    sentence = (f"Beyond genomics, the other PTM layers add to the held-out R^2 of {listed} (mean and 95% "
-                f"interval over folds; paired Wilcoxon test, BH-adjusted p < {ALPHA})")  # fmt: skip
+    listed = ", ".join(
+        f"{r.ptm} {r.mean:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]" for r in found.itertuples()
+    )
+    sentence = (
+        f"Beyond genomics, the other PTM layers add to the held-out R^2 of {listed} (mean and 95% "
+        f"interval over folds; paired Wilcoxon test, BH-adjusted p < {ALPHA})"
+    )
     return sentence + (f"; they add nothing detectable to {', '.join(rest)}." if rest else ".")
 
 
@@ -217,9 +228,13 @@ def leader_rows(cohort: Cohort, fold: FoldResult, endpoint: str) -> list[dict]:
     for ptm in cohort.ptm_names:
         only = score_pattern(cohort, fold, f"only_{ptm}", endpoint)
         without = score_pattern(cohort, fold, f"without_{ptm}", endpoint)
-        scores = {"r2_only": only, "r2_genomics_only": floor, "r2_all": ceiling,
-                  "r2_gain_over_genomics": difference(only, floor),
-                  "loo_drop": difference(ceiling, without)}  # fmt: skip
+        scores = {
+            "r2_only": only,
+            "r2_genomics_only": floor,
+            "r2_all": ceiling,
+            "r2_gain_over_genomics": difference(only, floor),
+            "loo_drop": difference(ceiling, without),
+        }
         rows.append(scored_row({"endpoint": endpoint, "ptm": ptm}, scores, fold))
     return rows
 
@@ -229,28 +244,57 @@ def endpoint_gains(cohort: Cohort, fold: FoldResult, endpoint: str) -> pd.DataFr
     its squared error with that layer kept (and genomics), what the layer adds beyond genomics."""
     truth = observed_held_out(cohort, fold, endpoint)
     floor = squared_errors(truth, pattern_prediction(cohort, fold, "genomics_only", endpoint))
-    gains = [gain_units({"ptm": ptm}, fold, floor,
-                        squared_errors(truth, pattern_prediction(cohort, fold, f"only_{ptm}", endpoint)))
-             for ptm in cohort.ptm_names]  # fmt: skip
+    gains = [
+        gain_units(
+            {"ptm": ptm},
+            fold,
+            floor,
+            squared_errors(truth, pattern_prediction(cohort, fold, f"only_{ptm}", endpoint)),
+        )
+        for ptm in cohort.ptm_names
+    ]
     return pd.concat(gains, ignore_index=True)
 
 
-LEADER_COLUMNS = ["endpoint", "ptm", "mean_gain", "ci_low", "ci_high", "gain_p_value", "gain_p_adjusted",
-                  "mean_r2_only", "n_folds_scored", "n_folds_top", "fraction_folds_top",
-                  "n_folds_behind_best", "p_value_vs_best", "p_adjusted_vs_best", "separated_from_best",
-                  "is_leader"]  # fmt: skip
+LEADER_COLUMNS = [
+    "endpoint",
+    "ptm",
+    "mean_gain",
+    "ci_low",
+    "ci_high",
+    "gain_p_value",
+    "gain_p_adjusted",
+    "mean_r2_only",
+    "n_folds_scored",
+    "n_folds_top",
+    "fraction_folds_top",
+    "n_folds_behind_best",
+    "p_value_vs_best",
+    "p_adjusted_vs_best",
+    "separated_from_best",
+    "is_leader",
+]
 
 
 def leader_table(per_fold: pd.DataFrame, gains: pd.DataFrame, separation: Separation) -> pd.DataFrame:
     """Per PTM layer, best first: its gain over genomics (mean, 95% interval, test against zero), its
     R^2 with the layer kept, the folds where it is the top layer, its comparison with the best layer,
     and whether it is the leader (separated from every other layer)."""
-    ranked = seed_means(per_fold, ["ptm", "fold"], "r2_gain_over_genomics").dropna(subset=["r2_gain_over_genomics"])
+    ranked = seed_means(per_fold, ["ptm", "fold"], "r2_gain_over_genomics").dropna(
+        subset=["r2_gain_over_genomics"]
+    )
     tops = ranked.loc[ranked.groupby("fold")["r2_gain_over_genomics"].idxmax(), "ptm"].value_counts()
-    table = separation.table.rename(columns={
-        "item": "ptm", "mean": "mean_gain", "n_folds_ahead": "n_folds_behind_best",
-        "n_folds": "n_folds_scored", "p_value": "p_value_vs_best", "p_adjusted": "p_adjusted_vs_best",
-        "separated": "separated_from_best"})  # fmt: skip
+    table = separation.table.rename(
+        columns={
+            "item": "ptm",
+            "mean": "mean_gain",
+            "n_folds_ahead": "n_folds_behind_best",
+            "n_folds": "n_folds_scored",
+            "p_value": "p_value_vs_best",
+            "p_adjusted": "p_adjusted_vs_best",
+            "separated": "separated_from_best",
+        }
+    )
     table = table.merge(gain_tests(gains, ["ptm"]), on="ptm", how="left")
     table["mean_r2_only"] = table["ptm"].map(per_fold.groupby("ptm")["r2_only"].mean())
     table["n_folds_top"] = table["ptm"].map(tops).fillna(0).astype(int)
@@ -280,10 +324,11 @@ def q6_storm_leader(cohort: Cohort, folds: list[FoldResult], endpoint: str = "me
     scores = per_fold.rename(columns={"r2_gain_over_genomics": "value"})
     separation = separate_best(scores, gains, "ptm", paired=True)
     metrics = ["r2_only", "r2_genomics_only", "r2_all", "r2_gain_over_genomics", "loo_drop"]
-    return Answer({
-        "q6_leader_per_fold": per_fold,
-        "q6_leader_summary": long_summary(per_fold, ["endpoint", "ptm"], metrics),
-        "q6_leader": leader_table(per_fold, gains, separation),
-        "q6_verdict": verdict_table(separation, "PTM layer", {"endpoint": endpoint}),
-    })  # fmt: skip
-
+    return Answer(
+        {
+            "q6_leader_per_fold": per_fold,
+            "q6_leader_summary": long_summary(per_fold, ["endpoint", "ptm"], metrics),
+            "q6_leader": leader_table(per_fold, gains, separation),
+            "q6_verdict": verdict_table(separation, "PTM layer", {"endpoint": endpoint}),
+        }
+    )

@@ -27,8 +27,16 @@ from lpmlib.train import TrainSettings
 Source = Cohort | RawCohort  # a model-ready cohort, or a raw one each fold preprocesses itself
 NULL_STATISTICS = ("storm_intensity", "shift_rms")
 NULL_COLUMNS = ["permutation", "driver", "layer", "quantity", "value", "n_folds"]
-P_VALUE_COLUMNS = ["driver", "layer", "quantity", "observed", "n_permutations", "n_at_least_observed",
-                   "p_value", "p_adjusted"]  # fmt: skip
+P_VALUE_COLUMNS = [
+    "driver",
+    "layer",
+    "quantity",
+    "observed",
+    "n_permutations",
+    "n_at_least_observed",
+    "p_value",
+    "p_adjusted",
+]
 
 
 def permuted_driver(cohort: Source, gene: str, rng: np.random.Generator) -> Source:
@@ -46,21 +54,47 @@ def knockout_statistics(per_fold: pd.DataFrame) -> pd.DataFrame:
     return summary.rename(columns={"mean": "value"})[SUMMARY_KEYS + ["value", "n_folds"]]
 
 
-def one_permutation(cohort: Source, gene: str, run_dir: Path, settings: TrainSettings, index: int, seed: int,
-                    n_folds: int, n_seeds: int, hyperparameters: dict) -> pd.DataFrame:  # fmt: skip
+def one_permutation(
+    cohort: Source,
+    gene: str,
+    run_dir: Path,
+    settings: TrainSettings,
+    index: int,
+    seed: int,
+    n_folds: int,
+    n_seeds: int,
+    hyperparameters: dict,
+) -> pd.DataFrame:
     """Shuffle with Generator(seed + index), retrain all folds under `run_dir/<index>`, knock out `gene`."""
     permuted = permuted_driver(cohort, gene, np.random.default_rng(seed + index))
-    folds = run_cv(permuted, run_dir / str(index), settings, n_folds=n_folds, seed=seed, n_jobs=1, log=None,
-                   n_seeds=n_seeds, **hyperparameters)  # fmt: skip
+    folds = run_cv(
+        permuted,
+        run_dir / str(index),
+        settings,
+        n_folds=n_folds,
+        seed=seed,
+        n_jobs=1,
+        log=None,
+        n_seeds=n_seeds,
+        **hyperparameters,
+    )
     statistics = knockout_statistics(knockout_per_fold(fold_view(permuted, folds[0]), folds, [gene]))
     statistics.insert(0, "permutation", index)
     return statistics
 
 
 def knockout_permutation_null(
-    cohort: Source, gene: str, run_dir: str | Path, settings: TrainSettings, n_permutations: int,
-    seed: int = 42, n_jobs: int = 1, n_folds: int = 5, n_seeds: int = 1, **hyperparameters,
-) -> pd.DataFrame:  # fmt: skip
+    cohort: Source,
+    gene: str,
+    run_dir: str | Path,
+    settings: TrainSettings,
+    n_permutations: int,
+    seed: int = 42,
+    n_jobs: int = 1,
+    n_folds: int = 5,
+    n_seeds: int = 1,
+    **hyperparameters,
+) -> pd.DataFrame:
     """The null distribution of Q1's knockout of `gene`: one row per permutation and layer.
 
     Permutations run as independent joblib jobs (`n_jobs`, -1: every core), each training its folds one
@@ -77,8 +111,10 @@ def knockout_permutation_null(
     if n_permutations == 0:
         return pd.DataFrame(columns=NULL_COLUMNS)
     folder = Path(run_dir) / "permutations" / gene
-    jobs = (delayed(one_permutation)(cohort, gene, folder, settings, i, seed, n_folds, n_seeds, hyperparameters)
-            for i in range(n_permutations))  # fmt: skip
+    jobs = (
+        delayed(one_permutation)(cohort, gene, folder, settings, i, seed, n_folds, n_seeds, hyperparameters)
+        for i in range(n_permutations)
+    )
     null = Parallel(n_jobs=n_workers(n_jobs, n_permutations))(jobs)
     return pd.concat(null, ignore_index=True)[NULL_COLUMNS]
 
