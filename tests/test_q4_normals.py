@@ -16,7 +16,7 @@ from lpmlib.cv import run_cv
 from lpmlib.manifest import RawCohort, read_manifest
 from lpmlib.perturb import Z_STATE, edit_drivers, normal_state
 from lpmlib.preprocess import PipelineSettings, RawLayerPipeline
-from lpmlib.questions.knockout import NORMAL_PATIENT_COLUMNS, PATIENT_COLUMNS, q4_resistance_driver
+from lpmlib.questions.resistance import NORMAL_PATIENT_COLUMNS, PATIENT_COLUMNS, q4_resistance_driver
 from lpmlib.train import TrainSettings
 
 PROJECT = Path(__file__).resolve().parents[1]

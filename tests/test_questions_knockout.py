@@ -12,19 +12,16 @@ from conftest import RNA_DRIVER
 from lpmlib.cohort import Cohort
 from lpmlib.errors import UnknownDriverError
 from lpmlib.perturb import Z_STATE, edit_drivers
+from lpmlib.questions.fusion import q2_fusion_deletion
 from lpmlib.questions.knockout import (
-    PER_FOLD_COLUMNS,
     effect_test_sentence,
     held_out_effect_test,
     held_out_effect_units,
-    knockout_per_fold,
     q1_gene_knockout,
-    q2_fusion_deletion,
-    q4_resistance_driver,
-    shift_units,
-    storm_units,
 )
 from lpmlib.questions.permutation import NULL_COLUMNS, knockout_permutation_null, permutation_p_values
+from lpmlib.questions.resistance import q4_resistance_driver
+from lpmlib.questions.shifts import PER_FOLD_COLUMNS, knockout_per_fold, shift_units, storm_units
 from lpmlib.train import TrainSettings
 
 GENE = "FOXA1"

@@ -13,8 +13,10 @@ from conftest import SMALL_MODEL
 from lpmlib.cv import FoldStore, MissingTrainingError, load_folds, run_cv
 from lpmlib.performance import held_out_errors, lpm_versus_ridge, q0_per_fold, q0_summary
 from lpmlib.questions.attribution import q3_master_regulators
-from lpmlib.questions.knockout import q1_gene_knockout, q2_fusion_deletion, q4_resistance_driver
+from lpmlib.questions.fusion import q2_fusion_deletion
+from lpmlib.questions.knockout import q1_gene_knockout
 from lpmlib.questions.masking import q5_ptm_dependency, q6_storm_leader
+from lpmlib.questions.resistance import q4_resistance_driver
 from lpmlib.train import TrainSettings
 
 SPREAD = "sd_between_seeds"

@@ -16,7 +16,7 @@ from test_manifest import edited, write_small_cohort
 from lpmlib import workflow
 from lpmlib.errors import IncompleteRunError
 from lpmlib.params import RunParams
-from lpmlib.questions import attribution, knockout, masking
+from lpmlib.questions import attribution, knockout, masking, resistance
 from lpmlib.runner import GENERATED, find_notebooks, run, skip_reason, stage_run, staged_toc, waits_for
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ def test_every_question_runs_on_the_fold_views(manifest_run) -> None:
     assert set(q1["feature"].dropna()) <= {f"G{j}" for j in range(5)}  # genes, not components
     assert not attribution.q3_master_regulators(cohort, folds, n_steps=4)["q3_attribution_summary"].empty
     assert "distance_fraction_normal" in set(
-        knockout.q4_resistance_driver(cohort, folds)["q4_resistance_summary"]["quantity"]
+        resistance.q4_resistance_driver(cohort, folds)["q4_resistance_summary"]["quantity"]
     )
     assert (
         workflow.endpoint(params) == "prot" and workflow.endpoint(params.replace(endpoint="phos")) == "phos"

@@ -20,7 +20,7 @@ from joblib import Parallel, delayed
 from lpmlib.cohort import Cohort, check_drivers
 from lpmlib.cv import fold_view, n_workers, run_cv
 from lpmlib.manifest import RawCohort
-from lpmlib.questions.knockout import SUMMARY_KEYS, knockout_per_fold
+from lpmlib.questions.shifts import SUMMARY_KEYS, knockout_per_fold
 from lpmlib.stats import benjamini_hochberg, summarise_folds
 from lpmlib.train import TrainSettings
 

@@ -1,0 +1,51 @@
+"""Q2 fusion deletion: which PTM layer the knockout of a fusion (or any driver) moves most, on a common
+scale (shifts over each layer's held-out residual spread)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lpmlib.cohort import Cohort
+from lpmlib.cv import FoldResult
+from lpmlib.perturb import edit_drivers
+from lpmlib.questions import Answer, verdict_table
+from lpmlib.questions.shifts import SUMMARY_KEYS, per_fold_table, shift_units, summarise
+from lpmlib.stats import seed_means, separate_best
+
+
+def top_layer_counts(per_fold: pd.DataFrame) -> pd.Series:
+    """Number of folds in which each layer has the highest finite value (the mean of the fold's models)."""
+    per_fold = seed_means(per_fold, ["layer", "fold"])
+    finite = per_fold[np.isfinite(per_fold["value"].to_numpy(dtype=float))]
+    winners = finite.loc[finite.groupby("fold")["value"].idxmax(), "layer"]
+    return winners.value_counts().reindex(per_fold["layer"].unique(), fill_value=0)
+
+
+def q2_fusion_deletion(cohort: Cohort, folds: list[FoldResult], gene: str = "ERG") -> Answer:
+    """Q2: the knockout of `gene` per PTM layer on a common scale (`shift_standardised`).
+
+    Tables: `q2_ptm_per_fold` and `q2_ptm_summary` (with `rank`, 1 = highest mean, and `n_folds_top`,
+    the folds in which the layer has the largest shift); `q2_comparison`: the layer with the highest
+    mean against each other PTM layer (`stats.separate_best`: per-carrier shifts, a paired Wilcoxon test
+    and the folds); `q2_verdict`: the PTM layer the deletion moves most, where the comparison separates
+    it, else none and the layers that cannot be separated.
+    """
+    cohort.driver(gene)
+    edits = [edit_drivers(cohort, fold, "knockout", [gene]) for fold in folds]
+    table = per_fold_table(cohort, folds, edits)
+    per_fold = table[table["layer"].isin(cohort.ptm_names) & (table["quantity"] == "shift_standardised")]
+    per_fold = per_fold.reset_index(drop=True)
+    summary = summarise(per_fold, SUMMARY_KEYS)
+    summary["rank"] = summary["mean"].rank(ascending=False, method="min")
+    summary["n_folds_top"] = summary["layer"].map(top_layer_counts(per_fold)).astype(int)
+    units = shift_units(cohort, folds, edits, gene, cohort.ptm_names)
+    separation = separate_best(per_fold, units, "layer", paired=True)
+    return Answer(
+        {
+            "q2_ptm_per_fold": per_fold,
+            "q2_ptm_summary": summary,
+            "q2_comparison": separation.table.rename(columns={"item": "layer"}),
+            "q2_verdict": verdict_table(separation, "PTM layer", {"driver": gene}),
+        }
+    )
