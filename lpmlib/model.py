@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from lpmlib.constraints import Constraints, Interval, check_fields
 
 INPUTS = ("all", "genomics_only")  # a layer predicted with other PTM layers visible, or from genomics alone
 
@@ -49,6 +51,26 @@ class ModelConfig:
     contrastive_weight: float = 0.1
     temperature: float = 0.07
 
+    CONSTRAINTS: ClassVar[Constraints] = {
+        **{
+            name: Interval(int, 1)
+            for name in ("n_drivers", "n_grades", "latent_dim", "vae_latent_dim", "n_heads")
+        },
+        "dropout": Interval(float, 0, 1, closed="left"),
+        "beta_kl": Interval(float, 0),
+        "contrastive_weight": Interval(float, 0),
+        "temperature": Interval(float, 0, closed="right"),
+    }
+    HYPERPARAMETERS: ClassVar[tuple[str, ...]] = (
+        "latent_dim",
+        "vae_latent_dim",
+        "n_heads",
+        "dropout",
+        "beta_kl",
+        "contrastive_weight",
+        "temperature",
+    )  # the fields a run sets; the others follow from the cohort
+
     def __post_init__(self) -> None:
         for name in ("ptm_dims", "target_dims", "recon_weights"):
             object.__setattr__(self, name, dict(getattr(self, name)))
@@ -56,9 +78,7 @@ class ModelConfig:
         self._validate()
 
     def _validate(self) -> None:
-        for name in ("n_drivers", "n_grades", "latent_dim", "vae_latent_dim", "n_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_fields(self, self.CONSTRAINTS)
         if self.latent_dim % self.n_heads:
             raise ValueError(f"latent_dim ({self.latent_dim}) must be divisible by n_heads ({self.n_heads})")
         if not self.ptm_dims:
@@ -83,12 +103,6 @@ class ModelConfig:
         unknown = set(self.recon_weights) - set(self.ptm_dims) - set(self.target_dims)
         if unknown:
             raise ValueError(f"recon_weights names unknown layers: {sorted(unknown)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.beta_kl < 0 or self.contrastive_weight < 0:
-            raise ValueError("beta_kl and contrastive_weight must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy of the configuration."""

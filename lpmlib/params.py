@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from lpmlib.linear import ESTIMATORS
+from lpmlib.constraints import Constraints, Interval, Options, check
+from lpmlib.model import ModelConfig
 from lpmlib.simulate import SimulationConfig, read_truth
 from lpmlib.train import TrainSettings
 
@@ -34,22 +35,23 @@ class RunParams:
     manifest: str = ""  # a cohort manifest (YAML) of raw files, read instead of data_dir when set
     raw_data_dir: str = ""  # folder of the manifest's raw files ("": the manifest's own data_dir)
     simulate_if_missing: bool = True  # simulate the default cohort into data_dir when it is absent
-    n_patients: int = 160  # patients of a simulated cohort
-    simulation_seed: int = 42  # seed of the simulated cohort
-    nonlinearity: float = 0.0  # how far the simulated cohort is from linear (0: the method's simulator)
+    # the simulated cohort (defaults: SimulationConfig's)
+    n_patients: int = SimulationConfig.n_patients  # patients of a simulated cohort
+    simulation_seed: int = SimulationConfig.seed  # seed of the simulated cohort
+    nonlinearity: float = SimulationConfig.nonlinearity  # how far from linear (0: the method's simulator)
     seed: int = 42  # global seed of every random step of the analysis
     n_folds: int = 5  # cross-validation folds
     run_dir: str = "results/default"  # where tables, figures and executed notebooks of the run go
-    # training (defaults of the method's reference implementation)
-    epochs: int = 100  # the whole cosine schedule, no early stopping (lpmlib.train)
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    grad_clip: float = 1.0
-    anchor: str = "reduced_rank_ridge"  # the linear anchor nested in the model: ridge or reduced_rank_ridge
+    # training (defaults: TrainSettings', those of the method's reference implementation)
+    epochs: int = TrainSettings.epochs  # the whole cosine schedule, no early stopping (lpmlib.train)
+    batch_size: int = TrainSettings.batch_size
+    learning_rate: float = TrainSettings.learning_rate
+    weight_decay: float = TrainSettings.weight_decay
+    grad_clip: float = TrainSettings.grad_clip
+    anchor: str = TrainSettings.anchor  # the linear anchor nested in the model: ridge or reduced_rank_ridge
     n_seeds: int = 2  # models trained per fold, each with its own seed; the questions average their answers
     n_jobs: int = -1  # processes: chapters, folds and permutations side by side (-1: every core)
-    device: str = "auto"  # "auto": CUDA when present, else the CPU
+    device: str = TrainSettings.device  # "auto": CUDA when present, else the CPU
     # the questions
     knockout_gene: str = "FOXA1"  # Q1: the driver knocked out in detail
     fusion_gene: str = "ERG"  # Q2: the fusion deleted
@@ -60,14 +62,14 @@ class RunParams:
     curve_sizes: tuple[int, ...] = ()  # patients of each cohort of the cohort-size chapter (none: skipped)
     pca_layer: str = "rna"  # data chapter: layer shown in the PCA view
     colour_driver: str = "ERG"  # data chapter: driver whose status colours the PCA view
-    # the model
-    latent_dim: int = 128
-    vae_latent_dim: int = 64
-    n_heads: int = 4
-    dropout: float = 0.1
-    beta_kl: float = 0.01
-    contrastive_weight: float = 0.1
-    temperature: float = 0.07
+    # the model (defaults: ModelConfig's)
+    latent_dim: int = ModelConfig.latent_dim
+    vae_latent_dim: int = ModelConfig.vae_latent_dim
+    n_heads: int = ModelConfig.n_heads
+    dropout: float = ModelConfig.dropout
+    beta_kl: float = ModelConfig.beta_kl
+    contrastive_weight: float = ModelConfig.contrastive_weight
+    temperature: float = ModelConfig.temperature
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], source: str = "parameters") -> RunParams:
@@ -95,27 +97,20 @@ class RunParams:
         )
 
     def check(self) -> None:
-        """Value checks that types alone cannot express."""
+        """Every value against its constraint (`constraints`), then what holds between values."""
+        check(dataclasses.asdict(self), constraints(), "parameter", ParameterError)
         if self.n_patients < self.n_folds:
             raise ParameterError(f"n_patients ({self.n_patients}) must be >= n_folds ({self.n_folds})")
-        if self.n_seeds < 1:
-            raise ParameterError(f"n_seeds must be >= 1 (models trained per fold), got {self.n_seeds}")
-        if self.n_folds < 2:
-            raise ParameterError(f"n_folds must be >= 2, got {self.n_folds}")
-        if self.nonlinearity < 0:
-            raise ParameterError(f"nonlinearity must be >= 0, got {self.nonlinearity}")
+        if self.latent_dim % self.n_heads:
+            raise ParameterError(
+                f"latent_dim ({self.latent_dim}) must be divisible by n_heads ({self.n_heads})"
+            )
         sizes = self.curve_sizes
         if any(size < self.n_folds for size in sizes) or len(set(sizes)) < len(sizes):
             raise ParameterError(
                 f"curve_sizes must be distinct sizes of at least n_folds ({self.n_folds}) patients, "
                 f"got {list(sizes)}"
             )
-        if self.n_jobs < 1 and self.n_jobs != -1:
-            raise ParameterError(
-                f"n_jobs must be a number of processes >= 1, or -1 for every core; got {self.n_jobs}"
-            )
-        if self.anchor not in ESTIMATORS:
-            raise ParameterError(f"anchor must be one of {', '.join(ESTIMATORS)}, got {self.anchor!r}")
 
     def simulation_config(self) -> SimulationConfig:
         """The cohort to simulate when `data_dir` does not exist."""
@@ -148,28 +143,11 @@ class RunParams:
             )
 
     def train_settings(self) -> TrainSettings:
-        return TrainSettings(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            grad_clip=self.grad_clip,
-            anchor=self.anchor,
-            device=self.device,
-        )
+        return TrainSettings(**{name: getattr(self, name) for name in TRAINING_FIELDS})
 
     def hyperparameters(self) -> dict[str, Any]:
         """The model's hyperparameters, as ModelConfig takes them."""
-        names = (
-            "latent_dim",
-            "vae_latent_dim",
-            "n_heads",
-            "dropout",
-            "beta_kl",
-            "contrastive_weight",
-            "temperature",
-        )
-        return {name: getattr(self, name) for name in names}
+        return {name: getattr(self, name) for name in ModelConfig.HYPERPARAMETERS}
 
     def replace(self, **changes: Any) -> RunParams:
         return RunParams.from_mapping({**dataclasses.asdict(self), **changes})
@@ -178,6 +156,29 @@ class RunParams:
         """The parameters as YAML and JSON hold them (and papermill passes them): tuples as lists."""
         values = dataclasses.asdict(self)
         return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
+
+
+TRAINING_FIELDS = tuple(
+    f.name for f in dataclasses.fields(TrainSettings) if f.name in RunParams.__dataclass_fields__
+)
+
+
+def constraints() -> Constraints:
+    """What each parameter must be: the constraints of the class that owns it (training, model,
+    simulation), and the run's own."""
+    simulation = SimulationConfig.constraints()
+    return {
+        **{name: TrainSettings.CONSTRAINTS[name] for name in TRAINING_FIELDS},
+        **{name: ModelConfig.CONSTRAINTS[name] for name in ModelConfig.HYPERPARAMETERS},
+        **{name: simulation[field] for name, field in SIMULATION_FIELDS.items()},
+        "seed": Interval(int, 0, 2**32, closed="left"),
+        "n_folds": Interval(int, 2),
+        "n_seeds": Interval(int, 1),
+        "n_jobs": (Interval(int, 1), Options((-1,))),
+        "top_features": Interval(int, 1),
+        "ig_steps": Interval(int, 1),
+        "n_permutations": Interval(int, 0),
+    }
 
 
 def _from_yaml(value: Any, expected: type) -> Any:

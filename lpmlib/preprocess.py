@@ -7,11 +7,14 @@ simulator (fitted on the whole synthetic cohort) and real cohorts (fitted on eac
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
+
+from lpmlib.constraints import Constraints, Flag, Interval, Options, check_fields
 
 DEFAULT_N_COMPONENTS = 50
 
@@ -69,19 +72,6 @@ class LayerProjector:
         return self.pca_.explained_variance_ratio_
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-def _require(ok: bool, name: str, value: object, rule: str) -> None:
-    if not ok:
-        raise ValueError(f"PipelineSettings.{name} {rule}, got {value!r}")
-
-
 @dataclass(frozen=True)
 class PipelineSettings:
     """Settings of `RawLayerPipeline`; every value is checked when the settings are made.
@@ -101,31 +91,17 @@ class PipelineSettings:
     regress_purity: bool = True
     seed: int = 42
 
+    CONSTRAINTS: ClassVar[Constraints] = {
+        "log_transform": Flag(),
+        "max_missing_fraction": Interval(float, 0, 1),
+        "top_variance": Interval(int, 1),
+        "n_components": (Interval(int, 1), Options((None,))),
+        "regress_purity": Flag(),
+        "seed": Interval(int, 0, 2**32, closed="left"),
+    }
+
     def __post_init__(self) -> None:
-        for name in ("log_transform", "regress_purity"):
-            flag = getattr(self, name)
-            _require(isinstance(flag, bool), name, flag, "must be True or False")
-        fraction = self.max_missing_fraction
-        _require(
-            _is_real(fraction) and 0.0 <= fraction <= 1.0,
-            "max_missing_fraction",
-            fraction,
-            "must be a number in [0, 1]",
-        )
-        _require(
-            _is_int(self.top_variance) and self.top_variance >= 1,
-            "top_variance",
-            self.top_variance,
-            "must be an integer >= 1",
-        )
-        n = self.n_components
-        _require(n is None or (_is_int(n) and n >= 1), "n_components", n, "must be None or an integer >= 1")
-        _require(
-            _is_int(self.seed) and 0 <= self.seed < 2**32,
-            "seed",
-            self.seed,
-            "must be an integer in [0, 2**32)",
-        )
+        check_fields(self, self.CONSTRAINTS)
 
 
 def _numeric(raw: pd.DataFrame, log_transform: bool) -> np.ndarray:

@@ -20,6 +20,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from lpmlib.cohort import CASE_ID, SEED_DRIVERS, SEED_PTMS, Cohort, Layer, parse_grade, write_seed_layout
+from lpmlib.constraints import Constraints, Interval, Options, check_fields
 from lpmlib.preprocess import LayerProjector
 from lpmlib.stats import mean_rms
 
@@ -134,6 +135,11 @@ class SimulationConfig:
     nonlinearity: float = 0.0
 
     def __post_init__(self) -> None:
+        check_fields(self, self.constraints())
+
+    @classmethod
+    def constraints(cls) -> Constraints:
+        """Counts are integers at their minimum or above; every other number is finite and >= 0."""
         minimum = {
             "n_patients": 2,
             "seed": 0,
@@ -147,17 +153,15 @@ class SimulationConfig:
             "pY_state_dim": 1,
             "monte_carlo_draws": 1,
         }
-        for name, value in ((f.name, getattr(self, f.name)) for f in fields(self)):
-            if name == "leader" and value not in SEED_PTMS:
-                raise ValueError(f"SimulationConfig.leader={value!r}: must be one of {', '.join(SEED_PTMS)}")
-            if name in minimum and (type(value) is not int or value < minimum[name]):
-                raise ValueError(f"SimulationConfig.{name}={value!r}: must be an integer >= {minimum[name]}")
-            number = type(value) in (int, float) and np.isfinite(value) and value >= 0
-            if name not in minimum and name != "leader" and not number:
-                raise ValueError(f"SimulationConfig.{name}={value!r}: must be a finite number >= 0")
-        if self.unknown_grade_fraction >= 1:
-            value = self.unknown_grade_fraction
-            raise ValueError(f"SimulationConfig.unknown_grade_fraction={value!r}: must be < 1")
+        numbers = {
+            f.name: Interval(float, 0) for f in fields(cls) if f.name not in minimum and f.name != "leader"
+        }
+        return {
+            **{name: Interval(int, low) for name, low in minimum.items()},
+            **numbers,
+            "unknown_grade_fraction": Interval(float, 0, 1, closed="left"),
+            "leader": Options(tuple(SEED_PTMS)),
+        }
 
     def n_features(self, layer: str) -> int:
         named = {"rna": self.n_rna_features, "protein": self.n_protein_features}

@@ -25,12 +25,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
 from threadpoolctl import threadpool_limits
 
+from lpmlib.constraints import Constraints, Interval, Options, Pattern, check_fields
 from lpmlib.linear import ESTIMATORS, Inputs, LinearFit, design, genomic_design
 from lpmlib.model import (
     INPUTS,
@@ -60,18 +62,19 @@ class TrainSettings:
     anchor: str = "reduced_rank_ridge"  # the anchors' estimator: "ridge" or "reduced_rank_ridge"
     device: str = "auto"  # "auto" takes CUDA when present, else the CPU
 
+    CONSTRAINTS: ClassVar[Constraints] = {
+        "epochs": Interval(int, 1),
+        "batch_size": Interval(int, 1),
+        "learning_rate": Interval(float, 0, closed="right"),
+        "weight_decay": Interval(float, 0),
+        "grad_clip": Interval(float, 0, closed="right"),
+        "validation_fraction": Interval(float, 0, 1, closed="neither"),
+        "anchor": Options(tuple(ESTIMATORS)),
+        "device": Pattern(r"auto|cpu|cuda(:\d+)?|mps", "'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps'"),
+    }
+
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainSettings.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(
-                f"TrainSettings.validation_fraction must be in (0, 1), got {self.validation_fraction}"
-            )
-        if self.anchor not in ESTIMATORS:
-            raise ValueError(
-                f"TrainSettings.anchor must be one of {', '.join(ESTIMATORS)}, got {self.anchor!r}"
-            )
+        check_fields(self, self.CONSTRAINTS)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

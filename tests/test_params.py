@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 from pathlib import Path
 
+import papermill
 import pytest
 import yaml
 
-from lpmlib.params import ParameterError, RunParams, load_params, parse_override
+from lpmlib.model import ModelConfig
+from lpmlib.params import (
+    SIMULATION_FIELDS,
+    TRAINING_FIELDS,
+    ParameterError,
+    RunParams,
+    load_params,
+    parse_override,
+)
 from lpmlib.simulate import SimulationConfig, simulate_cohort, write_simulated_cohort
+from lpmlib.train import TrainSettings
 
 
 def test_defaults_build_the_book_on_the_simulated_cohort() -> None:
@@ -31,8 +43,18 @@ def test_file_then_overrides(tmp_path: Path) -> None:
         ({"n_patients": "many"}, "'n_patients' must be int, got 'many'"),
         ({"simulate_if_missing": 1}, "'simulate_if_missing' must be bool"),
         ({"n_patients": 3}, "n_patients (3) must be >= n_folds (5)"),
-        ({"n_jobs": 0}, "n_jobs must be a number of processes >= 1, or -1 for every core; got 0"),
-        ({"n_seeds": 0}, "n_seeds must be >= 1 (models trained per fold), got 0"),
+        ({"n_jobs": 0}, "parameter 'n_jobs' must be an integer >= 1 or one of -1, got 0"),
+        ({"n_seeds": 0}, "parameter 'n_seeds' must be an integer >= 1, got 0"),
+        ({"learning_rate": -1}, "parameter 'learning_rate' must be a finite number > 0, got -1"),
+        ({"batch_size": 0}, "parameter 'batch_size' must be an integer >= 1, got 0"),
+        (
+            {"device": "tpu"},
+            "parameter 'device' must be 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps', got 'tpu'",
+        ),
+        ({"dropout": 1.0}, "parameter 'dropout' must be a finite number >= 0 and < 1, got 1.0"),
+        ({"anchor": "lasso"}, "parameter 'anchor' must be one of 'ridge', 'reduced_rank_ridge', got 'lasso'"),
+        ({"latent_dim": 18}, "latent_dim (18) must be divisible by n_heads (4)"),
+        ({"nonlinearity": -0.5}, "parameter 'nonlinearity' must be a finite number >= 0, got -0.5"),
     ],
 )
 def test_bad_parameters_name_the_parameter(values: dict, message: str) -> None:
@@ -69,6 +91,41 @@ def test_curve_sizes_are_a_list_of_distinct_sizes_passed_on_as_a_list() -> None:
         load_params(overrides={"curve_sizes": [160, 160]})
 
 
+@pytest.mark.parametrize(
+    ("owner", "names"),
+    [
+        (TrainSettings, TRAINING_FIELDS),
+        (ModelConfig, ModelConfig.HYPERPARAMETERS),
+        (SimulationConfig, tuple(SIMULATION_FIELDS.values())),
+    ],
+)
+def test_each_default_is_written_once_by_the_class_that_owns_it(owner: type, names: tuple[str, ...]) -> None:
+    """A run's training, model and simulation parameters take their defaults and constraints from their
+    owner, so changing a default there changes it for the run."""
+    as_run = {field: name for name, field in SIMULATION_FIELDS.items()} if owner is SimulationConfig else {}
+    owned = {f.name: f for f in dataclasses.fields(owner)}
+    run_fields = {f.name: f for f in dataclasses.fields(RunParams)}
+    assert names
+    for name in names:
+        run_name = as_run.get(name, name)
+        assert run_fields[run_name].default == owned[name].default, name
+        assert run_fields[run_name].type == owned[name].type, name
+
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda path: path.stem)
+def test_each_notebooks_parameters_are_run_parameters_at_their_defaults(notebook: Path) -> None:
+    declared = papermill.inspect_notebook(str(notebook))
+    defaults = RunParams().as_dict()
+    assert declared, f"{notebook.name} declares no parameters"
+    for name, parameter in declared.items():
+        assert name in defaults, f"{notebook.name}: '{name}' is not a run parameter"
+        value = ast.literal_eval(parameter["default"])
+        assert value == defaults[name] and type(value) is type(defaults[name]), (notebook.name, name, value)
+
+
 def test_the_default_file_lists_every_parameter_at_its_default() -> None:
     listed = yaml.safe_load((Path(__file__).resolve().parents[1] / "params/default.yaml").read_text())
     assert listed == RunParams().as_dict()
@@ -89,5 +146,5 @@ def test_a_simulated_folder_must_hold_the_cohort_the_changed_simulation_paramete
         RunParams(nonlinearity=1.0).check_simulated_folder(folder)
     (folder / "truth.json").unlink()  # the user's own cohort: nothing to compare
     RunParams(n_patients=60).check_simulated_folder(folder)
-    with pytest.raises(ParameterError, match="nonlinearity must be >= 0"):
+    with pytest.raises(ParameterError, match="'nonlinearity' must be a finite number >= 0"):
         RunParams.from_mapping({"nonlinearity": -0.5})

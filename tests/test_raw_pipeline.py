@@ -210,5 +210,5 @@ def test_transform_reorders_columns_by_name_and_refuses_other_columns() -> None:
     ],
 )
 def test_invalid_settings_name_the_field(field: str, value: object) -> None:
-    with pytest.raises(ValueError, match=f"PipelineSettings.{field} "):
+    with pytest.raises(ValueError, match=f"PipelineSettings field '{field}' must be "):
         PipelineSettings(**{field: value})
