@@ -27,7 +27,8 @@ def _run(args: argparse.Namespace) -> None:
 
     overrides = dict(parse_override(item) for item in args.param)
     params = load_params(args.params, overrides)
-    run(params, Path(args.project).resolve(), notebooks=args.notebooks, book=not args.no_book)
+    project = Path(args.project).resolve()
+    run(params, project, notebooks=args.notebooks, book=not args.no_book, with_deps=args.with_deps)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--notebooks", nargs="+", metavar="NN", help="only these notebooks, by number prefix")
     run.add_argument("--no-book", action="store_true", help="execute the notebooks but skip the book build")
+    run.add_argument(
+        "--with-deps", action="store_true", help="also run the chapters that write what the chosen ones read"
+    )
     run.add_argument("--project", default=".", help="project folder (holds notebooks/ and _toc.yml)")
     run.set_defaults(handler=_run)
     return parser

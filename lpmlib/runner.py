@@ -92,22 +92,124 @@ def execute_notebook(notebook: Path, params: RunParams, project: Path) -> tuple[
 
 
 def chapter_metadata(notebook: Path) -> dict:
-    """What a chapter declares for the run (notebook metadata `lpm`): `requires` and `after`."""
+    """What a chapter declares for the run (notebook metadata `lpm`): what it `reads` and `writes` (table
+    names, and `models` for the trained folds), what it `requires` of the run, and the chapters it must
+    run `after` besides those that write what it reads."""
     return nbformat.read(notebook, as_version=4).metadata.get("lpm", {})
 
 
-def waits_for(chapters: list[Path]) -> dict[Path, set[Path]]:
+def producers(project: Path) -> dict[str, Path]:
+    """Each artifact a chapter declares it writes -> that chapter."""
+    return {
+        artifact: chapter
+        for chapter in find_notebooks(project)
+        for artifact in chapter_metadata(chapter).get("writes", [])
+    }
+
+
+def needs(chapter: Path, project: Path) -> set[Path]:
+    """The chapters that must have run before `chapter`: those that write what it reads, and those it
+    names in `after`."""
+    metadata, written_by = chapter_metadata(chapter), producers(project)
+    after = {c for c in find_notebooks(project) if c.name[:2] in metadata.get("after", [])}
+    return after | {written_by[artifact] for artifact in metadata.get("reads", [])}
+
+
+def waits_for(chapters: list[Path], project: Path) -> dict[Path, set[Path]]:
     """Each chapter of a run -> the earlier chapters of the run that must finish before it starts.
 
-    A chapter names those it reads from in its metadata `lpm.after` (number prefixes); without it, it
-    waits for every chapter before it. A named chapter that is not part of this run is taken as done.
+    A chapter that declares what it reads or runs after (`chapter_metadata`) waits for those chapters;
+    one that declares neither waits for every chapter before it. A needed chapter that is not part of
+    this run is taken as done (`missing_inputs` checks that it ran).
     """
     order = {}
     for position, chapter in enumerate(chapters):
-        after = chapter_metadata(chapter).get("after")
-        earlier = chapters[:position]
-        order[chapter] = set(earlier) if after is None else {c for c in earlier if c.name[:2] in after}
+        earlier, metadata = chapters[:position], chapter_metadata(chapter)
+        declared = "reads" in metadata or "after" in metadata
+        order[chapter] = set(earlier) & needs(chapter, project) if declared else set(earlier)
     return order
+
+
+RESULT_FREE = {"run_dir", "n_jobs"}  # parameters that never change what a chapter writes
+CHAPTERS_RECORD = "chapters.json"  # in the run folder: each executed chapter's parameters
+
+
+def chapter_parameters(chapter: Path, params: RunParams) -> dict:
+    """The parameters a chapter declares that can change what it writes, at this run's values."""
+    values = params.as_dict()
+    return {
+        name: values[name] for name in sorted(declared_parameters(chapter) - RESULT_FREE) if name in values
+    }
+
+
+def record_chapter(run_dir: Path, chapter: Path, params: RunParams) -> None:
+    """Note in the run folder that `chapter` ran, with its parameters, for later runs of its readers."""
+    path = run_dir / CHAPTERS_RECORD
+    record = json.loads(path.read_text()) if path.exists() else {}
+    record[chapter.name] = chapter_parameters(chapter, params)
+    write_json(path, record)
+
+
+def missing_inputs(selected: list[Path], params: RunParams, project: Path) -> list[str]:
+    """For each chapter of the run that applies to it: what it reads that no chapter of the run writes and
+    that the run folder lacks, or holds from a run with other parameters, in words."""
+    run_dir = project / params.run_dir
+    record_path = run_dir / CHAPTERS_RECORD
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    written_by, problems = producers(project), []
+    for chapter in selected:
+        if skip_reason(chapter, params, project) is not None:
+            continue
+        for artifact in chapter_metadata(chapter).get("reads", []):
+            producer = written_by[artifact]
+            if producer in selected:
+                continue
+            exists = (
+                (run_dir / "cv").is_dir()
+                if artifact == "models"
+                else (run_dir / "tables" / f"{artifact}.csv").is_file()
+            )
+            if producer.name not in record or not exists:
+                where = f"'{params.run_dir}'"
+                problems.append(
+                    f"{chapter.stem} reads {artifact}, written by {producer.stem}, "
+                    f"which has not run in {where}"
+                )
+                continue
+            changed = {
+                k: v
+                for k, v in chapter_parameters(producer, params).items()
+                if record[producer.name].get(k) != v
+            }
+            if changed:
+                was = ", ".join(
+                    f"{k}={record[producer.name].get(k)!r} (now {v!r})" for k, v in changed.items()
+                )
+                problems.append(f"{chapter.stem} reads {artifact}, written by {producer.stem} with {was}")
+    return problems
+
+
+def with_dependencies(selected: list[Path], project: Path) -> list[Path]:
+    """The selected chapters and every chapter they need, transitively, in book order."""
+    chosen, todo = set(selected), list(selected)
+    while todo:
+        for needed in needs(todo.pop(), project) - chosen:
+            chosen.add(needed)
+            todo.append(needed)
+    return [chapter for chapter in find_notebooks(project) if chapter in chosen]
+
+
+def check_inputs(selected: list[Path], params: RunParams, project: Path) -> None:
+    """Before anything runs: every chapter finds what it reads, from this run or from earlier chapters of
+    the same run folder with the same parameters; otherwise an error says which chapters to run first."""
+    problems = missing_inputs(selected, params, project)
+    if problems:
+        first = with_dependencies(selected, project)
+        numbers = " ".join(chapter.name[:2] for chapter in first)
+        raise IncompleteRunError(
+            f"{'; '.join(problems)}. Run those chapters too (--notebooks {numbers}), or add --with-deps to "
+            "run every chapter these need."
+        )
 
 
 def execute_chapters(chapters: list[Path], params: RunParams, project: Path, log=print) -> Iterator[Path]:
@@ -120,7 +222,7 @@ def execute_chapters(chapters: list[Path], params: RunParams, project: Path, log
     """
     ensure_kernel()
     workers = n_workers(params.n_jobs, len(chapters))
-    pending, running, finished = waits_for(chapters), {}, set()
+    pending, running, finished = waits_for(chapters, project), {}, set()
     with ProcessPoolExecutor(workers) as pool:
         while pending or running:
             ready = [chapter for chapter, waits in pending.items() if waits <= finished]
@@ -141,6 +243,7 @@ def execute_chapters(chapters: list[Path], params: RunParams, project: Path, log
                 output, seconds = future.result()
                 log(f"[lpm] {chapter.name} done in {seconds:.1f} s")
                 _record_timing(project / params.run_dir, chapter.name, seconds)
+                record_chapter(project / params.run_dir, chapter, params)
                 finished.add(chapter)
                 yield output
 
@@ -263,11 +366,17 @@ def build_book(project: Path, log=print) -> Path:
 
 
 def run(
-    params: RunParams, project: Path, notebooks: list[str] | None = None, book: bool = True, log=print
+    params: RunParams,
+    project: Path,
+    notebooks: list[str] | None = None,
+    book: bool = True,
+    log=print,
+    with_deps: bool = False,
 ) -> None:
     """Execute the notebooks (all, or those named; side by side where they allow it), stage them, and
     build the book.
 
+    Every chapter must find what it reads (`check_inputs`); `with_deps` adds the chapters that write it.
     Chapters that do not apply to the cohort are skipped. The book is built from this run folder's
     executed chapters alone (`stage_run`), so that a run of some chapters never mixes its chapters with
     those of another run or cohort.
@@ -277,8 +386,11 @@ def run(
         for nb in find_notebooks(project)
         if notebooks is None or any(nb.name.startswith(n) for n in notebooks)
     ]
+    if with_deps:
+        selected = with_dependencies(selected, project)
     if not params.manifest and (project / params.data_dir).is_dir():
         params.check_simulated_folder(project / params.data_dir)
+    check_inputs(selected, params, project)
     if book:
         check_book_complete(params, project, selected)
     write_json(project / params.run_dir / "params.json", params.as_dict())

@@ -17,7 +17,21 @@ from lpmlib import workflow
 from lpmlib.errors import IncompleteRunError
 from lpmlib.params import RunParams
 from lpmlib.questions import attribution, knockout, masking, resistance
-from lpmlib.runner import GENERATED, find_notebooks, run, skip_reason, stage_run, staged_toc, waits_for
+from lpmlib.runner import (
+    GENERATED,
+    chapter_metadata,
+    check_inputs,
+    find_notebooks,
+    producers,
+    record_chapter,
+    run,
+    skip_reason,
+    stage_run,
+    staged_toc,
+    waits_for,
+    with_dependencies,
+)
+from lpmlib.simulate import SimulationConfig, simulate_cohort, write_simulated_cohort
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -133,15 +147,15 @@ def test_chapters_wait_for_the_chapters_they_read_from_and_no_others() -> None:
     chapters = find_notebooks(PROJECT)
     waits = {
         chapter.name[:2]: sorted(c.name[:2] for c in earlier)
-        for chapter, earlier in waits_for(chapters).items()
+        for chapter, earlier in waits_for(chapters, PROJECT).items()
     }
     assert waits["01"] == [] and waits["02"] == waits["03"] == waits["12"] == ["01"]
     assert all(waits[f"{k:02d}"] == ["03"] for k in range(4, 10))
-    assert waits["10"] == ["04", "05", "06", "07", "08", "09"]
+    assert waits["10"] == ["04", "06", "07", "08", "09"]  # the chapters that write the tables it reads
     assert waits["11"] == [f"{k:02d}" for k in range(1, 11)]  # no declaration: every chapter before it
-    # a chapter named in `after` but not part of this run is taken as done
+    # a needed chapter that is not part of this run is taken as done
     questions = [c for c in chapters if c.name[:2] in ("04", "10")]
-    assert [sorted(c.name[:2] for c in w) for w in waits_for(questions).values()] == [[], ["04"]]
+    assert [sorted(c.name[:2] for c in w) for w in waits_for(questions, PROJECT).values()] == [[], ["04"]]
 
 
 def test_the_book_is_staged_from_its_own_run_folder_alone(tmp_path: Path) -> None:
@@ -191,3 +205,54 @@ def test_the_table_of_contents_lists_only_the_staged_chapters(tmp_path: Path) ->
     assert sorted(files) == sorted([f"book/_generated/{stem}" for stem in staged] + ["book/references"])
     assert files.index("book/_generated/12_cohort_size") == files.index("book/_generated/03_cv_training") + 1
     assert "Validation" not in [part["caption"] for part in toc["parts"]] and toc["root"] == "book/abstract"
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapters declare what they read and write; a run checks it before anything executes
+
+
+@pytest.fixture(scope="module")
+def truth_cohort(tmp_path_factory) -> Path:
+    """A tiny simulated cohort folder with its planted truth, so the validation chapter applies."""
+    config = SimulationConfig(
+        n_patients=20, n_components=4, n_ptm_features=8, n_metabolome_features=8, monte_carlo_draws=2
+    )
+    return write_simulated_cohort(simulate_cohort(config), tmp_path_factory.mktemp("truth") / "cohort")
+
+
+READERS = [chapter for chapter in find_notebooks(PROJECT) if chapter_metadata(chapter).get("reads")]
+
+
+@pytest.mark.parametrize("chapter", READERS, ids=lambda path: path.stem)
+def test_a_chapter_run_alone_names_what_it_reads_and_the_chapters_to_run_first(
+    chapter: Path, truth_cohort: Path, tmp_path: Path
+) -> None:
+    params = RunParams(data_dir=str(truth_cohort), run_dir=str(tmp_path / "run"))
+    needed = with_dependencies([chapter], PROJECT)
+    with pytest.raises(IncompleteRunError) as error:
+        check_inputs([chapter], params, PROJECT)
+    message = str(error.value)
+    for artifact in chapter_metadata(chapter)["reads"]:
+        assert f"{chapter.stem} reads {artifact}, written by " in message
+    assert f"--notebooks {' '.join(c.name[:2] for c in needed)}" in message and "--with-deps" in message
+    check_inputs(needed, params, PROJECT)  # with the chapters it needs, nothing is missing
+
+
+def test_a_chapter_needs_its_inputs_from_a_run_with_the_same_parameters(tmp_path: Path) -> None:
+    chapters = {chapter.name[:2]: chapter for chapter in find_notebooks(PROJECT)}
+    params = RunParams(run_dir=str(tmp_path / "run"))
+    (tmp_path / "run" / "cv").mkdir(parents=True)
+    record_chapter(tmp_path / "run", chapters["03"], params)
+    check_inputs([chapters["04"]], params, PROJECT)
+    check_inputs(
+        [chapters["04"]], params.replace(n_jobs=1, knockout_gene="PTEN"), PROJECT
+    )  # 03 never reads them
+    with pytest.raises(IncompleteRunError, match=r"written by 03_cv_training with epochs=100 \(now 5\)"):
+        check_inputs([chapters["04"]], params.replace(epochs=5), PROJECT)
+
+
+def test_with_deps_adds_every_chapter_a_chapter_needs_in_book_order() -> None:
+    chapters = {chapter.name[:2]: chapter for chapter in find_notebooks(PROJECT)}
+    added = with_dependencies([chapters["10"]], PROJECT)
+    assert [chapter.name[:2] for chapter in added] == ["01", "03", "04", "06", "07", "08", "09", "10"]
+    assert producers(PROJECT)["models"] == chapters["03"]
