@@ -151,8 +151,8 @@ def record_chapter(run_dir: Path, chapter: Path, params: RunParams) -> None:
 
 
 def missing_inputs(selected: list[Path], params: RunParams, project: Path) -> list[str]:
-    """For each chapter of the run that applies to it: what it reads that no chapter of the run writes and
-    that the run folder lacks, or holds from a run with other parameters, in words."""
+    """For each chapter of the run that applies to it, in words: the chapters that write what it reads,
+    are not part of the run, and have not left it in the run folder with this run's parameters."""
     run_dir = project / params.run_dir
     record_path = run_dir / CHAPTERS_RECORD
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
@@ -160,33 +160,37 @@ def missing_inputs(selected: list[Path], params: RunParams, project: Path) -> li
     for chapter in selected:
         if skip_reason(chapter, params, project) is not None:
             continue
+        wanted: dict[Path, list[str]] = {}
         for artifact in chapter_metadata(chapter).get("reads", []):
-            producer = written_by[artifact]
-            if producer in selected:
-                continue
-            exists = (
-                (run_dir / "cv").is_dir()
-                if artifact == "models"
-                else (run_dir / "tables" / f"{artifact}.csv").is_file()
-            )
-            if producer.name not in record or not exists:
-                where = f"'{params.run_dir}'"
-                problems.append(
-                    f"{chapter.stem} reads {artifact}, written by {producer.stem}, "
-                    f"which has not run in {where}"
-                )
-                continue
-            changed = {
-                k: v
-                for k, v in chapter_parameters(producer, params).items()
-                if record[producer.name].get(k) != v
-            }
-            if changed:
-                was = ", ".join(
-                    f"{k}={record[producer.name].get(k)!r} (now {v!r})" for k, v in changed.items()
-                )
-                problems.append(f"{chapter.stem} reads {artifact}, written by {producer.stem} with {was}")
+            if written_by[artifact] not in selected:
+                wanted.setdefault(written_by[artifact], []).append(artifact)
+        for producer, artifacts in wanted.items():
+            reason = _not_usable(producer, artifacts, record.get(producer.name), params, run_dir)
+            if reason:
+                problems.append(f"{chapter.stem} reads {', '.join(artifacts)} from {producer.stem}, {reason}")
     return problems
+
+
+def _not_usable(
+    producer: Path, artifacts: list[str], ran_with: dict | None, params: RunParams, run_dir: Path
+) -> str:
+    """Why the run folder's `artifacts` of `producer` cannot be read by this run ("" when they can)."""
+    exists = all(
+        (run_dir / "cv").is_dir()
+        if artifact == "models"
+        else (run_dir / "tables" / f"{artifact}.csv").is_file()
+        for artifact in artifacts
+    )
+    if not exists:
+        return f"which has not run in '{params.run_dir}'"
+    if ran_with is None:
+        return f"whose parameters '{params.run_dir}' does not record (a run folder of an earlier version)"
+    changed = {k: v for k, v in chapter_parameters(producer, params).items() if ran_with.get(k) != v}
+    if changed:
+        return "which ran with " + ", ".join(
+            f"{k}={ran_with.get(k)!r} (now {v!r})" for k, v in changed.items()
+        )
+    return ""
 
 
 def with_dependencies(selected: list[Path], project: Path) -> list[Path]:

@@ -18,6 +18,7 @@ from lpmlib.errors import IncompleteRunError
 from lpmlib.params import RunParams
 from lpmlib.questions import attribution, knockout, masking, resistance
 from lpmlib.runner import (
+    CHAPTERS_RECORD,
     GENERATED,
     chapter_metadata,
     check_inputs,
@@ -233,7 +234,8 @@ def test_a_chapter_run_alone_names_what_it_reads_and_the_chapters_to_run_first(
         check_inputs([chapter], params, PROJECT)
     message = str(error.value)
     for artifact in chapter_metadata(chapter)["reads"]:
-        assert f"{chapter.stem} reads {artifact}, written by " in message
+        assert artifact in message and producers(PROJECT)[artifact].stem in message
+    assert message.startswith(f"{chapter.stem} reads ") and "which has not run in" in message
     assert f"--notebooks {' '.join(c.name[:2] for c in needed)}" in message and "--with-deps" in message
     check_inputs(needed, params, PROJECT)  # with the chapters it needs, nothing is missing
 
@@ -247,8 +249,13 @@ def test_a_chapter_needs_its_inputs_from_a_run_with_the_same_parameters(tmp_path
     check_inputs(
         [chapters["04"]], params.replace(n_jobs=1, knockout_gene="PTEN"), PROJECT
     )  # 03 never reads them
-    with pytest.raises(IncompleteRunError, match=r"written by 03_cv_training with epochs=100 \(now 5\)"):
+    with pytest.raises(
+        IncompleteRunError, match=r"models from 03_cv_training, which ran with epochs=100 \(now 5\)"
+    ):
         check_inputs([chapters["04"]], params.replace(epochs=5), PROJECT)
+    (tmp_path / "run" / CHAPTERS_RECORD).unlink()  # a run folder of an earlier version
+    with pytest.raises(IncompleteRunError, match="does not record"):
+        check_inputs([chapters["04"]], params, PROJECT)
 
 
 def test_with_deps_adds_every_chapter_a_chapter_needs_in_book_order() -> None:
