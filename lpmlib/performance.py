@@ -24,6 +24,7 @@ from lpmlib.cv import DEEP, FoldResult, fold_view
 from lpmlib.linear import cohort_genomic_design, design, fit_reduced_rank_ridge, fit_ridge
 from lpmlib.model import INPUTS, evaluation_patterns
 from lpmlib.perturb import observed_held_out
+from lpmlib.questions import Answer
 from lpmlib.stats import SEED, mean_interval, model_keys, seed_means, summarise_folds
 
 METRICS = {"r2_uniform": "uniform_average", "r2_variance_weighted": "variance_weighted"}
@@ -297,3 +298,34 @@ def target_sentence(summary: pd.DataFrame, targets: list[str], metric: str = "r2
 
 def _enumerate(items: list[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def q0_held_out_performance(
+    cohort: Cohort, folds: list[FoldResult], layer_truth: pd.DataFrame | None = None
+) -> Answer:
+    """Q0: how well the LPM predicts held-out patients, beside its baselines on the same folds.
+
+    Tables: `q0_read_outs` (`read_out_table`), `q0_cv_performance` (`q0_per_fold`), `q0_cv_summary`
+    (`q0_summary`, with the noise ceiling given `layer_truth`) and `q0_lpm_versus_ridge`. Headline: every
+    `<method>_<layer>` mean R^2 (`headline`), the target layers' sentence, the comparison with ridge, the
+    read-outs the deep model contributes to, and the models per fold.
+    """
+    read_outs = read_out_table(folds)
+    errors = held_out_errors(cohort, folds)
+    per_fold = q0_per_fold(cohort, folds, errors)
+    summary = q0_summary(per_fold, layer_truth)
+    versus = lpm_versus_ridge(cohort, errors)
+    tables = {
+        "q0_read_outs": read_outs,
+        "q0_cv_performance": per_fold,
+        "q0_cv_summary": summary,
+        "q0_lpm_versus_ridge": versus,
+    }
+    numbers = {
+        "q0_targets": target_sentence(summary, cohort.target_names),
+        "q0_versus": versus_sentence(versus),
+        "n_deep_read_outs": int((read_outs["read_out"] != "anchor").sum()),
+        "n_read_outs": len(read_outs),
+        "n_seeds": max(fold.training_seed for fold in folds),
+    }
+    return Answer(tables, headline(summary) | numbers)

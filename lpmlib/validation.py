@@ -11,10 +11,14 @@ Undefined values are NaN with a reason, never 0.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
+
+from lpmlib.questions import Answer
 
 
 def ranking_auroc(scores: pd.Series, zero_effect: list[str]) -> tuple[float, int, str]:
@@ -141,3 +145,67 @@ def targets_sentence(targets: pd.DataFrame | None) -> str:
         missed_list = "; ".join(f"{r.target} (achieved: {r.achieved})" for r in missed.itertuples())
         sentence += f"; missed: {missed_list}"
     return sentence + "."
+
+
+QUESTION_TABLES = (
+    "q1_knockout_summary",
+    "q1_effect_test",
+    "q3_attribution_summary",
+    "q4_resistance_summary",
+    "q5_dependency_summary",
+    "q6_leader",
+)  # what the validation reads
+
+
+def validate(
+    tables: Mapping[str, pd.DataFrame], truth: dict, layer_truth: pd.DataFrame, truth_knockout: pd.DataFrame
+) -> Answer:
+    """Every recovery check of a simulated cohort's answers (`tables`: the question tables named in
+    `QUESTION_TABLES`) against its planted truth (`truth.json`, the layer and knockout truth tables).
+
+    Tables: `validation_rankings`, `validation_knockout`, `validation_effect_test`, `validation_dependency`
+    and `validation_targets`. Headline: each AUROC and Spearman, the effect test's counts, the leader found,
+    and the targets met.
+    """
+    q1 = tables["q1_knockout_summary"]
+    rankings = ranking_recovery(
+        {
+            "q1_storm_intensity": summary_scores(q1, quantity="storm_intensity"),
+            "q3_integrated_gradients": summary_scores(
+                tables["q3_attribution_summary"], metric="ig_mean_carriers"
+            ),
+            "q3_saliency": summary_scores(tables["q3_attribution_summary"], metric="saliency_mean"),
+            "q4_distance_fraction": summary_scores(
+                tables["q4_resistance_summary"], quantity="distance_fraction_with_others"
+            ),
+        },
+        truth["zero_effect_drivers"],
+    )
+    effects = knockout_recovery(q1, truth_knockout, layer_truth)
+    effect_test = effect_test_recovery(tables["q1_effect_test"], truth_knockout)
+    leader = leader_recovery(tables["q6_leader"], truth["leader"])
+    target_layers = list(layer_truth.index[layer_truth["role"] == "target"])
+    targets = target_check(rankings, effects, leader, target_layers)
+    headline = {
+        **{f"auroc_{row.ranking}": float(row.auroc) for row in rankings.itertuples()},
+        **{f"spearman_{row.layer}": float(row.spearman) for row in effects.itertuples()},
+        **{
+            f"effect_test_supported_{row.planted.replace(' ', '_')}": int(row.n_supported)
+            for row in effect_test.itertuples()
+        },
+        **{
+            f"effect_test_tested_{row.planted.replace(' ', '_')}": int(row.n_tested)
+            for row in effect_test.itertuples()
+        },
+        **{f"leader_{key}": value for key, value in leader.items()},
+        "n_targets_met": int(targets["met"].sum()),
+        "n_targets": len(targets),
+    }
+    answer_tables = {
+        "validation_rankings": rankings,
+        "validation_knockout": effects,
+        "validation_effect_test": effect_test,
+        "validation_dependency": dependency_recovery(tables["q5_dependency_summary"], layer_truth),
+        "validation_targets": targets,
+    }
+    return Answer(answer_tables, headline)

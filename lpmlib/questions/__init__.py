@@ -17,9 +17,11 @@ from lpmlib.stats import Separation, separation_sentence
 
 @dataclass
 class Answer:
-    """A question's tidy tables by name; each is written to the run folder as `<name>.csv`."""
+    """A question's tidy tables by name, each written to the run folder as `<name>.csv`, and its headline
+    values by name: the numbers and sentences the chapter's prose and the abstract quote."""
 
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    headline: dict[str, object] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> pd.DataFrame:
         return self.tables[name]
@@ -27,6 +29,14 @@ class Answer:
     def save(self, run) -> list[Path]:
         """Write every table atomically into `run` (a `lpmlib.workflow.RunFolder`)."""
         return [run.save_table(name, table, index=False) for name, table in self.tables.items()]
+
+    def publish(self, run) -> None:
+        """Save the tables into `run` and glue the headline values for the book (myst-nb), in one step."""
+        from myst_nb import glue
+
+        self.save(run)
+        for name, value in self.headline.items():
+            glue(name, value, display=False)
 
 
 def verdict_table(separation: Separation, noun: str, keys: dict) -> pd.DataFrame:

@@ -186,13 +186,20 @@ def q3_master_regulators(
     per_fold = pd.DataFrame(rows)
     scores = per_fold.rename(columns={"ig_mean_carriers": "value"})
     separation = separate_best(scores, pd.concat(units, ignore_index=True), "driver", paired=False)
-    return Answer(
-        {
-            "q3_attribution_per_fold": per_fold,
-            "q3_attribution_summary": attribution_summary(per_fold),
-            "q3_rank_stability": ranking_stability(per_fold, top_k),
-            "q3_completeness": pd.DataFrame(checks),
-            "q3_comparison": separation.table.rename(columns={"item": "driver"}),
-            "q3_verdict": verdict_table(separation, "driver", {"metric": "ig_mean_carriers"}),
-        }
+    verdict, completeness = (
+        verdict_table(separation, "driver", {"metric": "ig_mean_carriers"}),
+        pd.DataFrame(checks),
     )
+    tables = {
+        "q3_attribution_per_fold": per_fold,
+        "q3_attribution_summary": attribution_summary(per_fold),
+        "q3_rank_stability": ranking_stability(per_fold, top_k),
+        "q3_completeness": completeness,
+        "q3_comparison": separation.table.rename(columns={"item": "driver"}),
+        "q3_verdict": verdict,
+    }
+    headline = {
+        "q3_verdict": verdict.loc[0, "sentence"],
+        "q3_completeness": float(completeness["ig_completeness_error"].max()),
+    }
+    return Answer(tables, headline)

@@ -41,11 +41,11 @@ def q2_fusion_deletion(cohort: Cohort, folds: list[FoldResult], gene: str = "ERG
     summary["n_folds_top"] = summary["layer"].map(top_layer_counts(per_fold)).astype(int)
     units = shift_units(cohort, folds, edits, gene, cohort.ptm_names)
     separation = separate_best(per_fold, units, "layer", paired=True)
-    return Answer(
-        {
-            "q2_ptm_per_fold": per_fold,
-            "q2_ptm_summary": summary,
-            "q2_comparison": separation.table.rename(columns={"item": "layer"}),
-            "q2_verdict": verdict_table(separation, "PTM layer", {"driver": gene}),
-        }
-    )
+    verdict = verdict_table(separation, "PTM layer", {"driver": gene})
+    tables = {
+        "q2_ptm_per_fold": per_fold,
+        "q2_ptm_summary": summary,
+        "q2_comparison": separation.table.rename(columns={"item": "layer"}),
+        "q2_verdict": verdict,
+    }
+    return Answer(tables, {"q2_gene": gene, "q2_verdict": verdict.loc[0, "sentence"]})

@@ -295,14 +295,28 @@ def q1_gene_knockout(
     by_layer = separate_best(layer_scores, layer_units, "layer", paired=True)
     storm_scores = quantity_scores(per_fold, "driver", "storm_intensity", Z_STATE)
     by_driver = separate_best(storm_scores, storm_units(folds, edits), "driver", paired=False)
-    return Answer(
-        {
-            "q1_effect_test": held_out_effect_test(held_out_effect_units(cohort, folds, edits)),
-            "q1_knockout_per_fold": per_fold,
-            "q1_knockout_summary": summarise(per_fold, SUMMARY_KEYS),
-            "q1_feature_effects": feature_effects(cohort, folds, edits, gene, top_features),
-            "q1_layer_verdict": verdict_table(by_layer, "layer", {"driver": gene}),
-            "q1_storm_verdict": verdict_table(by_driver, "driver", {"quantity": "storm_intensity"}),
-            "q1_storm_comparison": by_driver.table.rename(columns={"item": "driver"}),
-        }
-    )
+    summary = summarise(per_fold, SUMMARY_KEYS)
+    effect_test = held_out_effect_test(held_out_effect_units(cohort, folds, edits))
+    tables = {
+        "q1_effect_test": effect_test,
+        "q1_knockout_per_fold": per_fold,
+        "q1_knockout_summary": summary,
+        "q1_feature_effects": feature_effects(cohort, folds, edits, gene, top_features),
+        "q1_layer_verdict": verdict_table(by_layer, "layer", {"driver": gene}),
+        "q1_storm_verdict": verdict_table(by_driver, "driver", {"quantity": "storm_intensity"}),
+        "q1_storm_comparison": by_driver.table.rename(columns={"item": "driver"}),
+    }
+    headline = {
+        "q1_gene": gene,
+        "q1_n_carriers": int(gene_layer_shifts(summary, gene)["n_carriers"].max()),
+        "q1_layer_verdict": tables["q1_layer_verdict"].loc[0, "sentence"],
+        "q1_storm_verdict": tables["q1_storm_verdict"].loc[0, "sentence"],
+        "q1_effect_test": effect_test_sentence(effect_test),
+    }
+    return Answer(tables, headline)
+
+
+def gene_layer_shifts(summary: pd.DataFrame, gene: str) -> pd.DataFrame:
+    """The rows of Q1's summary that say how far the knockout of `gene` moves each layer, on the common
+    scale (`shift_standardised`)."""
+    return summary[(summary["driver"] == gene) & (summary["quantity"] == "shift_standardised")]

@@ -179,15 +179,15 @@ def q5_ptm_dependency(cohort: Cohort, folds: list[FoldResult]) -> Answer:
         pair_summary = pair_summary.merge(gain_tests(pd.concat(losses), ["ptm", "also_masked"]), how="left")
     gain_summary = summarise_folds(dependency, by=["ptm"], value="r2_gain_over_genomics")
     metrics = ["r2_from_rest", "r2_genomics_only", "r2_gain_over_genomics"]
-    return Answer(
-        {
-            "q5_dependency_per_fold": dependency,
-            "q5_dependency_summary": long_summary(dependency, ["ptm"], metrics),
-            "q5_dependency_gain": gain_summary.merge(gain_tests(gains, ["ptm"]), on="ptm", how="left"),
-            "q5_pair_matrix_per_fold": pairs,
-            "q5_pair_matrix_summary": pair_summary,
-        }
-    )
+    gain = gain_summary.merge(gain_tests(gains, ["ptm"]), on="ptm", how="left")
+    tables = {
+        "q5_dependency_per_fold": dependency,
+        "q5_dependency_summary": long_summary(dependency, ["ptm"], metrics),
+        "q5_dependency_gain": gain,
+        "q5_pair_matrix_per_fold": pairs,
+        "q5_pair_matrix_summary": pair_summary,
+    }
+    return Answer(tables, {"q5_sentence": dependency_sentence(gain.sort_values("mean", ascending=False))})
 
 
 def dependency_sentence(gain: pd.DataFrame) -> str:
@@ -324,11 +324,11 @@ def q6_storm_leader(cohort: Cohort, folds: list[FoldResult], endpoint: str = "me
     scores = per_fold.rename(columns={"r2_gain_over_genomics": "value"})
     separation = separate_best(scores, gains, "ptm", paired=True)
     metrics = ["r2_only", "r2_genomics_only", "r2_all", "r2_gain_over_genomics", "loo_drop"]
-    return Answer(
-        {
-            "q6_leader_per_fold": per_fold,
-            "q6_leader_summary": long_summary(per_fold, ["endpoint", "ptm"], metrics),
-            "q6_leader": leader_table(per_fold, gains, separation),
-            "q6_verdict": verdict_table(separation, "PTM layer", {"endpoint": endpoint}),
-        }
-    )
+    verdict = verdict_table(separation, "PTM layer", {"endpoint": endpoint})
+    tables = {
+        "q6_leader_per_fold": per_fold,
+        "q6_leader_summary": long_summary(per_fold, ["endpoint", "ptm"], metrics),
+        "q6_leader": leader_table(per_fold, gains, separation),
+        "q6_verdict": verdict,
+    }
+    return Answer(tables, {"q6_endpoint": endpoint, "q6_verdict": verdict.loc[0, "sentence"]})

@@ -168,12 +168,12 @@ def q4_resistance_driver(cohort: Cohort, folds: list[FoldResult]) -> Answer:
     quantity = "distance_fraction_with_others"
     fraction_scores = per_fold[per_fold["quantity"] == quantity]
     separation = separate_best(fraction_scores, units, "driver", paired=False)
-    return Answer(
-        {
-            "q4_resistance_per_patient": patients,
-            "q4_resistance_per_fold": per_fold,
-            "q4_resistance_summary": summary,
-            "q4_comparison": separation.table.rename(columns={"item": "driver"}),
-            "q4_verdict": verdict_table(separation, "driver", {"quantity": quantity}),
-        }
-    )
+    verdict = verdict_table(separation, "driver", {"quantity": quantity})
+    tables = {
+        "q4_resistance_per_patient": patients,
+        "q4_resistance_per_fold": per_fold,
+        "q4_resistance_summary": summary,
+        "q4_comparison": separation.table.rename(columns={"item": "driver"}),
+        "q4_verdict": verdict,
+    }
+    return Answer(tables, {"q4_verdict": verdict.loc[0, "sentence"]})
