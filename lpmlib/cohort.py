@@ -164,6 +164,11 @@ class Cohort:
         check_drivers([name], self.driver_names)
         return self.drivers[name]
 
+    def fold_cohort(self, train_rows: np.ndarray, settings: object = None) -> Cohort:
+        """A fold's view of the cohort: a model-ready cohort is the same for every fold (a raw one,
+        `manifest.RawCohort`, preprocesses each fold's training patients)."""
+        return self
+
     def summary(self) -> pd.DataFrame:
         """One row per layer: role, patients, features, and whether loadings are kept."""
         rows = [

@@ -94,9 +94,9 @@ class FoldResult:
         default_factory=pd.DataFrame
     )  # per layer, chosen on the inner split
     reused: bool = False
-    cohort: Cohort | None = (
-        None  # the fold's own view of a raw cohort (preprocessed on its training patients)
-    )
+    # the values the fold's model works on (a raw cohort preprocessed on its training patients); set by
+    # training and loading, None only in folds built by hand around a model
+    cohort: Cohort | None = None
     training_seed: int = 1  # which of the fold's models (1 .. n_seeds)
 
     @property
@@ -111,17 +111,15 @@ class FoldResult:
 
 
 def fold_view(cohort: Cohort, fold: FoldResult) -> Cohort:
-    """The values a fold's model works on: its own view of a raw cohort, else the cohort itself."""
+    """The values a fold's model works on: the fold's own view, else (a fold built by hand) the cohort."""
     return fold.cohort if fold.cohort is not None else cohort
 
 
 def fold_cohorts(source: Cohort | RawCohort, splits, pipeline: PipelineSettings | None) -> list[Cohort]:
-    """One model-ready cohort per fold: the cohort itself, or a raw cohort preprocessed on the fold's
-    training patients only (so held-out patients never inform the preprocessing), with `pipeline` for
-    every layer or, when None, each layer's settings from the manifest."""
-    if isinstance(source, RawCohort):
-        return [source.fold_cohort(train, pipeline) for train, _ in splits]
-    return [source] * len(splits)
+    """One model-ready cohort per fold (`fold_cohort`): the cohort itself, or a raw cohort preprocessed on
+    the fold's training patients only (so held-out patients never inform the preprocessing), with
+    `pipeline` for every layer or, when None, each layer's settings from the manifest."""
+    return [source.fold_cohort(train, pipeline) for train, _ in splits]
 
 
 def model_seed(seed: int, fold: int, training_seed: int) -> int:
@@ -359,7 +357,7 @@ def run_cv(
     )
     results = Parallel(n_jobs=n_jobs)(jobs)
     for result in results:
-        result.cohort = views[result.fold - 1] if isinstance(cohort, RawCohort) else None
+        result.cohort = views[result.fold - 1]
     if log and n_jobs != 1:
         for result in results:
             done = "reused" if result.reused else "trained"
@@ -428,7 +426,7 @@ def load_folds(
                 predictions,
                 pd.DataFrame(record["read_out"]),
                 reused=True,
-                cohort=view if isinstance(cohort, RawCohort) else None,
+                cohort=view,
                 training_seed=s,
             )
         )

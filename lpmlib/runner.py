@@ -21,6 +21,7 @@ from lpmlib.cv import n_workers
 from lpmlib.errors import IncompleteRunError
 from lpmlib.params import RunParams
 from lpmlib.provenance import run_record
+from lpmlib.sources import cohort_source
 from lpmlib.workflow import has_planted_truth
 
 KERNEL_NAME = "lpm"
@@ -392,8 +393,7 @@ def run(
     ]
     if with_deps:
         selected = with_dependencies(selected, project)
-    if not params.manifest and (project / params.data_dir).is_dir():
-        params.check_simulated_folder(project / params.data_dir)
+    cohort_source(params).check(project)
     check_inputs(selected, params, project)
     if book:
         check_book_complete(params, project, selected)

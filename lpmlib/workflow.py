@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from lpmlib.artifacts import folder_hashes, write_json, write_table
-from lpmlib.cohort import Cohort, read_seed_layout
+from lpmlib.artifacts import write_json, write_table
+from lpmlib.cohort import Cohort
 from lpmlib.cohort_size import r2_by_cohort_size
 from lpmlib.cv import FoldResult, load_folds, run_cv
-from lpmlib.manifest import KnownEffect, RawCohort, read_manifest
+from lpmlib.manifest import KnownEffect
 from lpmlib.params import RunParams
 from lpmlib.questions.permutation import knockout_permutation_null
-from lpmlib.simulate import (
-    read_layer_truth,
-    read_truth,
-    simulate_cohort,
-    write_simulated_cohort,
-)
+from lpmlib.sources import cohort_source
 
 
 @dataclass(frozen=True)
@@ -47,68 +40,31 @@ class RunFolder:
 
 
 def prepare_cohort(params: RunParams) -> Cohort:
-    """The run's cohort, ready for the model, with its location and input hashes recorded in the run
-    folder so that every later notebook works on the same data.
-
-    A seed-layout folder is read (simulated first when asked and absent). A manifest's raw cohort is
-    preprocessed here on all its tumours together, which serves description only: training and every
-    question use each fold's own view, fitted on that fold's training patients (`training_source`).
-    """
-    if params.manifest:
-        raw = raw_cohort(params)
-        cohort, inputs = raw.fold_cohort(np.arange(raw.n_patients)), raw.input_hashes()
-    else:
-        cohort, inputs = _seed_layout_cohort(params), folder_hashes(params.data_dir)
+    """The run's cohort, ready for the model (`sources.CohortSource.cohort`), with its location and input
+    hashes recorded in the run folder so that every later notebook works on the same data."""
+    source = cohort_source(params)
+    cohort = source.cohort()
     write_json(
         RunFolder.of(params).path / "cohort.json",
         {
-            "source": params.manifest or params.data_dir,
-            "planted_truth": has_planted_truth(params),
+            "source": source.location,
+            "planted_truth": source.planted_truth(),
             "n_patients": cohort.n_patients,
             "n_dropped": len(cohort.dropped),
-            "input_sha256": inputs,
+            "input_sha256": source.input_hashes(),
         },
     )
     return cohort
 
 
-def _seed_layout_cohort(params: RunParams) -> Cohort:
-    data_dir = Path(params.data_dir)
-    if not data_dir.exists():
-        if not params.simulate_if_missing:
-            raise FileNotFoundError(
-                f"cohort folder '{data_dir}' not found (set simulate_if_missing=True to simulate one)"
-            )
-        write_simulated_cohort(simulate_cohort(params.simulation_config()), data_dir)
-    else:
-        params.check_simulated_folder(data_dir)
-    return read_seed_layout(data_dir, n_folds=params.n_folds)
-
-
-def raw_cohort(params: RunParams) -> RawCohort:
-    """The raw cohort of the run's manifest (read once per process)."""
-    return _read_manifest_once(str(Path(params.manifest).resolve()), params.raw_data_dir or None)
-
-
-@functools.lru_cache(maxsize=2)
-def _read_manifest_once(manifest: str, raw_data_dir: str | None) -> RawCohort:
-    return read_manifest(manifest, raw_data_dir)
-
-
-def training_source(params: RunParams, cohort: Cohort) -> Cohort | RawCohort:
-    """What the folds are trained on: the raw cohort of a manifest (each fold preprocesses its own
-    training patients), else the cohort itself."""
-    return raw_cohort(params) if params.manifest else cohort
-
-
 def known_effects(params: RunParams) -> list[KnownEffect]:
-    """The known biology a manifest lists for Q1 to reproduce (none for a seed-layout cohort)."""
-    return raw_cohort(params).known_effects if params.manifest else []
+    """The known biology the run's cohort lists for Q1 to reproduce (none for a seed-layout cohort)."""
+    return cohort_source(params).known_effects()
 
 
 def has_planted_truth(params: RunParams, project: Path = Path(".")) -> bool:
     """True for a simulated cohort, whose answers the validation chapter checks against the truth."""
-    return not params.manifest and read_truth(project / params.data_dir) is not None
+    return cohort_source(params).planted_truth(project)
 
 
 def validation_targets(params: RunParams) -> pd.DataFrame | None:
@@ -118,24 +74,13 @@ def validation_targets(params: RunParams) -> pd.DataFrame | None:
 
 
 def endpoint(params: RunParams) -> str:
-    """Q6's endpoint: the parameter, else the manifest's endpoint, else the metabolome."""
-    if params.endpoint:
-        return params.endpoint
-    return raw_cohort(params).endpoint if params.manifest else "metabolome"
+    """Q6's endpoint: the parameter, else the cohort's own (a manifest's endpoint, else the metabolome)."""
+    return params.endpoint or cohort_source(params).endpoint()
 
 
 def cohort_description(params: RunParams, cohort: Cohort) -> str:
     """One phrase naming the run's cohort, for the book's prose."""
-    if params.manifest:
-        raw = raw_cohort(params)
-        return (
-            f"{raw.name}, read from raw files by the manifest {params.manifest} ({cohort.n_patients} "
-            f"tumours in every file, {raw.counts.get('normals', 0)} normal samples): a real cohort, with "
-            "no planted truth to validate against"
-        )
-    if has_planted_truth(params):
-        return f"the simulated cohort in {params.data_dir} ({cohort.n_patients} patients, with planted truth)"
-    return f"the cohort in {params.data_dir} ({cohort.n_patients} patients)"
+    return cohort_source(params).describe(cohort)
 
 
 def driver_prevalence(cohort: Cohort) -> pd.DataFrame:
@@ -154,7 +99,7 @@ def driver_cooccurrence(cohort: Cohort) -> pd.DataFrame:
 def train_folds(params: RunParams, cohort: Cohort, log=print) -> list[FoldResult]:
     """Cross-validated training with the run's settings (finished folds are reused)."""
     return run_cv(
-        training_source(params, cohort),
+        cohort_source(params).training_input(cohort),
         Path(params.run_dir),
         params.train_settings(),
         params.n_folds,
@@ -168,13 +113,13 @@ def train_folds(params: RunParams, cohort: Cohort, log=print) -> list[FoldResult
 
 def layer_truth(params: RunParams) -> pd.DataFrame | None:
     """The planted per-layer truth of a simulated cohort (noise ceilings...), None for real cohorts."""
-    return None if params.manifest else read_layer_truth(params.data_dir)
+    return cohort_source(params).layer_truth()
 
 
 def trained_folds(params: RunParams, cohort: Cohort) -> list[FoldResult]:
     """The folds the training chapter left in the run folder (an error if it has not run)."""
     return load_folds(
-        training_source(params, cohort),
+        cohort_source(params).training_input(cohort),
         Path(params.run_dir),
         params.n_folds,
         params.seed,
@@ -185,7 +130,7 @@ def trained_folds(params: RunParams, cohort: Cohort) -> list[FoldResult]:
 def knockout_null(params: RunParams, cohort: Cohort, gene: str) -> pd.DataFrame:
     """Q1's permutation null for `gene` with the run's training settings (empty when n_permutations=0)."""
     return knockout_permutation_null(
-        training_source(params, cohort),
+        cohort_source(params).training_input(cohort),
         gene,
         Path(params.run_dir),
         params.train_settings(),

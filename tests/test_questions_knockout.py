@@ -73,7 +73,8 @@ def test_q1_one_carrier_and_all_carriers(small_sim, small_folds) -> None:
     lone = np.zeros(cohort.n_patients, dtype=int)
     lone[small_folds[2].test_rows[0]] = 1
     edited = with_drivers(cohort, SKIL=lone, ERG=np.ones(cohort.n_patients, dtype=int))
-    per_fold = knockout_per_fold(edited, small_folds, ["SKIL", "ERG"])
+    folds = [dataclasses.replace(fold, cohort=edited) for fold in small_folds]  # the folds' view of it
+    per_fold = knockout_per_fold(edited, folds, ["SKIL", "ERG"])
     skil = per_fold[per_fold["driver"] == "SKIL"]
     assert set(skil.loc[skil["n_carriers"] == 1, "fold"]) == {small_folds[2].fold}
     assert np.isfinite(skil.loc[skil["n_carriers"] == 1, "value"]).all()

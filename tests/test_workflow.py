@@ -15,6 +15,7 @@ from test_manifest import edited, write_small_cohort
 
 from lpmlib import workflow
 from lpmlib.errors import IncompleteRunError
+from lpmlib.manifest import RawCohort
 from lpmlib.params import RunParams
 from lpmlib.questions import attribution, knockout, masking, resistance
 from lpmlib.runner import (
@@ -33,6 +34,7 @@ from lpmlib.runner import (
     with_dependencies,
 )
 from lpmlib.simulate import SimulationConfig, simulate_cohort, write_simulated_cohort
+from lpmlib.sources import ManifestSource, SeedLayoutSource, cohort_source
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -132,8 +134,6 @@ def test_validation_applies_only_to_a_cohort_with_a_planted_truth(manifest_run, 
     validation, curve = (next(nb for nb in notebooks if nb.name.startswith(n)) for n in ("10_", "12_"))
     assert "planted truth" in skip_reason(validation, params, PROJECT)
     assert all(skip_reason(nb, params, PROJECT) is None for nb in notebooks if nb not in (validation, curve))
-    from lpmlib.simulate import SimulationConfig, simulate_cohort, write_simulated_cohort
-
     write_simulated_cohort(simulate_cohort(SimulationConfig(n_patients=20)), tmp_path / "sim")
     assert skip_reason(validation, RunParams(data_dir="sim"), tmp_path) is None
 
@@ -263,3 +263,25 @@ def test_with_deps_adds_every_chapter_a_chapter_needs_in_book_order() -> None:
     added = with_dependencies([chapters["10"]], PROJECT)
     assert [chapter.name[:2] for chapter in added] == ["01", "03", "04", "06", "07", "08", "09", "10"]
     assert producers(PROJECT)["models"] == chapters["03"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The two cohort sources answer the same questions
+
+
+def test_each_source_says_what_its_cohort_is_and_what_folds_train_on(manifest_run, truth_cohort) -> None:
+    params, folds = manifest_run
+    manifest = cohort_source(params)
+    seed_layout = cohort_source(RunParams(data_dir=str(truth_cohort)))
+    assert isinstance(manifest, ManifestSource) and isinstance(seed_layout, SeedLayoutSource)
+    cohort = manifest.cohort()
+    assert isinstance(manifest.training_input(cohort), RawCohort) and manifest.location == params.manifest
+    assert not manifest.planted_truth() and manifest.layer_truth() is None and manifest.endpoint() == "prot"
+    assert [effect.feature for effect in manifest.known_effects()] == ["G2"]
+    simulated = seed_layout.cohort()
+    assert seed_layout.training_input(simulated) is simulated and seed_layout.known_effects() == []
+    assert seed_layout.planted_truth() and seed_layout.layer_truth() is not None
+    assert seed_layout.endpoint() == "metabolome" and "planted truth" in seed_layout.describe(simulated)
+    # every fold carries its view: a raw cohort's own preprocessing, a model-ready cohort itself
+    assert all(fold.cohort is not None and fold.cohort.n_patients == cohort.n_patients for fold in folds)
+    assert simulated.fold_cohort(np.arange(5)) is simulated
