@@ -251,21 +251,24 @@ def train_fold(
             "test_case_ids": list(cohort.case_ids[test_rows]),
         }
         _save(store, model, history, record)
-    predictions = predict_patterns(
-        model, CohortTensors.build(cohort, test_rows, scaler), scaler, cohort.ptm_names
-    )
-    atomic_write(store.predictions, lambda tmp: _save_npz(tmp, predictions, cohort.case_ids[test_rows]))
-    return FoldResult(
-        fold,
-        model,
-        scaler,
-        train_rows,
-        test_rows,
-        history,
-        predictions,
-        read_out,
+    result = held_out_result(
+        FoldResult(fold, model, scaler, train_rows, test_rows, history, {}, read_out),
+        cohort,
+        training_seed,
         reused=loaded is not None,
-        training_seed=training_seed,
+    )
+    atomic_write(
+        store.predictions, lambda tmp: _save_npz(tmp, result.predictions, cohort.case_ids[test_rows])
+    )
+    return result
+
+
+def held_out_result(fold: FoldResult, view: Cohort, training_seed: int, reused: bool) -> FoldResult:
+    """A trained model's fold with its view, seed, and held-out predictions under every masking pattern."""
+    data = CohortTensors.build(view, fold.test_rows, fold.scaler)
+    predictions = predict_patterns(fold.model, data, fold.scaler, view.ptm_names)
+    return dataclasses.replace(
+        fold, predictions=predictions, reused=reused, cohort=view, training_seed=training_seed
     )
 
 
@@ -410,24 +413,11 @@ def load_folds(
             raise MissingTrainingError(
                 f"fold {k} in '{store.folder}' was trained by another version of lpmlib: {hint}"
             )
-        scaler = LayerScaler.fit(view, train_rows)
-        history = pd.read_csv(store.history)
-        predictions = predict_patterns(
-            model, CohortTensors.build(view, test_rows, scaler), scaler, view.ptm_names
+        scaler, history, read_out = (
+            LayerScaler.fit(view, train_rows),
+            pd.read_csv(store.history),
+            record["read_out"],
         )
-        results.append(
-            FoldResult(
-                k,
-                model,
-                scaler,
-                train_rows,
-                test_rows,
-                history,
-                predictions,
-                pd.DataFrame(record["read_out"]),
-                reused=True,
-                cohort=view,
-                training_seed=s,
-            )
-        )
+        fold = FoldResult(k, model, scaler, train_rows, test_rows, history, {}, pd.DataFrame(read_out))
+        results.append(held_out_result(fold, view, s, reused=True))
     return results

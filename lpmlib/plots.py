@@ -88,20 +88,13 @@ def learning_curves(folds: list) -> Figure:
     for fold in folds:
         ax, first = axes[0, numbers.index(fold.fold)], fold.training_seed == 1
         history, alpha = fold.history, 1.0 if first else 0.5
-        ax.plot(
-            history["epoch"],
-            history["train_loss"],
-            color="C0",
-            alpha=alpha,
-            label="training" if first else None,
-        )
-        ax.plot(
-            history["epoch"],
-            history["validation_loss"],
-            color="C1",
-            alpha=alpha,
-            label="validation" if first else None,
-        )
+        for column, colour, label in (
+            ("train_loss", "C0", "training"),
+            ("validation_loss", "C1", "validation"),
+        ):
+            ax.plot(
+                history["epoch"], history[column], color=colour, alpha=alpha, label=label if first else None
+            )
         ax.set_title(f"fold {fold.fold}")
         ax.set_xlabel("epoch")
     axes[0, 0].set_ylabel("loss")
