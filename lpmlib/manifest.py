@@ -15,36 +15,28 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from threadpoolctl import threadpool_limits
 
 from lpmlib.artifacts import sha256
 from lpmlib.cohort import CASE_ID, N_GRADES, Cohort, Layer, dropped_frame, inner_join
-from lpmlib.errors import CohortError, MissingFileError
+from lpmlib.errors import MissingFileError
+from lpmlib.manifest_spec import (
+    ClinicalDriverSpec,
+    ColumnSpec,
+    CopyNumberSpec,
+    KnownEffect,
+    ManifestError,
+    MutationsSpec,
+    SampleTypeSpec,
+    TableSpec,
+    parse_manifest,
+)
 from lpmlib.preprocess import PipelineSettings, RawLayerPipeline
 
-ORIENTATIONS = ("features_x_samples", "samples_x_features")
-ROLES = ("target", "ptm")
 UNNAMED_GRADES = {0: "unknown"} | {k: f"grade {k}" for k in range(1, N_GRADES)}
-
-
-class ManifestError(CohortError):
-    """A manifest that cannot describe a cohort: a missing key, a bad value, an unreadable file."""
-
-
-@dataclass(frozen=True)
-class KnownEffect:
-    """A known effect of an alteration: `feature` of `layer` is `altered` ("higher" or "lower") in
-    carriers of `driver` than in the other tumours, so reversing it in silico should move it back."""
-
-    driver: str
-    layer: str
-    feature: str
-    altered: str
 
 
 @dataclass
@@ -115,34 +107,22 @@ def normal_purity(pipeline: RawLayerPipeline, samples: pd.Index) -> pd.Series | 
     return None if pipeline.purity_mean_ is None else pd.Series(pipeline.purity_mean_, index=samples)
 
 
-def _require(mapping: dict, key: str, where: str, source: Path) -> Any:
-    if not isinstance(mapping, dict) or key not in mapping:
-        raise ManifestError(f"missing key '{key}' in {where}", file=source)
-    return mapping[key]
-
-
-def _read_matrix(spec: dict, root: Path, source: Path, where: str) -> pd.DataFrame:
+def _read_matrix(spec: TableSpec, root: Path, source: Path, where: str) -> pd.DataFrame:
     """A table as samples x columns, read with the manifest's separator, encoding and orientation."""
-    path = root / _require(spec, "file", where, source)
+    path = root / spec.file
     if not path.is_file():
         raise MissingFileError(f"file of {where} not found", file=path, hint=f"Named in manifest {source}.")
-    orientation = spec.get("orientation", "samples_x_features")
-    if orientation not in ORIENTATIONS:
-        raise ManifestError(
-            f"orientation of {where} must be one of {', '.join(ORIENTATIONS)}", file=source, value=orientation
-        )
-    encoding = spec.get("encoding", "utf-8")
     try:
-        table = pd.read_csv(path, sep=spec.get("sep", "\t"), encoding=encoding, index_col=0)
+        table = pd.read_csv(path, sep=spec.sep, encoding=spec.encoding, index_col=0)
     except UnicodeDecodeError as error:
         raise ManifestError(
-            f"cannot be read as {encoding} ({error.reason} at byte {error.start})",
+            f"cannot be read as {spec.encoding} ({error.reason} at byte {error.start})",
             file=path,
             hint=f"Set 'encoding' of {where} in {source} (e.g. latin-1).",
         ) from error
     except LookupError as error:
-        raise ManifestError(f"unknown encoding of {where}", file=source, value=encoding) from error
-    table = table.T if orientation == "features_x_samples" else table
+        raise ManifestError(f"unknown encoding of {where}", file=source, value=spec.encoding) from error
+    table = table.T if spec.orientation == "features_x_samples" else table
     table.index = table.index.astype(str).str.strip()
     if table.index.duplicated().any():
         duplicate = table.index[table.index.duplicated()][0]
@@ -150,30 +130,25 @@ def _read_matrix(spec: dict, root: Path, source: Path, where: str) -> pd.DataFra
     return table.rename_axis(CASE_ID)
 
 
-def _sample_types(clinical: pd.DataFrame, spec: dict, source: Path, path: Path) -> tuple[pd.Index, pd.Index]:
-    column = _require(spec, "column", "clinical.sample_type", source)
-    if column not in clinical.columns:
-        raise ManifestError("sample-type column not in the clinical file", file=path, column=column)
-    values = clinical[column].astype(str)
-    tumours = clinical.index[
-        values.isin([str(v) for v in _require(spec, "tumour", "clinical.sample_type", source)])
-    ]
-    normals = clinical.index[values.isin([str(v) for v in spec.get("normal", [])])]
-    return tumours, normals
+def _sample_types(clinical: pd.DataFrame, spec: SampleTypeSpec, path: Path) -> tuple[pd.Index, pd.Index]:
+    if spec.column not in clinical.columns:
+        raise ManifestError("sample-type column not in the clinical file", file=path, column=spec.column)
+    values = clinical[spec.column].astype(str)
+    return clinical.index[values.isin(spec.tumour)], clinical.index[values.isin(spec.normal)]
 
 
 def _grade(
-    clinical: pd.DataFrame, spec: dict | None, source: Path, path: Path
+    clinical: pd.DataFrame, spec: ColumnSpec | None, source: Path, path: Path
 ) -> tuple[pd.Series, dict[int, str]]:
     """Grade categories from a mapping of clinical values (anything unmapped is 0, unknown), and
     the label of each category: the clinical values mapped to it."""
     labels = {0: "unknown"}
     if spec is None:
         return pd.Series(0, index=clinical.index, dtype=np.int64), labels
-    column = _require(spec, "column", "clinical.grade", source)
+    column = spec.column
     if column not in clinical.columns:
         raise ManifestError("grade column not in the clinical file", file=path, column=column)
-    mapping = {str(k): v for k, v in _require(spec, "mapping", "clinical.grade", source).items()}
+    mapping = {str(k): v for k, v in spec.mapping.items()}
     for value, category in mapping.items():
         if not isinstance(category, int) or isinstance(category, bool) or not 1 <= category < N_GRADES:
             raise ManifestError(
@@ -186,16 +161,15 @@ def _grade(
     return clinical[column].astype(str).map(mapping).fillna(0).astype(np.int64), dict(sorted(labels.items()))
 
 
-def _purity(clinical: pd.DataFrame, spec: dict | None, source: Path, path: Path) -> pd.Series:
+def _purity(clinical: pd.DataFrame, spec: ColumnSpec | None, path: Path) -> pd.Series:
     """Purity as a float (numeric column, or categories mapped to numbers); NaN where unknown or absent."""
     if spec is None:
         return pd.Series(np.nan, index=clinical.index)
-    column = _require(spec, "column", "clinical.purity", source)
-    if column not in clinical.columns:
-        raise ManifestError("purity column not in the clinical file", file=path, column=column)
-    if "mapping" in spec:
-        return clinical[column].astype(str).map({str(k): float(v) for k, v in spec["mapping"].items()})
-    return pd.to_numeric(clinical[column], errors="coerce")
+    if spec.column not in clinical.columns:
+        raise ManifestError("purity column not in the clinical file", file=path, column=spec.column)
+    if spec.mapping is not None:
+        return clinical[spec.column].astype(str).map({str(k): float(v) for k, v in spec.mapping.items()})
+    return pd.to_numeric(clinical[spec.column], errors="coerce")
 
 
 def _pipeline_settings(defaults: dict, own: dict, where: str, source: Path) -> PipelineSettings:
@@ -216,12 +190,11 @@ def _pipeline_settings(defaults: dict, own: dict, where: str, source: Path) -> P
 
 
 def _known_effect(
-    item: dict, index: int, drivers: list[str], layers: dict[str, pd.DataFrame], source: Path
+    effect: KnownEffect, index: int, drivers: list[str], layers: dict[str, pd.DataFrame], source: Path
 ) -> KnownEffect:
     """One entry of `known_effects`, checked against the cohort's drivers, layers and features."""
     where = f"known_effects[{index}]"
-    keys = [f.name for f in dataclasses.fields(KnownEffect)]
-    effect = KnownEffect(*(str(_require(item, key, where, source)) for key in keys))
+    effect = KnownEffect(*(str(getattr(effect, f.name)) for f in dataclasses.fields(KnownEffect)))
     problems = {
         "driver": (effect.driver, drivers),
         "layer": (effect.layer, list(layers)),
@@ -238,93 +211,84 @@ def _known_effect(
     return effect
 
 
-def _mutation_drivers(spec: dict, root: Path, source: Path) -> pd.DataFrame:
+def _mutation_drivers(spec: MutationsSpec, root: Path, source: Path) -> pd.DataFrame:
     """Genes altered (1) or not (0) per sample, collapsing `GENE_p.CHANGE` rows to genes with max."""
     matrix = _read_matrix(spec, root, source, "drivers.mutations")
     genes = matrix.columns.astype(str).str.split("_").str[0]
     by_gene = matrix.T.groupby(genes.to_numpy()).max().T
-    wanted = [str(g) for g in _require(spec, "genes", "drivers.mutations", source)]
+    wanted = list(spec.genes)
     missing = [g for g in wanted if g not in by_gene.columns]
     if missing:
         raise ManifestError(
             "driver gene absent from the mutation matrix",
-            file=root / spec["file"],
+            file=root / spec.file,
             column=missing[0],
             hint=f"Check the gene symbol(s): {', '.join(missing)}.",
         )
     return (by_gene[wanted].fillna(0) > 0).astype(np.int64)
 
 
-def _clinical_drivers(clinical: pd.DataFrame, specs: dict, source: Path, path: Path) -> pd.DataFrame:
+def _clinical_drivers(
+    clinical: pd.DataFrame, specs: dict[str, ClinicalDriverSpec], path: Path
+) -> pd.DataFrame:
     columns = {}
     for name, spec in specs.items():
-        column = _require(spec, "column", f"drivers.clinical.{name}", source)
-        if column not in clinical.columns:
+        if spec.column not in clinical.columns:
             raise ManifestError(
-                f"column of driver '{name}' not in the clinical file", file=path, column=column
+                f"column of driver '{name}' not in the clinical file", file=path, column=spec.column
             )
-        altered = [str(v) for v in _require(spec, "altered", f"drivers.clinical.{name}", source)]
-        columns[name] = clinical[column].astype(str).isin(altered).astype(np.int64)
+        columns[name] = clinical[spec.column].astype(str).isin(spec.altered).astype(np.int64)
     return pd.DataFrame(columns, index=clinical.index)
 
 
-def _copy_number_drivers(specs: dict, root: Path, source: Path) -> pd.DataFrame:
+def _copy_number_drivers(specs: dict[str, CopyNumberSpec], root: Path, source: Path) -> pd.DataFrame:
     """A driver per gene whose copy-number log ratio passes a threshold (below for losses, above for
     gains)."""
     columns = {}
     for name, spec in specs.items():
         matrix = _read_matrix(spec, root, source, f"drivers.copy_number.{name}")
-        gene = str(_require(spec, "gene", f"drivers.copy_number.{name}", source))
+        gene = str(spec.gene)
         if gene not in matrix.columns:
             raise ManifestError(
-                "driver gene absent from the copy-number matrix", file=root / spec["file"], column=gene
+                "driver gene absent from the copy-number matrix", file=root / spec.file, column=gene
             )
-        threshold = float(_require(spec, "threshold", f"drivers.copy_number.{name}", source))
+        threshold = float(spec.threshold)
         values = matrix[gene]
         columns[name] = ((values <= threshold) if threshold < 0 else (values >= threshold)).astype(np.int64)
     return pd.DataFrame(columns)
 
 
 def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCohort:
-    """Read a cohort described by a manifest; `data_dir` overrides the manifest's own `data_dir`.
+    """Read a cohort described by a manifest (parsed once, every key checked: `parse_manifest`);
+    `data_dir` overrides the manifest's own `data_dir`.
 
     Tumours present in every file are kept; the others are listed in `dropped` with the files they
     were missing from. Input files are only read.
     """
-    source = Path(path)
-    if not source.is_file():
-        raise MissingFileError("manifest not found", file=source)
-    manifest = yaml.safe_load(source.read_text()) or {}
-    root = (
-        Path(data_dir)
-        if data_dir is not None
-        else source.parent / _require(manifest, "data_dir", "the manifest", source)
-    )
+    spec = parse_manifest(path)
+    source = spec.source
+    if data_dir is None and spec.data_dir is None:
+        raise ManifestError("missing key 'data_dir' in the manifest", file=source)
+    root = Path(data_dir) if data_dir is not None else source.parent / spec.data_dir
 
-    clinical_spec = _require(manifest, "clinical", "the manifest", source)
-    clinical = _read_matrix(clinical_spec, root, source, "clinical")
-    clinical_path = root / clinical_spec["file"]
-    tumours, normal_ids = _sample_types(
-        clinical, _require(clinical_spec, "sample_type", "clinical", source), source, clinical_path
-    )
-    grade, grade_labels = _grade(clinical, clinical_spec.get("grade"), source, clinical_path)
-    purity = _purity(clinical, clinical_spec.get("purity"), source, clinical_path)
+    clinical = _read_matrix(spec.clinical, root, source, "clinical")
+    clinical_path = root / spec.clinical.file
+    tumours, normal_ids = _sample_types(clinical, spec.clinical.sample_type, clinical_path)
+    grade, grade_labels = _grade(clinical, spec.clinical.grade, source, clinical_path)
+    purity = _purity(clinical, spec.clinical.purity, clinical_path)
     table = pd.DataFrame({"grade": grade, "purity": purity})
 
-    driver_spec = _require(manifest, "drivers", "the manifest", source)
-    driver_tables = {}
-    if "mutations" in driver_spec:
-        driver_tables[str(root / driver_spec["mutations"]["file"])] = _mutation_drivers(
-            driver_spec["mutations"], root, source
+    drivers_spec, driver_tables = spec.drivers, {}
+    if drivers_spec.mutations is not None:
+        driver_tables[str(root / drivers_spec.mutations.file)] = _mutation_drivers(
+            drivers_spec.mutations, root, source
         )
-    if "copy_number" in driver_spec:
-        first = next(iter(driver_spec["copy_number"].values()))
-        driver_tables[str(root / first["file"])] = _copy_number_drivers(
-            driver_spec["copy_number"], root, source
-        )
-    if "clinical" in driver_spec:
+    if drivers_spec.copy_number:
+        first = next(iter(drivers_spec.copy_number.values()))
+        driver_tables[str(root / first.file)] = _copy_number_drivers(drivers_spec.copy_number, root, source)
+    if drivers_spec.clinical:
         driver_tables[str(clinical_path)] = _clinical_drivers(
-            clinical.loc[tumours], driver_spec["clinical"], source, clinical_path
+            clinical.loc[tumours], drivers_spec.clinical, clinical_path
         )
     if not driver_tables:
         raise ManifestError(
@@ -332,20 +296,15 @@ def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCo
         )
     drivers_found = [name for frame in driver_tables.values() for name in frame.columns]
 
-    layer_specs = _require(manifest, "layers", "the manifest", source)
     layers, roles, normals, pipelines = {}, {}, {}, {}
-    for name, spec in layer_specs.items():
-        role = _require(spec, "role", f"layers.{name}", source)
-        if role not in ROLES:
-            raise ManifestError(
-                f"role of layer '{name}' must be one of {', '.join(ROLES)}", file=source, value=role
-            )
-        matrix = _read_matrix(spec, root, source, f"layers.{name}").apply(pd.to_numeric, errors="coerce")
-        layers[name], roles[name] = matrix, role
-        defaults, own = manifest.get("preprocessing") or {}, spec.get("preprocessing") or {}
-        pipelines[name] = _pipeline_settings(defaults, own, f"layers.{name}", source)
+    for name, layer in spec.layers.items():
+        matrix = _read_matrix(layer, root, source, f"layers.{name}").apply(pd.to_numeric, errors="coerce")
+        layers[name], roles[name] = matrix, layer.role
+        pipelines[name] = _pipeline_settings(
+            spec.preprocessing, layer.preprocessing, f"layers.{name}", source
+        )
         normals[name] = matrix.loc[matrix.index.intersection(normal_ids)]
-    endpoint = manifest.get("endpoint", "metabolome")
+    endpoint = spec.endpoint
     if endpoint not in layers:
         raise ManifestError(
             "the endpoint is not a layer of the manifest",
@@ -356,25 +315,24 @@ def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCo
         )
 
     known = [
-        _known_effect(item, i, drivers_found, layers, source)
-        for i, item in enumerate(manifest.get("known_effects") or [])
+        _known_effect(item, i, drivers_found, layers, source) for i, item in enumerate(spec.known_effects)
     ]
 
     tables = {f"{clinical_path} (tumours)": pd.Index(tumours)}
     tables |= {file: frame.index for file, frame in driver_tables.items()}
     tables |= {
-        str(root / layer_specs[name]["file"]): frame.index.intersection(tumours)
+        str(root / spec.layers[name].file): frame.index.intersection(tumours)
         for name, frame in layers.items()
     }
     kept, dropped = inner_join(tables)
     drivers = pd.concat([frame.reindex(kept) for frame in driver_tables.values()], axis=1)
-    copy_number_files = [root / spec["file"] for spec in driver_spec.get("copy_number", {}).values()]
+    copy_number_files = [root / cn.file for cn in drivers_spec.copy_number.values()]
     inputs = [
         source,
         clinical_path,
         *map(Path, driver_tables),
         *copy_number_files,
-        *(root / spec["file"] for spec in layer_specs.values()),
+        *(root / layer.file for layer in spec.layers.values()),
     ]
     return RawCohort(
         clinical=table.loc[kept],
@@ -386,7 +344,7 @@ def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCo
         dropped=dropped,
         counts={"tumours": len(tumours), "normals": len(normal_ids)},
         grade_labels=grade_labels,
-        name=str(manifest.get("name", source.stem)),
+        name=spec.name,
         inputs=list(dict.fromkeys(inputs)),
         pipelines=pipelines,
         known_effects=known,

@@ -120,6 +120,23 @@ def test_preprocessing_is_set_for_all_layers_and_per_layer(tmp_path: Path) -> No
     ("edit", "error", "message"),
     [
         (lambda m: m.pop("layers"), ManifestError, "missing key 'layers'"),
+        (  # a misspelt key is an error naming its path and the closest valid key, never ignored
+            lambda m: m["layers"]["prot"].update(orientaton="features_x_samples"),
+            ManifestError,
+            "unknown key 'orientaton' in layers.prot. Did you mean 'orientation'?",
+        ),
+        (
+            lambda m: m.update(known_effect=[]),
+            ManifestError,
+            "unknown key 'known_effect' in the manifest. Did you mean 'known_effects'?",
+        ),
+        (
+            lambda m: m["clinical"]["sample_type"].update(tumor=["Tumor"]),
+            ManifestError,
+            "Did you mean 'tumour'?",
+        ),
+        (lambda m: m["drivers"].update(mutation={}), ManifestError, "unknown key 'mutation' in drivers"),
+        (lambda m: m["layers"].update(prot=["prot.tsv"]), ManifestError, "layers.prot must be a mapping"),
         (lambda m: m["layers"]["prot"].update(file="nope.tsv"), MissingFileError, "nope.tsv"),
         (
             lambda m: m["drivers"]["mutations"].update(genes=["PTEN", "KRASS"]),
