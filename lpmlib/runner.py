@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -15,6 +17,7 @@ import nbformat
 import papermill
 import yaml
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from jupyter_client.manager import AsyncKernelManager
 
 from lpmlib.artifacts import atomic_write, write_json, write_text
 from lpmlib.cv import n_workers
@@ -66,6 +69,21 @@ def ensure_kernel() -> str:
     return KERNEL_NAME
 
 
+class IPCKernelManager(AsyncKernelManager):
+    """A kernel that talks to papermill over unix sockets in a folder of its own, so that no kernel started
+    at the same moment by another chapter can take its port first (with TCP, two chapters starting side
+    by side could pick the same port: "Address already in use")."""
+
+    def __init__(self, **kwargs) -> None:
+        self._folder = tempfile.mkdtemp(prefix="lpm-kernel-")
+        super().__init__(transport="ipc", ip=os.path.join(self._folder, "kernel"), **kwargs)
+
+    def cleanup_resources(self, restart: bool = False) -> None:
+        super().cleanup_resources(restart=restart)
+        if not restart:
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+
 def declared_parameters(notebook: Path) -> set[str]:
     """Names assigned in the notebook's `parameters` cell."""
     return set(papermill.inspect_notebook(str(notebook)).keys())
@@ -84,6 +102,7 @@ def execute_notebook(notebook: Path, params: RunParams, project: Path) -> tuple[
         str(output),
         parameters=given,
         kernel_name=KERNEL_NAME,
+        kernel_manager_class=IPCKernelManager,
         cwd=str(project),
         progress_bar=False,
         log_output=False,
