@@ -205,8 +205,14 @@ def _spec(
     return cls(**(values | (parsed or {})))
 
 
-def _checked(raw: Any, cls: type, where: str, source: Path, required: set[str] | None = None,
-             skip: set[str] = frozenset()) -> dict:  # fmt: skip
+def _checked(
+    raw: Any,
+    cls: type,
+    where: str,
+    source: Path,
+    required: set[str] | None = None,
+    skip: set[str] = frozenset(),
+) -> dict:
     """The mapping `raw`, every key one of `cls`'s fields and every required one present."""
     if not isinstance(raw, dict):
         raise ManifestError(f"{where} must be a mapping of keys to values", file=source, value=raw)
