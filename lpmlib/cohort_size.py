@@ -47,7 +47,7 @@ def r2_by_cohort_size(
         folds = run_cv(
             cohort, Path(run_dir) / f"n{n_patients}", settings, n_folds, seed, n_jobs, log, **hyperparameters
         )
-        summary = q0_summary(q0_per_fold(cohort, folds), simulated.layer_truth.set_index("layer"))
+        summary = q0_summary(q0_per_fold(folds), simulated.layer_truth.set_index("layer"))
         summary = summary[
             (summary["metric"] == "r2_variance_weighted") & summary["layer"].isin(cohort.target_names)
         ]

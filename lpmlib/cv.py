@@ -94,8 +94,8 @@ class FoldResult:
         default_factory=pd.DataFrame
     )  # per layer, chosen on the inner split
     reused: bool = False
-    # the values the fold's model works on (a raw cohort preprocessed on its training patients); set by
-    # training and loading, None only in folds built by hand around a model
+    # the values the fold's model works on (a raw cohort preprocessed on its training patients), set by
+    # training and loading; every question and counterfactual reads the cohort from here
     cohort: Cohort | None = None
     training_seed: int = 1  # which of the fold's models (1 .. n_seeds)
 
@@ -108,11 +108,6 @@ class FoldResult:
     def label(self) -> str:
         """'fold 2' for a fold's first model, 'fold 2, seed 3' for its others."""
         return f"fold {self.fold}" + (f", seed {self.training_seed}" if self.training_seed > 1 else "")
-
-
-def fold_view(cohort: Cohort, fold: FoldResult) -> Cohort:
-    """The values a fold's model works on: the fold's own view, else (a fold built by hand) the cohort."""
-    return fold.cohort if fold.cohort is not None else cohort
 
 
 def fold_cohorts(source: Cohort | RawCohort, splits, pipeline: PipelineSettings | None) -> list[Cohort]:

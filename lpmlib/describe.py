@@ -88,11 +88,11 @@ def posterior_snr(model: LatentPerturbationModel, data: CohortTensors) -> dict[s
     }
 
 
-def posterior_snr_table(cohort: Cohort, folds: list) -> pd.DataFrame:
+def posterior_snr_table(folds: list) -> pd.DataFrame:
     """Encoders x models: `posterior_snr` on each fold's held-out patients, a column per model."""
     from lpmlib.perturb import held_out
 
-    table = pd.DataFrame({f.label: posterior_snr(f.model, held_out(cohort, f)) for f in folds})
+    table = pd.DataFrame({f.label: posterior_snr(f.model, held_out(f)) for f in folds})
     return table.rename_axis("encoder")
 
 

@@ -20,7 +20,7 @@ from sklearn.metrics import r2_score
 from threadpoolctl import threadpool_limits
 
 from lpmlib.cohort import Cohort
-from lpmlib.cv import DEEP, FoldResult, fold_view
+from lpmlib.cv import DEEP, FoldResult
 from lpmlib.linear import cohort_genomic_design, design, fit_reduced_rank_ridge, fit_ridge
 from lpmlib.model import INPUTS, evaluation_patterns
 from lpmlib.perturb import observed_held_out
@@ -36,7 +36,7 @@ Predictor = Callable[[Cohort, str, FoldResult, bool], np.ndarray]
 def linear_inputs(cohort: Cohort, layer: str, fold: FoldResult, genomics_only: bool) -> np.ndarray:
     """The linear baselines' inputs for predicting `layer`, as the LPM sees them: genomics, plus every
     PTM layer other than `layer` scaled like the model's inputs (a fold's training statistics)."""
-    view = fold_view(cohort, fold)
+    view = fold.cohort
     visible = [] if genomics_only else [p for p in view.ptm_names if p != layer]
     ptms = {p: fold.scaler.standardise(p, view.layers[p].values.to_numpy()) for p in visible}
     return design(cohort_genomic_design(view), ptms, visible)
@@ -47,7 +47,7 @@ def linear_predictor(fitter: Callable) -> Predictor:
 
     def predict(cohort: Cohort, layer: str, fold: FoldResult, genomics_only: bool) -> np.ndarray:
         x = linear_inputs(cohort, layer, fold, genomics_only)
-        y = fold_view(cohort, fold).layers[layer].values.to_numpy(dtype=np.float64)
+        y = fold.cohort.layers[layer].values.to_numpy(dtype=np.float64)
         return fitter(x[fold.train_rows], y[fold.train_rows]).predict(x[fold.test_rows])
 
     return predict
@@ -76,24 +76,25 @@ PREDICTORS: dict[str, Predictor] = {
 }
 
 
-def held_out_errors(cohort: Cohort, folds: list[FoldResult]) -> pd.DataFrame:
+def held_out_errors(folds: list[FoldResult]) -> pd.DataFrame:
     """One row per fold, method, layer and held-out patient: the squared error summed over features, with
     the R^2 of the fold in the same row (so per-patient tests and per-fold scores share one computation)."""
     with threadpool_limits(
         1
     ):  # one BLAS thread: fast for these small problems, and the same rounding anywhere
-        return pd.concat([_fold_errors(cohort, fold) for fold in folds], ignore_index=True)
+        return pd.concat([_fold_errors(fold) for fold in folds], ignore_index=True)
 
 
 TRAINED = ("lpm", "deep")  # the methods that differ between a fold's models; the linear baselines do not
 
 
-def _fold_errors(cohort: Cohort, fold: FoldResult) -> pd.DataFrame:
+def _fold_errors(fold: FoldResult) -> pd.DataFrame:
     """A fold's errors; the linear baselines are fitted once per fold, with its first model."""
+    cohort = fold.cohort
     rows = []
     methods = PREDICTORS if fold.training_seed == 1 else {m: PREDICTORS[m] for m in TRAINED}
     for layer in cohort.target_names + cohort.ptm_names:
-        truth = observed_held_out(cohort, fold, layer)
+        truth = observed_held_out(fold, layer)
         for model, predict in methods.items():
             for inputs in INPUTS:
                 predicted = predict(cohort, layer, fold, inputs == "genomics_only")
@@ -117,10 +118,10 @@ def _fold_errors(cohort: Cohort, fold: FoldResult) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def q0_per_fold(cohort: Cohort, folds: list[FoldResult], errors: pd.DataFrame | None = None) -> pd.DataFrame:
+def q0_per_fold(folds: list[FoldResult], errors: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per fold (and training seed of the LPM's models), layer, method and metric: the held-out R^2
     and the patients it rests on."""
-    errors = held_out_errors(cohort, folds) if errors is None else errors
+    errors = held_out_errors(folds) if errors is None else errors
     keys = model_keys(errors)
     per_fold = (
         errors.groupby(["method", "layer", *keys], sort=False)
@@ -300,9 +301,7 @@ def _enumerate(items: list[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
-def q0_held_out_performance(
-    cohort: Cohort, folds: list[FoldResult], layer_truth: pd.DataFrame | None = None
-) -> Answer:
+def q0_held_out_performance(folds: list[FoldResult], layer_truth: pd.DataFrame | None = None) -> Answer:
     """Q0: how well the LPM predicts held-out patients, beside its baselines on the same folds.
 
     Tables: `q0_read_outs` (`read_out_table`), `q0_cv_performance` (`q0_per_fold`), `q0_cv_summary`
@@ -310,9 +309,10 @@ def q0_held_out_performance(
     `<method>_<layer>` mean R^2 (`headline`), the target layers' sentence, the comparison with ridge, the
     read-outs the deep model contributes to, and the models per fold.
     """
+    cohort = folds[0].cohort
     read_outs = read_out_table(folds)
-    errors = held_out_errors(cohort, folds)
-    per_fold = q0_per_fold(cohort, folds, errors)
+    errors = held_out_errors(folds)
+    per_fold = q0_per_fold(folds, errors)
     summary = q0_summary(per_fold, layer_truth)
     versus = lpm_versus_ridge(cohort, errors)
     tables = {

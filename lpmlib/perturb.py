@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from lpmlib.cohort import Cohort
-from lpmlib.cv import FoldResult, fold_view
+from lpmlib.cv import FoldResult
 from lpmlib.model import LatentPerturbationModel
 from lpmlib.tensors import CohortTensors, LayerScaler
 
@@ -25,14 +25,14 @@ EditKind = Literal["knockout", "only", "wild_type"]
 Z_STATE = "z_state"
 
 
-def held_out(cohort: Cohort, fold: FoldResult) -> CohortTensors:
+def held_out(fold: FoldResult) -> CohortTensors:
     """The fold's held-out patients as model inputs, standardised with the fold's training statistics."""
-    return CohortTensors.build(fold_view(cohort, fold), fold.test_rows, fold.scaler)
+    return CohortTensors.build(fold.cohort, fold.test_rows, fold.scaler)
 
 
-def observed_held_out(cohort: Cohort, fold: FoldResult, layer: str) -> np.ndarray:
+def observed_held_out(fold: FoldResult, layer: str) -> np.ndarray:
     """The layer's true values for the fold's held-out patients, in original units."""
-    return fold_view(cohort, fold).layers[layer].values.to_numpy(dtype=np.float64)[fold.test_rows]
+    return fold.cohort.layers[layer].values.to_numpy(dtype=np.float64)[fold.test_rows]
 
 
 def ptm_mask(n: int, ptm_names: list[str], masked: list[str] | None = None) -> torch.Tensor:
@@ -62,9 +62,10 @@ def run_model(
     return result
 
 
-def predict_masked(cohort: Cohort, fold: FoldResult, masked: list[str] | None = None) -> Outputs:
+def predict_masked(fold: FoldResult, masked: list[str] | None = None) -> Outputs:
     """Held-out predictions with the named PTM layers masked (None: all masked, the genomics-only path)."""
-    data = held_out(cohort, fold)
+    cohort = fold.cohort
+    data = held_out(fold)
     mask = ptm_mask(len(data), cohort.ptm_names, masked)
     ptms = {name: data.layers[name] for name in cohort.ptm_names}
     return run_model(fold.model, fold.scaler, data.drivers, data.grade, ptms, mask)
@@ -87,13 +88,13 @@ def normal_inputs(view: Cohort, scaler: LayerScaler) -> tuple[dict[str, torch.Te
     return inputs, torch.as_tensor(np.column_stack(observed))
 
 
-def normal_state(cohort: Cohort, fold: FoldResult) -> np.ndarray | None:
+def normal_state(fold: FoldResult) -> np.ndarray | None:
     """The fold's normal-tissue state: the mean z_state of the normal samples (see `normal_inputs`),
     run through the fold's model as wild-type genomes (all drivers 0) of unknown grade (0: normal
     tissue has no tumour grade). None when no PTM layer has normal samples, since with every PTM
     masked the state would be the wild type's. Normals are never training data: every fold uses all.
     """
-    view = fold_view(cohort, fold)
+    view = fold.cohort
     normals = normal_inputs(view, fold.scaler)
     if normals is None:
         return None
@@ -134,15 +135,13 @@ class DriverEdit:
         return len(self.rows)
 
 
-def edit_drivers(
-    cohort: Cohort, fold: FoldResult, kind: EditKind, drivers: list[str] | None = None
-) -> dict[str, DriverEdit]:
+def edit_drivers(fold: FoldResult, kind: EditKind, drivers: list[str] | None = None) -> dict[str, DriverEdit]:
     """Apply one kind of edit to each driver's held-out carriers, all in one genomics-only forward pass.
 
     Every PTM layer is masked: the in-silico cell runs on genomics and grade alone. A driver without
     carriers in the fold gets an edit with zero rows.
     """
-    cohort = fold_view(cohort, fold)
+    cohort = fold.cohort
     names = cohort.driver_names if drivers is None else drivers
     for name in names:
         cohort.driver(name)  # an unknown name is an error listing the valid ones

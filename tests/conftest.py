@@ -42,7 +42,11 @@ def folds_around(model, cohort: Cohort, n_folds: int = 3) -> list[FoldResult]:
     """Folds that all use one given model (e.g. a hand-built module with the LPM's forward signature)."""
     folds = []
     for k, (train, test) in enumerate(fold_splits(cohort.n_patients, n_folds, seed=0), start=1):
-        folds.append(FoldResult(k, model, LayerScaler.fit(cohort, train), train, test, pd.DataFrame(), {}))
+        folds.append(
+            FoldResult(
+                k, model, LayerScaler.fit(cohort, train), train, test, pd.DataFrame(), {}, cohort=cohort
+            )
+        )
     return folds
 
 

@@ -123,8 +123,8 @@ def linear_cohort(template: Cohort, seed: int = 3) -> Cohort:
 def test_on_an_exactly_linear_cohort_the_lpm_matches_ridge(small_sim, tmp_path) -> None:
     cohort = linear_cohort(small_sim.cohort)
     folds = run_cv(cohort, tmp_path, TrainSettings(epochs=8), log=None, latent_dim=16, vae_latent_dim=8)
-    errors = held_out_errors(cohort, folds)
-    table = r2_table(q0_summary(q0_per_fold(cohort, folds, errors)))
+    errors = held_out_errors(folds)
+    table = r2_table(q0_summary(q0_per_fold(folds, errors)))
     for layer in cohort.target_names:
         assert table.loc[layer, "ridge_all"] > 0.5  # a real signal, which ridge finds
         assert abs(table.loc[layer, "lpm_all"] - table.loc[layer, "ridge_all"]) < 0.01, layer

@@ -245,9 +245,9 @@ def test_cross_validation_on_ucec_preprocesses_each_fold_on_its_own_training_pat
     views = [fold.cohort for fold in folds]
     assert all(view is not None and view.layers["protein"].values.shape == (90, 8) for view in views)
     assert not views[0].layers["protein"].loadings.equals(views[1].layers["protein"].loadings)
-    q0 = q0_per_fold(views[0], folds)
+    q0 = q0_per_fold(folds)
     assert set(q0["layer"]) == {"protein", "miRNA", "phospho", "acetyl"} and q0["value"].notna().all()
-    effects = q1_gene_knockout(views[0], folds, gene="TP53")["q1_feature_effects"]
+    effects = q1_gene_knockout(folds, gene="TP53")["q1_feature_effects"]
     assert set(effects["layer"]) == {"protein", "miRNA", "phospho", "acetyl"}
     assert (
         effects["feature"]

@@ -53,13 +53,14 @@ def oracle_folds(cohort, n_folds: int = 3) -> list[FoldResult]:
                 test,
                 pd.DataFrame(),
                 {p: truth for p in patterns},
+                cohort=cohort,
             )
         )
     return folds
 
 
 def test_q0_scores_perfect_predictions_as_one_and_ridge_below(cohort) -> None:
-    per_fold = q0_per_fold(cohort, oracle_folds(cohort))
+    per_fold = q0_per_fold(oracle_folds(cohort))
     assert len(per_fold) == 3 * len(cohort.layers) * 8 * 2
     lpm = per_fold[per_fold["method"].str.startswith(("lpm", "deep"))]
     assert np.allclose(lpm["value"], 1.0)
@@ -69,7 +70,7 @@ def test_q0_scores_perfect_predictions_as_one_and_ridge_below(cohort) -> None:
 
 
 def test_q0_summary_adds_the_noise_ceiling_only_for_simulated_cohorts(cohort) -> None:
-    per_fold = q0_per_fold(cohort, oracle_folds(cohort))
+    per_fold = q0_per_fold(oracle_folds(cohort))
     truth = pd.DataFrame({"noise_ceiling": 0.5}, index=pd.Index(list(cohort.layers), name="layer"))
     assert "noise_ceiling" not in set(q0_summary(per_fold)["method"])
     table = r2_table(q0_summary(per_fold, truth))

@@ -22,7 +22,7 @@ def test_only_the_rna_driver_moves_rna_and_by_exactly_its_vector(known) -> None:
     vector = model.rna_vector.double().numpy()
     n_carriers = 0
     for fold in folds:
-        edits = edit_drivers(cohort, fold, "knockout")
+        edits = edit_drivers(fold, "knockout")
         for name, edit in edits.items():
             rna_shift = edit.edited["rna"] - edit.baseline["rna"]
             expected = -np.tile(vector, (edit.n_carriers, 1)) if name == rna_name else 0.0
@@ -38,7 +38,7 @@ def test_edits_give_the_expected_genomes_and_keep_the_grade(known, kind) -> None
     for fold in folds:
         genome = held_out_genome(cohort, fold)
         grade = cohort.clinical["grade"].to_numpy()[fold.test_rows]
-        for j, (name, edit) in enumerate(edit_drivers(cohort, fold, kind).items()):
+        for j, (name, edit) in enumerate(edit_drivers(fold, kind).items()):
             assert np.array_equal(edit.rows, np.flatnonzero(genome[:, j] == 1))
             assert np.array_equal(edit.baseline[Z_STATE], genome[edit.rows])
             expected = np.zeros_like(genome[edit.rows])
@@ -54,7 +54,7 @@ def test_edits_give_the_expected_genomes_and_keep_the_grade(known, kind) -> None
 def test_the_edit_of_every_driver_is_one_forward_pass(known) -> None:
     cohort, model, folds = known
     model.calls = 0
-    edits = edit_drivers(cohort, folds[0], "knockout")
+    edits = edit_drivers(folds[0], "knockout")
     assert model.calls == 1 and len(edits) == len(cohort.driver_names)
 
 
@@ -62,14 +62,14 @@ def test_a_driver_without_carriers_gets_an_empty_edit(known) -> None:
     cohort, _, folds = known
     absent = [d for d in cohort.driver_names if cohort.driver(d).sum() == 0]
     assert absent, "the small simulated cohort has a driver without carriers"
-    edit = edit_drivers(cohort, folds[0], "knockout", absent)[absent[0]]
+    edit = edit_drivers(folds[0], "knockout", absent)[absent[0]]
     assert edit.n_carriers == 0 and edit.edited["rna"].shape == (0, cohort.layers["rna"].n_features)
 
 
 def test_an_unknown_driver_is_an_error_listing_the_valid_names(known) -> None:
     cohort, _, folds = known
     with pytest.raises(UnknownDriverError, match="Valid drivers: ERG, ETV1, ETV4, FOXA1") as error:
-        edit_drivers(cohort, folds[0], "knockout", ["FOXA1", "NOT_A_GENE"])
+        edit_drivers(folds[0], "knockout", ["FOXA1", "NOT_A_GENE"])
     assert "NOT_A_GENE" in str(error.value)
 
 
@@ -94,10 +94,10 @@ def test_ptm_mask_hides_exactly_the_named_layers(known) -> None:
         ptm_mask(2, names, ["not_a_layer"])
 
     fold = folds[0]
-    outputs = predict_masked(cohort, fold, ["acetyl"])
+    outputs = predict_masked(fold, ["acetyl"])
     for name in names:
         observed = cohort.layers[name].values.to_numpy()[fold.test_rows]
         expected = np.zeros_like(observed) if name == "acetyl" else observed
         assert np.allclose(outputs[name], expected, atol=1e-5), name
-    genomics_only = predict_masked(cohort, fold)
+    genomics_only = predict_masked(fold)
     assert all(np.all(genomics_only[name] == 0) for name in names)

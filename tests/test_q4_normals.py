@@ -138,18 +138,17 @@ def test_normal_state_is_the_mean_wild_type_state_of_the_normals_with_their_obse
     mask = torch.tensor([[True, i < 4, False] for i in range(6)])
     fold.model.eval()
     by_hand = fold.model(torch.zeros(6, 3), torch.zeros(6, dtype=torch.long), inputs, mask).z_state.double()
-    state = normal_state(view, fold)
+    state = normal_state(fold)
     np.testing.assert_allclose(state, by_hand.numpy().mean(axis=0), rtol=1e-6, atol=1e-8)
-    wild_type = edit_drivers(view, fold, "wild_type")["D1"].edited[Z_STATE][0]
+    wild_type = edit_drivers(fold, "wild_type")["D1"].edited[Z_STATE][0]
     assert not np.allclose(state, wild_type)  # the normals' PTM layers move the state
     for normals in ({}, {"prot": view.normals["prot"]}):  # none at all, or none in a PTM layer
-        assert normal_state(view, replace(fold, cohort=replace(view, normals=normals))) is None
+        assert normal_state(replace(fold, cohort=replace(view, normals=normals))) is None
 
 
 def test_q4_measures_distances_from_the_normal_state(trained) -> None:
     _, folds = trained
-    cohort = folds[0].cohort
-    answer = q4_resistance_driver(cohort, folds)
+    answer = q4_resistance_driver(folds)
     patients = answer["q4_resistance_per_patient"]
     assert list(patients.columns) == PATIENT_COLUMNS + NORMAL_PATIENT_COLUMNS
     assert np.isfinite(patients[NORMAL_PATIENT_COLUMNS].to_numpy()).all()
@@ -157,12 +156,12 @@ def test_q4_measures_distances_from_the_normal_state(trained) -> None:
     assert alone.any() and np.allclose(patients.loc[alone, "distance_fraction_normal"], 1.0)
 
     fold = folds[2]  # by hand: ||z(only D2) - z_normal|| / ||z(full) - z_normal|| per carrier
-    edit = edit_drivers(cohort, fold, "only", ["D2"])["D2"]
+    edit = edit_drivers(fold, "only", ["D2"])["D2"]
     mine = patients[(patients["driver"] == "D2") & (patients["fold"] == fold.fold)]
     lone = (mine["n_other_drivers"] == 0).to_numpy()[:, None]
     z_full = edit.baseline[Z_STATE]
     z_only = np.where(lone, z_full, edit.edited[Z_STATE])
-    z_normal = normal_state(cohort, fold)
+    z_normal = normal_state(fold)
     expected = np.linalg.norm(z_only - z_normal, axis=1) / np.linalg.norm(z_full - z_normal, axis=1)
     np.testing.assert_allclose(mine["distance_fraction_normal"], expected, rtol=1e-10)
 
@@ -181,9 +180,9 @@ def test_q4_measures_distances_from_the_normal_state(trained) -> None:
 
 def test_without_normals_q4_is_exactly_the_wild_type_analysis(trained) -> None:
     _, folds = trained
-    with_normals = q4_resistance_driver(folds[0].cohort, folds)
+    with_normals = q4_resistance_driver(folds)
     bare = without_normals(folds)
-    plain = q4_resistance_driver(bare[0].cohort, bare)
+    plain = q4_resistance_driver(bare)
     assert list(plain["q4_resistance_per_patient"].columns) == PATIENT_COLUMNS
     assert set(plain["q4_resistance_per_fold"]["quantity"]) == WILD_TYPE_QUANTITIES
     pd.testing.assert_frame_equal(
@@ -196,7 +195,7 @@ def test_without_normals_q4_is_exactly_the_wild_type_analysis(trained) -> None:
 
 def test_a_seed_layout_cohort_has_no_normal_quantities(small_sim, small_folds) -> None:
     assert small_sim.cohort.normals == {}
-    answer = q4_resistance_driver(small_sim.cohort, small_folds)
+    answer = q4_resistance_driver(small_folds)
     assert list(answer["q4_resistance_per_patient"].columns) == PATIENT_COLUMNS
     assert set(answer["q4_resistance_summary"]["quantity"]) == WILD_TYPE_QUANTITIES
 
@@ -217,9 +216,9 @@ def test_ucec_q4_measures_distances_from_normal_endometrium(tmp_path: Path) -> N
         "phospho": (49, 8),
         "acetyl": (49, 8),
     }
-    states = [normal_state(view, fold) for fold in folds]
+    states = [normal_state(fold) for fold in folds]
     assert all(np.isfinite(state).all() for state in states) and not np.allclose(states[0], states[1])
-    answer = q4_resistance_driver(view, folds)
+    answer = q4_resistance_driver(folds)
     patients = answer["q4_resistance_per_patient"]
     assert len(patients) == raw.drivers.to_numpy().sum()  # every carrier of every driver, once
     assert np.isfinite(patients[NORMAL_PATIENT_COLUMNS].to_numpy()).all()

@@ -75,7 +75,7 @@ def hand_built_folds(cohort: Cohort, weights: torch.Tensor) -> list:
 
 def deviation_by_forward_passes(cohort: Cohort, fold) -> np.ndarray:
     """F(genome), computed without captum: two evaluation passes, back to standardised model units."""
-    data = held_out(cohort, fold)
+    data = held_out(fold)
     n, names = len(data), cohort.ptm_names
     zeros = {p: torch.zeros(n, cohort.layers[p].n_features) for p in names}
     mask = ptm_mask(n, names)
@@ -87,7 +87,7 @@ def deviation_by_forward_passes(cohort: Cohort, fold) -> np.ndarray:
 
 def assert_complete(cohort: Cohort, folds: list) -> None:
     for fold in folds:
-        result = attribute_drivers(cohort, fold, n_steps=64)
+        result = attribute_drivers(fold, n_steps=64)
         deviation = deviation_by_forward_passes(cohort, fold)
         assert deviation.max() > 0
         np.testing.assert_allclose(result.deviation, deviation, rtol=1e-4, atol=1e-9)
@@ -115,7 +115,7 @@ def driver_two_answer():
     cohort = toy_cohort()
     weights = torch.zeros(4, 3)
     weights[2] = torch.tensor([1.0, -0.7, 0.4])
-    return cohort, q3_master_regulators(cohort, hand_built_folds(cohort, weights), top_k=1)
+    return cohort, q3_master_regulators(hand_built_folds(cohort, weights), top_k=1)
 
 
 def test_q3_ranks_the_only_influential_driver_first_in_every_fold(driver_two_answer) -> None:
@@ -151,7 +151,7 @@ def test_q3_gives_nan_with_a_reason_where_a_fold_has_no_carrier(driver_two_answe
 
 def test_q3_tables_use_every_held_out_patient(small_sim, small_folds) -> None:
     cohort = small_sim.cohort
-    answer = q3_master_regulators(cohort, small_folds, n_steps=16)
+    answer = q3_master_regulators(small_folds, n_steps=16)
     per_fold = answer["q3_attribution_per_fold"]
     assert list(per_fold.columns) == PER_FOLD_COLUMNS
     assert len(per_fold) == len(small_folds) * len(cohort.driver_names)

@@ -29,7 +29,7 @@ GENE = "FOXA1"
 
 @pytest.fixture(scope="module")
 def q1(small_sim, small_folds):
-    return q1_gene_knockout(small_sim.cohort, small_folds, gene=GENE)
+    return q1_gene_knockout(small_folds, gene=GENE)
 
 
 def with_drivers(cohort: Cohort, **columns: np.ndarray) -> Cohort:
@@ -74,7 +74,7 @@ def test_q1_one_carrier_and_all_carriers(small_sim, small_folds) -> None:
     lone[small_folds[2].test_rows[0]] = 1
     edited = with_drivers(cohort, SKIL=lone, ERG=np.ones(cohort.n_patients, dtype=int))
     folds = [dataclasses.replace(fold, cohort=edited) for fold in small_folds]  # the folds' view of it
-    per_fold = knockout_per_fold(edited, folds, ["SKIL", "ERG"])
+    per_fold = knockout_per_fold(folds, ["SKIL", "ERG"])
     skil = per_fold[per_fold["driver"] == "SKIL"]
     assert set(skil.loc[skil["n_carriers"] == 1, "fold"]) == {small_folds[2].fold}
     assert np.isfinite(skil.loc[skil["n_carriers"] == 1, "value"]).all()
@@ -103,7 +103,7 @@ def test_an_unknown_gene_is_an_error_listing_the_valid_names(small_sim, small_fo
     cohort = small_sim.cohort
     for question in (q1_gene_knockout, q2_fusion_deletion):
         with pytest.raises(UnknownDriverError, match="Valid drivers: ERG, ETV1"):
-            question(cohort, small_folds, gene="NOT_A_GENE")
+            question(small_folds, gene="NOT_A_GENE")
     with pytest.raises(UnknownDriverError, match="Valid drivers: ERG, ETV1"):
         knockout_permutation_null(cohort, "NOT_A_GENE", tmp_path, TrainSettings(), 0)
 
@@ -116,7 +116,7 @@ def test_feature_effects_equal_the_knockout_of_z_scored_features(small_sim, smal
         loadings = cohort.layers[layer].loadings
         effects, differences = [], []
         for fold in small_folds:
-            edit = edit_drivers(cohort, fold, "knockout", [GENE])[GENE]
+            edit = edit_drivers(fold, "knockout", [GENE])[GENE]
             features_after = edit.edited[layer] @ loadings.to_numpy()
             features_before = edit.baseline[layer] @ loadings.to_numpy()
             effects.append((features_after - features_before).mean(axis=0))
@@ -137,7 +137,7 @@ def test_feature_effects_equal_the_knockout_of_z_scored_features(small_sim, smal
 def test_q1_on_a_known_model(known) -> None:
     cohort, model, folds = known
     rna_driver = cohort.driver_names[RNA_DRIVER]
-    answer = q1_gene_knockout(cohort, folds, gene=rna_driver)
+    answer = q1_gene_knockout(folds, gene=rna_driver)
     summary = answer["q1_knockout_summary"].set_index(["driver", "layer", "quantity"])["mean"]
     vector = model.rna_vector.double().numpy()
     with_carriers = [d for d in cohort.driver_names if cohort.driver(d).sum() > 0]
@@ -168,8 +168,9 @@ def test_the_held_out_effect_test_supports_real_effects_and_not_fitted_ones(know
     )
     layers["metabolome"] = dataclasses.replace(metabolome, values=noise)
     cohort = dataclasses.replace(cohort, layers=layers)
-    edits = [edit_drivers(cohort, fold, "knockout") for fold in folds]
-    test = held_out_effect_test(held_out_effect_units(cohort, folds, edits)).set_index(["driver", "layer"])
+    folds = [dataclasses.replace(fold, cohort=cohort) for fold in folds]  # the folds' view of it
+    edits = [edit_drivers(fold, "knockout") for fold in folds]
+    test = held_out_effect_test(held_out_effect_units(folds, edits)).set_index(["driver", "layer"])
     rna_driver = cohort.driver_names[RNA_DRIVER]
     assert test.loc[(rna_driver, "rna"), "supported"] and test.loc[(rna_driver, "rna"), "mean_gain"] > 0
     on_metabolome = test.xs("metabolome", level="layer").dropna(subset=["gain_p_value"])
@@ -183,7 +184,7 @@ def test_the_held_out_effect_test_supports_real_effects_and_not_fitted_ones(know
 
 def test_q2_names_a_top_layer_only_where_the_comparison_separates_it(small_sim, small_folds) -> None:
     cohort = small_sim.cohort
-    answer = q2_fusion_deletion(cohort, small_folds, gene="ERG")
+    answer = q2_fusion_deletion(small_folds, gene="ERG")
     per_fold, summary = answer["q2_ptm_per_fold"], answer["q2_ptm_summary"]
     assert set(per_fold["layer"]) == set(summary["layer"]) == set(cohort.ptm_names)
     assert set(per_fold["quantity"]) == {"shift_standardised"}
@@ -200,9 +201,9 @@ def test_q2_names_a_top_layer_only_where_the_comparison_separates_it(small_sim, 
 
 def test_the_per_carrier_values_average_to_the_per_fold_values(small_sim, small_folds, q1) -> None:
     cohort = small_sim.cohort
-    edits = [edit_drivers(cohort, fold, "knockout") for fold in small_folds]
+    edits = [edit_drivers(fold, "knockout") for fold in small_folds]
     per_fold = q1["q1_knockout_per_fold"].set_index(["driver", "layer", "quantity", "fold"])["value"]
-    units = shift_units(cohort, small_folds, edits, GENE, cohort.ptm_names)
+    units = shift_units(small_folds, edits, GENE, cohort.ptm_names)
     for (layer, fold), value in units.groupby(["layer", "fold"])["value"].mean().items():
         assert value == pytest.approx(per_fold[(GENE, layer, "shift_standardised", fold)])
     storm = storm_units(small_folds, edits).groupby(["driver", "fold"])["value"].mean()
@@ -215,7 +216,7 @@ def test_the_per_carrier_values_average_to_the_per_fold_values(small_sim, small_
 
 def test_q4_on_a_known_model_gives_one_over_root_of_the_number_of_drivers(known) -> None:
     cohort, _, folds = known  # z_state is the genome: |z(only) - z(wt)| = 1, |z(full) - z(wt)| = sqrt(k)
-    answer = q4_resistance_driver(cohort, folds)
+    answer = q4_resistance_driver(folds)
     patients = answer["q4_resistance_per_patient"]
     k = patients["n_other_drivers"] + 1
     assert np.allclose(patients["distance_only"], 1.0) and np.allclose(patients["distance_full"], np.sqrt(k))
@@ -228,7 +229,7 @@ def test_q4_on_a_known_model_gives_one_over_root_of_the_number_of_drivers(known)
 
 def test_q4_fractions_are_one_for_lone_carriers_and_finite_elsewhere(small_sim, small_folds) -> None:
     cohort = small_sim.cohort
-    answer = q4_resistance_driver(cohort, small_folds)
+    answer = q4_resistance_driver(small_folds)
     patients = answer["q4_resistance_per_patient"]
     alone = patients["n_other_drivers"] == 0
     assert alone.any() and (patients.loc[alone, "distance_fraction"] == 1.0).all()

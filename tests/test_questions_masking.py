@@ -95,7 +95,7 @@ def held_out(cohort: Cohort, layer: str, fold) -> np.ndarray:
 def test_q5_scores_masked_predictions_against_the_true_values() -> None:
     cohort = planted_cohort(n=60)
     folds = coupled_folds(cohort)
-    answer = q5_ptm_dependency(cohort, folds)
+    answer = q5_ptm_dependency(folds)
     dependency = answer["q5_dependency_per_fold"].set_index(["ptm", "fold"])
     pairs = answer["q5_pair_matrix_per_fold"].set_index(["ptm", "also_masked", "fold"])
     for fold in folds:
@@ -113,7 +113,7 @@ def test_q5_scores_masked_predictions_against_the_true_values() -> None:
 def test_q6_scores_the_endpoint_against_its_true_values() -> None:
     cohort = planted_cohort(n=60)
     folds = coupled_folds(cohort)
-    per_fold = q6_storm_leader(cohort, folds)["q6_leader_per_fold"].set_index(["ptm", "fold"])
+    per_fold = q6_storm_leader(folds)["q6_leader_per_fold"].set_index(["ptm", "fold"])
     for fold in folds:
         truth = held_out(cohort, "metabolome", fold)
         kept = r2_score(truth, held_out(cohort, "independent", fold), multioutput="variance_weighted")
@@ -127,7 +127,7 @@ def test_q6_scores_the_endpoint_against_its_true_values() -> None:
 
 def test_q6_names_the_one_layer_that_adds_beyond_genomics_and_tests_each_gain() -> None:
     cohort = planted_cohort(n=90, linear=True)
-    answer = q6_storm_leader(cohort, coupled_folds(cohort))
+    answer = q6_storm_leader(coupled_folds(cohort))
     leader = answer["q6_leader"].set_index("ptm")
     assert leader.index[0] == "independent" and leader["is_leader"].tolist() == [True, False, False]
     assert leader.loc["independent", "gain_p_adjusted"] < 0.05 and leader.loc["independent", "ci_low"] > 0
@@ -140,7 +140,7 @@ def test_q6_names_the_one_layer_that_adds_beyond_genomics_and_tests_each_gain() 
 
 def test_q6_names_no_single_leader_between_two_exact_copies() -> None:
     cohort = planted_cohort(n=90, endpoint_from="source", linear=True)
-    answer = q6_storm_leader(cohort, coupled_folds(cohort, SourceOrCopy))
+    answer = q6_storm_leader(coupled_folds(cohort, SourceOrCopy))
     leader = answer["q6_leader"].set_index("ptm")
     assert set(leader.index[:2]) == {"source", "copy"} and not leader["is_leader"].any()
     assert (leader.loc[["source", "copy"], "gain_p_adjusted"] < 0.05).all()  # both gain, equally
@@ -151,7 +151,7 @@ def test_q6_names_no_single_leader_between_two_exact_copies() -> None:
 
 def test_q5_tests_each_gain_over_genomics_and_each_pair_loss() -> None:
     cohort = planted_cohort(n=90)
-    answer = q5_ptm_dependency(cohort, coupled_folds(cohort))
+    answer = q5_ptm_dependency(coupled_folds(cohort))
     gain = answer["q5_dependency_gain"].set_index("ptm")
     coupled = gain.loc[["source", "copy"]]
     assert (coupled["gain_p_adjusted"] < 0.05).all() and (coupled["mean"] > 0.5).all()
@@ -165,9 +165,9 @@ def test_undefined_r2_is_nan_with_a_reason() -> None:
     fold = coupled_folds(cohort)[0]
     one_patient = dataclasses.replace(fold, test_rows=fold.test_rows[:1])
     for table in (
-        q5_ptm_dependency(cohort, [one_patient])["q5_dependency_per_fold"],
-        q5_ptm_dependency(cohort, [one_patient])["q5_pair_matrix_per_fold"],
-        q6_storm_leader(cohort, [one_patient])["q6_leader_per_fold"],
+        q5_ptm_dependency([one_patient])["q5_dependency_per_fold"],
+        q5_ptm_dependency([one_patient])["q5_pair_matrix_per_fold"],
+        q6_storm_leader([one_patient])["q6_leader_per_fold"],
     ):
         assert (
             table.select_dtypes("number")
@@ -185,10 +185,10 @@ def test_an_unknown_or_ptm_endpoint_is_a_clear_error() -> None:
     cohort = planted_cohort(n=60)
     folds = coupled_folds(cohort)
     with pytest.raises(KeyError, match="metabolome") as error:
-        q6_storm_leader(cohort, folds, endpoint="metabolite")
+        q6_storm_leader(folds, endpoint="metabolite")
     assert "metabolite" in str(error.value)
     with pytest.raises(ValueError, match="target layer"):
-        q6_storm_leader(cohort, folds, endpoint="copy")
+        q6_storm_leader(folds, endpoint="copy")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +205,7 @@ def planted_run(tmp_path_factory):
     cohort = planted_cohort()
     settings = TrainSettings(epochs=10)
     folds = run_cv(cohort, tmp_path_factory.mktemp("planted"), settings, n_folds=3, log=None, **SMALL_MODEL)
-    return cohort, folds, q5_ptm_dependency(cohort, folds), q6_storm_leader(cohort, folds)
+    return cohort, folds, q5_ptm_dependency(folds), q6_storm_leader(folds)
 
 
 def test_q5_predicts_the_copy_from_the_rest_and_not_the_independent_layer(planted_run) -> None:
@@ -245,7 +245,7 @@ def test_q6_finds_the_layer_the_metabolome_depends_on(planted_run) -> None:
 
 def test_q5_q6_tables_on_simulated_folds(small_sim, small_folds) -> None:
     cohort = small_sim.cohort
-    q5, q6 = q5_ptm_dependency(cohort, small_folds), q6_storm_leader(cohort, small_folds)
+    q5, q6 = q5_ptm_dependency(small_folds), q6_storm_leader(small_folds)
     dependency, leader = q5["q5_dependency_per_fold"], q6["q6_leader_per_fold"]
     assert list(dependency.columns) == [
         "ptm",

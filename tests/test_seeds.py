@@ -26,16 +26,16 @@ def answers(cohort, folds) -> dict[str, pd.DataFrame]:
     """Every table of every question, and Q0's."""
     tables = {}
     for answer in (
-        q1_gene_knockout(cohort, folds, gene="ERG"),
-        q2_fusion_deletion(cohort, folds, gene="ERG"),
-        q3_master_regulators(cohort, folds, n_steps=8),
-        q4_resistance_driver(cohort, folds),
-        q5_ptm_dependency(cohort, folds),
-        q6_storm_leader(cohort, folds),
+        q1_gene_knockout(folds, gene="ERG"),
+        q2_fusion_deletion(folds, gene="ERG"),
+        q3_master_regulators(folds, n_steps=8),
+        q4_resistance_driver(folds),
+        q5_ptm_dependency(folds),
+        q6_storm_leader(folds),
     ):
         tables |= answer.tables
-    errors = held_out_errors(cohort, folds)
-    tables["q0_cv_summary"] = q0_summary(q0_per_fold(cohort, folds, errors))
+    errors = held_out_errors(folds)
+    tables["q0_cv_summary"] = q0_summary(q0_per_fold(folds, errors))
     tables["q0_lpm_versus_ridge"] = lpm_versus_ridge(cohort, errors)
     return tables
 

@@ -28,7 +28,7 @@ def cohort(small_sim):
 def q0_csv(cohort, run_dir: Path, n_jobs: int = 1, settings: TrainSettings = SETTINGS) -> tuple[bytes, list]:
     folds = run_cv(cohort, run_dir, settings, N_FOLDS, n_jobs=n_jobs, log=None, **SMALL)
     path = run_dir / "q0.csv"
-    q0_per_fold(cohort, folds).to_csv(path, index=False)
+    q0_per_fold(folds).to_csv(path, index=False)
     return path.read_bytes(), folds
 
 
@@ -47,7 +47,7 @@ def copy_run(trained, tmp_path: Path) -> Path:
 def test_training_beats_the_mean_predictor_on_held_out_patients(tmp_path: Path) -> None:
     cohort = simulate_cohort(SimulationConfig()).cohort
     folds = run_cv(cohort, tmp_path, log=None)  # the default cohort, settings and model
-    q0 = q0_per_fold(cohort, folds)
+    q0 = q0_per_fold(folds)
     lpm = q0[(q0["method"] == "lpm_all") & (q0["metric"] == "r2_variance_weighted")]
     by_layer = lpm.groupby("layer")["value"].mean()
     # the held-out mean predictor scores 0; the training-fold mean scores slightly below

@@ -97,21 +97,21 @@ def test_each_fold_is_preprocessed_on_its_own_training_patients(manifest_run) ->
 
 def test_every_question_runs_on_the_fold_views(manifest_run) -> None:
     params, folds = manifest_run
-    cohort = workflow.prepare_cohort(params)
-    q1 = knockout.q1_gene_knockout(cohort, folds, gene="TP53", top_features=3)["q1_feature_effects"]
+    workflow.prepare_cohort(params)  # as the chapters do, before they load the folds
+    q1 = knockout.q1_gene_knockout(folds, gene="TP53", top_features=3)["q1_feature_effects"]
     assert set(q1["feature"].dropna()) <= {f"G{j}" for j in range(5)}  # genes, not components
-    assert not attribution.q3_master_regulators(cohort, folds, n_steps=4)["q3_attribution_summary"].empty
+    assert not attribution.q3_master_regulators(folds, n_steps=4)["q3_attribution_summary"].empty
     assert "distance_fraction_normal" in set(
-        resistance.q4_resistance_driver(cohort, folds)["q4_resistance_summary"]["quantity"]
+        resistance.q4_resistance_driver(folds)["q4_resistance_summary"]["quantity"]
     )
     assert (
         workflow.endpoint(params) == "prot" and workflow.endpoint(params.replace(endpoint="phos")) == "phos"
     )
-    known = knockout.known_effect_check(cohort, folds, workflow.known_effects(params))
+    known = knockout.known_effect_check(folds, workflow.known_effects(params))
     assert known[["driver", "feature", "n_ranked"]].values.tolist() == [["TP53", "G2", 5]]
     assert 1 <= known.loc[0, "rank"] <= 5 and known.loc[0, "top_fraction"] == known.loc[0, "rank"] / 5
     assert known.loc[0, "reversed"] == (known.loc[0, "effect"] < 0)
-    leader = masking.q6_storm_leader(cohort, folds, endpoint=workflow.endpoint(params))["q6_leader"]
+    leader = masking.q6_storm_leader(folds, endpoint=workflow.endpoint(params))["q6_leader"]
     assert set(leader["endpoint"]) == {"prot"}
 
 

@@ -23,8 +23,7 @@ import pandas as pd
 import torch
 from captum.attr import IntegratedGradients, Saliency
 
-from lpmlib.cohort import Cohort
-from lpmlib.cv import FoldResult, fold_view
+from lpmlib.cv import FoldResult
 from lpmlib.perturb import held_out, ptm_mask
 from lpmlib.questions import Answer, verdict_table
 from lpmlib.stats import model_keys, rank_stability, seed_means, separate_best, summarise_folds
@@ -64,11 +63,11 @@ class DriverAttributions:
     completeness_error: np.ndarray  # sum of IG attributions - (F(genome) - F(wild type))
 
 
-def attribute_drivers(cohort: Cohort, fold: FoldResult, n_steps: int = 64) -> DriverAttributions:
+def attribute_drivers(fold: FoldResult, n_steps: int = 64) -> DriverAttributions:
     """Integrated gradients from the wild-type genome and gradient saliency for every held-out patient."""
     model = fold.model.eval()
-    data = held_out(cohort, fold)
-    view = fold_view(cohort, fold)
+    data = held_out(fold)
+    view = fold.cohort
     ptm_dims = {name: view.layers[name].n_features for name in view.ptm_names}
     forward = ptm_deviation(model, ptm_dims)
     wild_genome = torch.zeros_like(data.drivers)
@@ -93,8 +92,9 @@ def attribute_drivers(cohort: Cohort, fold: FoldResult, n_steps: int = 64) -> Dr
     )
 
 
-def attribution_rows(cohort: Cohort, fold: FoldResult, result: DriverAttributions) -> list[dict]:
+def attribution_rows(fold: FoldResult, result: DriverAttributions) -> list[dict]:
     """One row per driver: attribution summaries over the fold's held-out patients and carriers."""
+    cohort = fold.cohort
     rows = []
     for j, driver in enumerate(cohort.driver_names):
         carriers = result.genome[:, j]
@@ -115,8 +115,9 @@ def attribution_rows(cohort: Cohort, fold: FoldResult, result: DriverAttribution
     return rows
 
 
-def carrier_attributions(cohort: Cohort, fold: FoldResult, result: DriverAttributions) -> pd.DataFrame:
+def carrier_attributions(fold: FoldResult, result: DriverAttributions) -> pd.DataFrame:
     """Per driver and held-out carrier (`unit`): its integrated-gradients attribution to that driver."""
+    cohort = fold.cohort
     frames = [
         pd.DataFrame(
             {
@@ -166,9 +167,7 @@ def ranking_stability(per_fold: pd.DataFrame, top_k: int) -> pd.DataFrame:
     return table.sort_values(["mean_rank", "driver"], na_position="last", ignore_index=True)
 
 
-def q3_master_regulators(
-    cohort: Cohort, folds: list[FoldResult], n_steps: int = 64, top_k: int = 3
-) -> Answer:
+def q3_master_regulators(folds: list[FoldResult], n_steps: int = 64, top_k: int = 3) -> Answer:
     """Attribution to each driver of the predicted PTM deviation from the wild type, per fold and overall.
 
     Tables: `q3_attribution_per_fold`, `q3_attribution_summary`, `q3_rank_stability` (ranked by the
@@ -179,10 +178,10 @@ def q3_master_regulators(
     """
     rows, checks, units = [], [], []
     for fold in folds:
-        result = attribute_drivers(cohort, fold, n_steps)
-        rows += attribution_rows(cohort, fold, result)
+        result = attribute_drivers(fold, n_steps)
+        rows += attribution_rows(fold, result)
         checks.append(completeness_row(fold, result))
-        units.append(carrier_attributions(cohort, fold, result))
+        units.append(carrier_attributions(fold, result))
     per_fold = pd.DataFrame(rows)
     scores = per_fold.rename(columns={"ig_mean_carriers": "value"})
     separation = separate_best(scores, pd.concat(units, ignore_index=True), "driver", paired=False)

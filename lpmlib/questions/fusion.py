@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lpmlib.cohort import Cohort
 from lpmlib.cv import FoldResult
 from lpmlib.perturb import edit_drivers
 from lpmlib.questions import Answer, verdict_table
@@ -22,7 +21,7 @@ def top_layer_counts(per_fold: pd.DataFrame) -> pd.Series:
     return winners.value_counts().reindex(per_fold["layer"].unique(), fill_value=0)
 
 
-def q2_fusion_deletion(cohort: Cohort, folds: list[FoldResult], gene: str = "ERG") -> Answer:
+def q2_fusion_deletion(folds: list[FoldResult], gene: str = "ERG") -> Answer:
     """Q2: the knockout of `gene` per PTM layer on a common scale (`shift_standardised`).
 
     Tables: `q2_ptm_per_fold` and `q2_ptm_summary` (with `rank`, 1 = highest mean, and `n_folds_top`,
@@ -31,15 +30,16 @@ def q2_fusion_deletion(cohort: Cohort, folds: list[FoldResult], gene: str = "ERG
     and the folds); `q2_verdict`: the PTM layer the deletion moves most, where the comparison separates
     it, else none and the layers that cannot be separated.
     """
+    cohort = folds[0].cohort
     cohort.driver(gene)
-    edits = [edit_drivers(cohort, fold, "knockout", [gene]) for fold in folds]
-    table = per_fold_table(cohort, folds, edits)
+    edits = [edit_drivers(fold, "knockout", [gene]) for fold in folds]
+    table = per_fold_table(folds, edits)
     per_fold = table[table["layer"].isin(cohort.ptm_names) & (table["quantity"] == "shift_standardised")]
     per_fold = per_fold.reset_index(drop=True)
     summary = summarise(per_fold, SUMMARY_KEYS)
     summary["rank"] = summary["mean"].rank(ascending=False, method="min")
     summary["n_folds_top"] = summary["layer"].map(top_layer_counts(per_fold)).astype(int)
-    units = shift_units(cohort, folds, edits, gene, cohort.ptm_names)
+    units = shift_units(folds, edits, gene, cohort.ptm_names)
     separation = separate_best(per_fold, units, "layer", paired=True)
     verdict = verdict_table(separation, "PTM layer", {"driver": gene})
     tables = {

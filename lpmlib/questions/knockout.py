@@ -11,8 +11,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from lpmlib.cohort import Cohort
-from lpmlib.cv import FoldResult, fold_view
+from lpmlib.cv import FoldResult
 from lpmlib.manifest import KnownEffect
 from lpmlib.perturb import Z_STATE, DriverEdit, edit_drivers, observed_held_out
 from lpmlib.questions import Answer, verdict_table
@@ -65,17 +64,16 @@ EFFECT_TEST_COLUMNS = [
 ]
 
 
-def held_out_effect_units(
-    cohort: Cohort, folds: list[FoldResult], edits: list[dict[str, DriverEdit]]
-) -> pd.DataFrame:
+def held_out_effect_units(folds: list[FoldResult], edits: list[dict[str, DriverEdit]]) -> pd.DataFrame:
     """Per driver, layer and held-out carrier (`unit`): the carrier's squared error (summed over the layer's
     features) of the genomics-only prediction with the driver knocked out, minus that with its own genome
     (`value`), beside the latter (`error_own`). Positive where the driver's predicted effect brings the
     prediction closer to what was observed in the carrier."""
+    cohort = folds[0].cohort
     layers = cohort.target_names + cohort.ptm_names
     frames = []
     for fold, fold_edits in zip(folds, edits):
-        observed = {layer: observed_held_out(cohort, fold, layer) for layer in layers}
+        observed = {layer: observed_held_out(fold, layer) for layer in layers}
         for driver, edit in fold_edits.items():
             for layer in layers:
                 own = squared_errors(observed[layer][edit.rows], edit.baseline[layer])
@@ -137,19 +135,19 @@ def effect_test_sentence(test: pd.DataFrame) -> str:
 
 
 def feature_shift(
-    cohort: Cohort, fold: FoldResult, edit: DriverEdit, layer: str
+    fold: FoldResult, edit: DriverEdit, layer: str
 ) -> tuple[pd.Series | None, pd.Series | None]:
     """One fold's knockout shift and observed carrier minus non-carrier difference of `layer`, per
     feature (None when undefined): PC scores are mapped to z-scored features through the fold's
     loadings; a layer without loadings is already in features. Folds of a raw cohort may select
     different features."""
-    view = fold_view(cohort, fold).layers[layer]
+    view = fold.cohort.layers[layer]
     values, loadings = view.values, view.loadings
     matrix = None if loadings is None else loadings.loc[list(values.columns)].to_numpy(dtype=float)
     to_features = lambda v: v if matrix is None else v @ matrix  # noqa: E731
     names = values.columns if loadings is None else loadings.columns
     effect = to_features(shift(edit, layer).mean(axis=0)) if edit.n_carriers else None
-    difference = carrier_difference(observed_held_out(cohort, fold, layer), edit.rows)
+    difference = carrier_difference(observed_held_out(fold, layer), edit.rows)
     as_series = lambda v: None if v is None else pd.Series(v, index=names)  # noqa: E731
     return as_series(effect), as_series(None if difference is None else to_features(difference))
 
@@ -203,7 +201,6 @@ def top_feature_rows(
 
 
 def feature_effects(
-    cohort: Cohort,
     folds: list[FoldResult],
     edits: list[dict[str, DriverEdit]],
     gene: str,
@@ -218,38 +215,37 @@ def feature_effects(
     effects of co-occurring drivers). `n_folds`: folds with carriers. With several models per fold, the
     mean is over every model (each fold has as many).
     """
+    cohort = folds[0].cohort
     tables = []
     n_carriers = sum(edit[gene].n_carriers for fold, edit in zip(folds, edits) if fold.training_seed == 1)
     n_folds = len({fold.fold for fold, edit in zip(folds, edits) if edit[gene].n_carriers})
     for layer in cohort.target_names + cohort.ptm_names:
-        pairs = [feature_shift(cohort, fold, edit[gene], layer) for fold, edit in zip(folds, edits)]
+        pairs = [feature_shift(fold, edit[gene], layer) for fold, edit in zip(folds, edits)]
         effects = [e for e, _ in pairs if e is not None]
         differences = [d for (_, d), fold in zip(pairs, folds) if d is not None and fold.training_seed == 1]
         tables.append(top_feature_rows(gene, layer, effects, differences, n_folds, n_carriers, top_features))
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=FEATURE_COLUMNS)
 
 
-def feature_ranks(
-    cohort: Cohort, folds: list[FoldResult], gene: str, layer: str, features: list[str]
-) -> pd.DataFrame:
+def feature_ranks(folds: list[FoldResult], gene: str, layer: str, features: list[str]) -> pd.DataFrame:
     """Where named features stand in Q1's knockout of `gene` on `layer`: `effect`,
     `observed_difference` (see `feature_effects`), `rank` by |effect| among all the layer's features
     (1 = largest) and `n_ranked`, the features ranked. For checks against known biology, such as a
     mutated gene's own protein moving against its mutant-vs-wild-type difference."""
-    edits = [edit_drivers(cohort, fold, "knockout", [gene]) for fold in folds]
-    table = feature_effects(cohort, folds, edits, gene, top_features=sys.maxsize)
+    edits = [edit_drivers(fold, "knockout", [gene]) for fold in folds]
+    table = feature_effects(folds, edits, gene, top_features=sys.maxsize)
     table = table[table["layer"] == layer].assign(n_ranked=lambda t: len(t))
     return table[table["feature"].isin(features)].reset_index(drop=True)
 
 
-def known_effect_check(cohort: Cohort, folds: list[FoldResult], known: list[KnownEffect]) -> pd.DataFrame:
+def known_effect_check(folds: list[FoldResult], known: list[KnownEffect]) -> pd.DataFrame:
     """Q1 against known biology: for each known effect, the reversal's mean `effect` on the feature and
     its `observed_difference` (see `feature_effects`), whether the reversal moves the feature back
     (`reversed`: against the direction it is `altered` in carriers), and its `rank` by |effect| among
     the `n_ranked` features of its layer (`top_fraction` = rank / n_ranked)."""
     rows = []
     for item in known:
-        found = feature_ranks(cohort, folds, item.driver, item.layer, [item.feature])
+        found = feature_ranks(folds, item.driver, item.layer, [item.feature])
         row = {"driver": item.driver, "layer": item.layer, "feature": item.feature, "altered": item.altered}
         if found.empty:
             rows.append(row | {"note": "no fold selected this feature, or no fold has carriers"})
@@ -271,9 +267,7 @@ def known_effect_check(cohort: Cohort, folds: list[FoldResult], known: list[Know
     return pd.DataFrame(rows, columns=KNOWN_COLUMNS)
 
 
-def q1_gene_knockout(
-    cohort: Cohort, folds: list[FoldResult], gene: str = "FOXA1", top_features: int = 20
-) -> Answer:
+def q1_gene_knockout(folds: list[FoldResult], gene: str = "FOXA1", top_features: int = 20) -> Answer:
     """Q1: knock out every driver in its held-out carriers (one batched pass per fold).
 
     Tables: `q1_knockout_per_fold` (see `knockout_per_fold`), `q1_knockout_summary` (per driver,
@@ -285,23 +279,24 @@ def q1_gene_knockout(
     driver's predicted effect on each layer (`held_out_effect_test`, a null without retraining). An unknown
     `gene` raises UnknownDriverError listing the valid names.
     """
+    cohort = folds[0].cohort
     cohort.driver(gene)
-    edits = [edit_drivers(cohort, fold, "knockout") for fold in folds]
-    per_fold = per_fold_table(cohort, folds, edits)
+    edits = [edit_drivers(fold, "knockout") for fold in folds]
+    per_fold = per_fold_table(folds, edits)
     layers = cohort.target_names + cohort.ptm_names
     gene_rows = per_fold[per_fold["driver"] == gene]
     layer_scores = quantity_scores(gene_rows, "layer", "shift_standardised")
-    layer_units = shift_units(cohort, folds, edits, gene, layers)
+    layer_units = shift_units(folds, edits, gene, layers)
     by_layer = separate_best(layer_scores, layer_units, "layer", paired=True)
     storm_scores = quantity_scores(per_fold, "driver", "storm_intensity", Z_STATE)
     by_driver = separate_best(storm_scores, storm_units(folds, edits), "driver", paired=False)
     summary = summarise(per_fold, SUMMARY_KEYS)
-    effect_test = held_out_effect_test(held_out_effect_units(cohort, folds, edits))
+    effect_test = held_out_effect_test(held_out_effect_units(folds, edits))
     tables = {
         "q1_effect_test": effect_test,
         "q1_knockout_per_fold": per_fold,
         "q1_knockout_summary": summary,
-        "q1_feature_effects": feature_effects(cohort, folds, edits, gene, top_features),
+        "q1_feature_effects": feature_effects(folds, edits, gene, top_features),
         "q1_layer_verdict": verdict_table(by_layer, "layer", {"driver": gene}),
         "q1_storm_verdict": verdict_table(by_driver, "driver", {"quantity": "storm_intensity"}),
         "q1_storm_comparison": by_driver.table.rename(columns={"item": "driver"}),

@@ -59,17 +59,18 @@ def masked_layers(pattern: str, ptm_names: list[str]) -> list[str]:
     return [name for name, seen in zip(ptm_names, patterns[pattern].tolist()) if not seen]
 
 
-def pattern_prediction(cohort: Cohort, fold: FoldResult, pattern: str, layer: str) -> np.ndarray:
+def pattern_prediction(fold: FoldResult, pattern: str, layer: str) -> np.ndarray:
     """Held-out prediction of `layer` under a named pattern: stored by `run_cv`, else computed."""
+    cohort = fold.cohort
     stored = fold.predictions.get(pattern, {})
     if layer in stored:
         return stored[layer]
-    return predict_masked(cohort, fold, masked_layers(pattern, cohort.ptm_names))[layer]
+    return predict_masked(fold, masked_layers(pattern, cohort.ptm_names))[layer]
 
 
-def score_pattern(cohort: Cohort, fold: FoldResult, pattern: str, layer: str) -> Scored:
+def score_pattern(fold: FoldResult, pattern: str, layer: str) -> Scored:
     """R^2 of the prediction of `layer` under `pattern` against its true held-out values."""
-    return pooled_r2(observed_held_out(cohort, fold, layer), pattern_prediction(cohort, fold, pattern, layer))
+    return pooled_r2(observed_held_out(fold, layer), pattern_prediction(fold, pattern, layer))
 
 
 def join_notes(*notes: str) -> str:
@@ -99,24 +100,26 @@ def long_summary(per_fold: pd.DataFrame, by: list[str], metrics: list[str]) -> p
 # Q5: PTM dependency
 
 
-def dependency_gains(cohort: Cohort, fold: FoldResult) -> pd.DataFrame:
+def dependency_gains(fold: FoldResult) -> pd.DataFrame:
     """Per PTM layer and held-out patient: its squared error from genomics only minus that from the other
     layers (and genomics), what the other layers add beyond genomics."""
+    cohort = fold.cohort
     gains = []
     for ptm in cohort.ptm_names:
-        truth = observed_held_out(cohort, fold, ptm)
-        floor = squared_errors(truth, pattern_prediction(cohort, fold, "genomics_only", ptm))
-        rest = squared_errors(truth, pattern_prediction(cohort, fold, f"without_{ptm}", ptm))
+        truth = observed_held_out(fold, ptm)
+        floor = squared_errors(truth, pattern_prediction(fold, "genomics_only", ptm))
+        rest = squared_errors(truth, pattern_prediction(fold, f"without_{ptm}", ptm))
         gains.append(gain_units({"ptm": ptm}, fold, floor, rest))
     return pd.concat(gains, ignore_index=True)
 
 
-def dependency_rows(cohort: Cohort, fold: FoldResult) -> list[dict]:
+def dependency_rows(fold: FoldResult) -> list[dict]:
     """Per PTM layer: R^2 when masked and predicted from the other PTM layers, and from genomics only."""
+    cohort = fold.cohort
     rows = []
     for ptm in cohort.ptm_names:
-        from_rest = score_pattern(cohort, fold, f"without_{ptm}", ptm)
-        floor = score_pattern(cohort, fold, "genomics_only", ptm)
+        from_rest = score_pattern(fold, f"without_{ptm}", ptm)
+        floor = score_pattern(fold, "genomics_only", ptm)
         scores = {
             "r2_from_rest": from_rest,
             "r2_genomics_only": floor,
@@ -126,22 +129,24 @@ def dependency_rows(cohort: Cohort, fold: FoldResult) -> list[dict]:
     return rows
 
 
-def pair_predictions(cohort: Cohort, fold: FoldResult) -> dict[frozenset[str], Outputs]:
+def pair_predictions(fold: FoldResult) -> dict[frozenset[str], Outputs]:
     """Held-out outputs with each unordered pair of PTM layers masked (one forward pass per pair)."""
+    cohort = fold.cohort
     names = cohort.ptm_names
     pairs = {frozenset((p, q)) for p in names for q in names if p != q}
-    return {pair: predict_masked(cohort, fold, sorted(pair)) for pair in pairs}
+    return {pair: predict_masked(fold, sorted(pair)) for pair in pairs}
 
 
-def pair_rows(cohort: Cohort, fold: FoldResult) -> tuple[list[dict], list[pd.DataFrame]]:
+def pair_rows(fold: FoldResult) -> tuple[list[dict], list[pd.DataFrame]]:
     """Per ordered pair (p, q): R^2 of p with p and q masked, and the R^2 of p lost by masking q too;
     and per patient, the squared error of p that masking q too adds."""
-    outputs = pair_predictions(cohort, fold)
+    cohort = fold.cohort
+    outputs = pair_predictions(fold)
     rows, losses = [], []
     for ptm in cohort.ptm_names:
-        truth = observed_held_out(cohort, fold, ptm)
-        from_rest = score_pattern(cohort, fold, f"without_{ptm}", ptm)
-        rest_errors = squared_errors(truth, pattern_prediction(cohort, fold, f"without_{ptm}", ptm))
+        truth = observed_held_out(fold, ptm)
+        from_rest = score_pattern(fold, f"without_{ptm}", ptm)
+        rest_errors = squared_errors(truth, pattern_prediction(fold, f"without_{ptm}", ptm))
         for other in (q for q in cohort.ptm_names if q != ptm):
             predicted = outputs[frozenset((ptm, other))][ptm]
             both = pooled_r2(truth, predicted)
@@ -155,7 +160,7 @@ def pair_rows(cohort: Cohort, fold: FoldResult) -> tuple[list[dict], list[pd.Dat
     return rows, losses
 
 
-def q5_ptm_dependency(cohort: Cohort, folds: list[FoldResult]) -> Answer:
+def q5_ptm_dependency(folds: list[FoldResult]) -> Answer:
     """How well each PTM layer is predicted from the others, and which other layer it depends on.
 
     A layer's dependency is what the other layers add beyond genomics: its R^2 from the other layers (and
@@ -169,9 +174,9 @@ def q5_ptm_dependency(cohort: Cohort, folds: list[FoldResult]) -> Answer:
     R^2(without p and q), what q contributes to predicting p) and `q5_pair_matrix_summary` (r2_lost
     across folds, and its test).
     """
-    dependency = pd.DataFrame([row for fold in folds for row in dependency_rows(cohort, fold)])
-    gains = pd.concat([dependency_gains(cohort, fold) for fold in folds], ignore_index=True)
-    pair_results = [pair_rows(cohort, fold) for fold in folds]
+    dependency = pd.DataFrame([row for fold in folds for row in dependency_rows(fold)])
+    gains = pd.concat([dependency_gains(fold) for fold in folds], ignore_index=True)
+    pair_results = [pair_rows(fold) for fold in folds]
     pairs = pd.DataFrame([row for rows, _ in pair_results for row in rows], columns=PAIR_COLUMNS)
     losses = [loss for _, fold_losses in pair_results for loss in fold_losses]
     pair_summary = summarise_folds(pairs, by=["ptm", "also_masked"], value="r2_lost")
@@ -220,14 +225,15 @@ def check_endpoint(cohort: Cohort, endpoint: str) -> None:
         raise ValueError(f"endpoint {endpoint!r} is a PTM input layer; choose a target layer: {targets}")
 
 
-def leader_rows(cohort: Cohort, fold: FoldResult, endpoint: str) -> list[dict]:
+def leader_rows(fold: FoldResult, endpoint: str) -> list[dict]:
     """Per PTM layer: R^2 of the endpoint with only that layer kept, the floor, ceiling and LOO drop."""
-    floor = score_pattern(cohort, fold, "genomics_only", endpoint)
-    ceiling = score_pattern(cohort, fold, "all", endpoint)
+    cohort = fold.cohort
+    floor = score_pattern(fold, "genomics_only", endpoint)
+    ceiling = score_pattern(fold, "all", endpoint)
     rows = []
     for ptm in cohort.ptm_names:
-        only = score_pattern(cohort, fold, f"only_{ptm}", endpoint)
-        without = score_pattern(cohort, fold, f"without_{ptm}", endpoint)
+        only = score_pattern(fold, f"only_{ptm}", endpoint)
+        without = score_pattern(fold, f"without_{ptm}", endpoint)
         scores = {
             "r2_only": only,
             "r2_genomics_only": floor,
@@ -239,17 +245,18 @@ def leader_rows(cohort: Cohort, fold: FoldResult, endpoint: str) -> list[dict]:
     return rows
 
 
-def endpoint_gains(cohort: Cohort, fold: FoldResult, endpoint: str) -> pd.DataFrame:
+def endpoint_gains(fold: FoldResult, endpoint: str) -> pd.DataFrame:
     """Per PTM layer and held-out patient (`unit`): the endpoint's squared error from genomics only minus
     its squared error with that layer kept (and genomics), what the layer adds beyond genomics."""
-    truth = observed_held_out(cohort, fold, endpoint)
-    floor = squared_errors(truth, pattern_prediction(cohort, fold, "genomics_only", endpoint))
+    cohort = fold.cohort
+    truth = observed_held_out(fold, endpoint)
+    floor = squared_errors(truth, pattern_prediction(fold, "genomics_only", endpoint))
     gains = [
         gain_units(
             {"ptm": ptm},
             fold,
             floor,
-            squared_errors(truth, pattern_prediction(cohort, fold, f"only_{ptm}", endpoint)),
+            squared_errors(truth, pattern_prediction(fold, f"only_{ptm}", endpoint)),
         )
         for ptm in cohort.ptm_names
     ]
@@ -304,7 +311,7 @@ def leader_table(per_fold: pd.DataFrame, gains: pd.DataFrame, separation: Separa
     return table.reindex(columns=LEADER_COLUMNS)
 
 
-def q6_storm_leader(cohort: Cohort, folds: list[FoldResult], endpoint: str = "metabolome") -> Answer:
+def q6_storm_leader(folds: list[FoldResult], endpoint: str = "metabolome") -> Answer:
     """Which single PTM layer carries most of the information about the endpoint (the storm leader).
 
     A layer is judged by what it adds beyond genomics: R^2 of the endpoint with that layer kept (and
@@ -318,9 +325,10 @@ def q6_storm_leader(cohort: Cohort, folds: list[FoldResult], endpoint: str = "me
     `q6_leader_summary`, `q6_leader` (per layer, best first: `leader_table`) and `q6_verdict` (the
     leader or none, the layers that cannot be separated from the best, and the verdict in words).
     """
+    cohort = folds[0].cohort
     check_endpoint(cohort, endpoint)
-    per_fold = pd.DataFrame([row for fold in folds for row in leader_rows(cohort, fold, endpoint)])
-    gains = pd.concat([endpoint_gains(cohort, fold, endpoint) for fold in folds], ignore_index=True)
+    per_fold = pd.DataFrame([row for fold in folds for row in leader_rows(fold, endpoint)])
+    gains = pd.concat([endpoint_gains(fold, endpoint) for fold in folds], ignore_index=True)
     scores = per_fold.rename(columns={"r2_gain_over_genomics": "value"})
     separation = separate_best(scores, gains, "ptm", paired=True)
     metrics = ["r2_only", "r2_genomics_only", "r2_all", "r2_gain_over_genomics", "loo_drop"]

@@ -18,7 +18,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from lpmlib.cohort import Cohort, check_drivers
-from lpmlib.cv import fold_view, n_workers, run_cv
+from lpmlib.cv import n_workers, run_cv
 from lpmlib.manifest import RawCohort
 from lpmlib.questions.shifts import SUMMARY_KEYS, knockout_per_fold
 from lpmlib.stats import benjamini_hochberg, summarise_folds
@@ -78,7 +78,7 @@ def one_permutation(
         n_seeds=n_seeds,
         **hyperparameters,
     )
-    statistics = knockout_statistics(knockout_per_fold(fold_view(permuted, folds[0]), folds, [gene]))
+    statistics = knockout_statistics(knockout_per_fold(folds, [gene]))
     statistics.insert(0, "permutation", index)
     return statistics
 

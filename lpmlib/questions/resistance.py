@@ -8,7 +8,6 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from lpmlib.cohort import Cohort
 from lpmlib.cv import FoldResult
 from lpmlib.perturb import Z_STATE, edit_drivers, normal_state
 from lpmlib.questions import Answer, verdict_table
@@ -55,7 +54,7 @@ def reference_distances(
     return {"distance_only": d_only, "distance_full": d_full, "distance_fraction": fraction}
 
 
-def resistance_per_patient(cohort: Cohort, fold: FoldResult) -> pd.DataFrame:
+def resistance_per_patient(fold: FoldResult) -> pd.DataFrame:
     """Per held-out carrier of each driver: distances of z_state from the wild-type z_state.
 
     `distance_only` = ||z(only this driver) - z(wild type)||, `distance_full` = ||z(own genome) -
@@ -65,9 +64,10 @@ def resistance_per_patient(cohort: Cohort, fold: FoldResult) -> pd.DataFrame:
     Where the cohort has normal samples, `distance_only_normal`, `distance_full_normal` and
     `distance_fraction_normal` measure the same from the fold's normal-tissue state (`normal_state`).
     """
-    only = edit_drivers(cohort, fold, "only")
-    wild = edit_drivers(cohort, fold, "wild_type")
-    z_normal = normal_state(cohort, fold)
+    cohort = fold.cohort
+    only = edit_drivers(fold, "only")
+    wild = edit_drivers(fold, "wild_type")
+    z_normal = normal_state(fold)
     genome = cohort.drivers.to_numpy()[fold.test_rows]
     case_ids = cohort.case_ids[fold.test_rows]
     columns = PATIENT_COLUMNS + (NORMAL_PATIENT_COLUMNS if z_normal is not None else [])
@@ -137,7 +137,7 @@ def resistance_fold_rows(patients: pd.DataFrame, fold: FoldResult, drivers: list
     return rows
 
 
-def q4_resistance_driver(cohort: Cohort, folds: list[FoldResult]) -> Answer:
+def q4_resistance_driver(folds: list[FoldResult]) -> Answer:
     """Q4: for carriers of each driver, inhibit all other drivers and see how far z_state stays from
     the wild-type state, as a fraction of the full genome's distance (see `resistance_per_patient`).
 
@@ -155,7 +155,8 @@ def q4_resistance_driver(cohort: Cohort, folds: list[FoldResult]) -> Answer:
     Tables: `q4_resistance_per_patient`, `q4_resistance_per_fold`, `q4_resistance_summary`,
     `q4_comparison`, `q4_verdict`.
     """
-    patients = pd.concat([resistance_per_patient(cohort, fold) for fold in folds], ignore_index=True)
+    cohort = folds[0].cohort
+    patients = pd.concat([resistance_per_patient(fold) for fold in folds], ignore_index=True)
     rows = []
     for fold in folds:
         mine = (patients["fold"] == fold.fold) & (patients[SEED] == fold.training_seed)

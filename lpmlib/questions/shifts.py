@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lpmlib.cohort import Cohort
 from lpmlib.cv import FoldResult
 from lpmlib.perturb import Z_STATE, DriverEdit, edit_drivers, observed_held_out
 from lpmlib.stats import SEED, mean_rms, one_seed, summarise_folds
@@ -36,9 +35,9 @@ def mean_norm(change: np.ndarray) -> float:
     return float(np.linalg.norm(change, axis=1).mean()) if len(change) else np.nan
 
 
-def residual_spread(cohort: Cohort, fold: FoldResult, layer: str) -> float:
+def residual_spread(fold: FoldResult, layer: str) -> float:
     """RMS over held-out patients and features of observed minus the genomics-only prediction."""
-    residual = observed_held_out(cohort, fold, layer) - fold.predictions["genomics_only"][layer]
+    residual = observed_held_out(fold, layer) - fold.predictions["genomics_only"][layer]
     return float(np.sqrt(np.mean(residual**2)))
 
 
@@ -57,7 +56,6 @@ def shift(edit: DriverEdit, layer: str) -> np.ndarray:
 
 
 def shift_units(
-    cohort: Cohort,
     folds: list[FoldResult],
     edits: list[dict[str, DriverEdit]],
     driver: str,
@@ -69,7 +67,7 @@ def shift_units(
     for fold, fold_edits in zip(folds, edits):
         edit = fold_edits[driver]
         for layer in layers:
-            spread = residual_spread(cohort, fold, layer)
+            spread = residual_spread(fold, layer)
             rms = np.sqrt(np.mean(shift(edit, layer) ** 2, axis=1))
             frames.append(
                 pd.DataFrame(
@@ -151,11 +149,12 @@ def layer_quantities(
     }
 
 
-def knockout_fold_rows(cohort: Cohort, fold: FoldResult, edits: dict[str, DriverEdit]) -> list[dict]:
+def knockout_fold_rows(fold: FoldResult, edits: dict[str, DriverEdit]) -> list[dict]:
     """The per-fold rows of the knockouts in `edits` (one batched edit of this fold)."""
+    cohort = fold.cohort
     layers = cohort.target_names + cohort.ptm_names
-    spread = {layer: residual_spread(cohort, fold, layer) for layer in layers}
-    observed = {layer: observed_held_out(cohort, fold, layer) for layer in layers}
+    spread = {layer: residual_spread(fold, layer) for layer in layers}
+    observed = {layer: observed_held_out(fold, layer) for layer in layers}
     rows = []
     for driver, edit in edits.items():
         absent = "" if edit.n_carriers else no_carrier_note(driver)
@@ -168,17 +167,13 @@ def knockout_fold_rows(cohort: Cohort, fold: FoldResult, edits: dict[str, Driver
     return rows
 
 
-def per_fold_table(
-    cohort: Cohort, folds: list[FoldResult], edits: list[dict[str, DriverEdit]]
-) -> pd.DataFrame:
+def per_fold_table(folds: list[FoldResult], edits: list[dict[str, DriverEdit]]) -> pd.DataFrame:
     """Q1's per-fold rows of knockouts already run, one dict of edits per fold."""
-    rows = [row for fold, edit in zip(folds, edits) for row in knockout_fold_rows(cohort, fold, edit)]
+    rows = [row for fold, edit in zip(folds, edits) for row in knockout_fold_rows(fold, edit)]
     return pd.DataFrame(rows, columns=PER_FOLD_COLUMNS)
 
 
-def knockout_per_fold(
-    cohort: Cohort, folds: list[FoldResult], drivers: list[str] | None = None
-) -> pd.DataFrame:
+def knockout_per_fold(folds: list[FoldResult], drivers: list[str] | None = None) -> pd.DataFrame:
     """Q1's per-fold table for `drivers` (default all), one batched knockout per fold.
 
     Quantities: `storm_intensity` (layer `z_state`): mean over carriers of the L2 norm of the
@@ -189,7 +184,7 @@ def knockout_per_fold(
     held-out carriers' mean minus the non-carriers' mean of the observed layer. A shift is
     knocked-out minus factual.
     """
-    return per_fold_table(cohort, folds, [edit_drivers(cohort, fold, "knockout", drivers) for fold in folds])
+    return per_fold_table(folds, [edit_drivers(fold, "knockout", drivers) for fold in folds])
 
 
 def summarise(per_fold: pd.DataFrame, by: list[str], counts: list[str] = COUNTS) -> pd.DataFrame:
