@@ -35,7 +35,7 @@ def reversals(tmp_path_factory) -> pd.DataFrame:
         pytest.skip(f"the public CPTAC UCEC data are not at {UCEC}")
     cohort = read_manifest(PROJECT / "examples/ucec.yaml", UCEC)
     folds = run_cv(cohort, tmp_path_factory.mktemp("ucec"), log=None)
-    return known_effect_check(folds[0].cohort, folds, cohort.known_effects).set_index("driver")
+    return known_effect_check(folds, cohort.known_effects).set_index("driver")
 
 
 @pytest.mark.slow
