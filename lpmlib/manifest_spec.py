@@ -105,14 +105,14 @@ class ManifestSpec:
     """A whole manifest: where its files are, the clinical table, the drivers, the layers and the rest."""
 
     source: Path
-    name: str
-    data_dir: str | None
+    name: str = ""  # the manifest file's stem when not given
+    data_dir: str | None = None  # None: the caller gives the folder
     clinical: ClinicalSpec
     drivers: DriversSpec
     layers: dict[str, LayerSpec]
-    preprocessing: dict[str, Any]
-    endpoint: str
-    known_effects: tuple[KnownEffect, ...]
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    endpoint: str = "metabolome"
+    known_effects: tuple[KnownEffect, ...] = ()
 
 
 def parse_manifest(path: str | Path) -> ManifestSpec:
@@ -231,11 +231,6 @@ def _checked(
             for f in fields
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         }
-        required -= (
-            {"name", "data_dir", "preprocessing", "endpoint", "known_effects"}
-            if cls is ManifestSpec
-            else set()
-        )
     for key in sorted(required, key=names.index):
         if key not in raw:
             raise ManifestError(f"missing key '{key}' in {where}", file=source)

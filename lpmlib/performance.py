@@ -154,10 +154,11 @@ def lpm_versus_ridge(cohort: Cohort, errors: pd.DataFrame, baseline: str = "ridg
         for inputs in INPUTS:
             lpm = errors[(errors["method"] == f"lpm_{inputs}") & (errors["layer"] == layer)]
             base = errors[(errors["method"] == f"{baseline}_{inputs}") & (errors["layer"] == layer)]
-            lpm_r2 = seed_means(lpm, ["fold", "patient"], "r2_variance_weighted").groupby("fold")[
+            per_model = lpm.drop_duplicates(model_keys(lpm))  # one R^2 per fold and model
+            lpm_r2 = seed_means(per_model, ["fold"], "r2_variance_weighted").set_index("fold")[
                 "r2_variance_weighted"
             ]
-            differences = (lpm_r2.first() - base.groupby("fold")["r2_variance_weighted"].first()).to_numpy()
+            differences = (lpm_r2 - base.groupby("fold")["r2_variance_weighted"].first()).to_numpy()
             lpm = seed_means(lpm, ["fold", "patient"], "squared_error")
             mean, low, high = mean_interval(differences)
             error_gap = lpm["squared_error"].to_numpy() - base["squared_error"].to_numpy()
