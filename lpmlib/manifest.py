@@ -86,7 +86,7 @@ class RawCohort:
             chosen = settings or self.pipelines.get(name, PipelineSettings())
             pipeline = RawLayerPipeline(chosen).fit(raw.iloc[train_rows], purity)
             values = pipeline.transform(raw, purity)
-            loadings = pipeline.loadings if chosen.n_components is not None else None
+            loadings = pipeline.loadings if pipeline.projected else None
             layers[name] = Layer(name, self.roles[name], values, loadings)  # type: ignore[arg-type]
             if name in self.normals:
                 frame = self.normals[name]
@@ -130,7 +130,12 @@ def _read_matrix(spec: TableSpec, root: Path, source: Path, where: str) -> pd.Da
     return table.rename_axis(CASE_ID)
 
 
-def _sample_types(clinical: pd.DataFrame, spec: SampleTypeSpec, path: Path) -> tuple[pd.Index, pd.Index]:
+def _sample_types(
+    clinical: pd.DataFrame, spec: SampleTypeSpec | None, path: Path
+) -> tuple[pd.Index, pd.Index]:
+    """The tumour and the normal samples of the clinical file (all tumours without a sample type)."""
+    if spec is None:
+        return clinical.index, pd.Index([])
     if spec.column not in clinical.columns:
         raise ManifestError("sample-type column not in the clinical file", file=path, column=spec.column)
     values = clinical[spec.column].astype(str)

@@ -54,7 +54,7 @@ class ColumnSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class ClinicalSpec(TableSpec):
-    sample_type: SampleTypeSpec
+    sample_type: SampleTypeSpec | None = None  # None: every sample of the clinical file is a tumour
     grade: ColumnSpec | None = None
     purity: ColumnSpec | None = None
 
@@ -158,7 +158,11 @@ def parse_manifest(path: str | Path) -> ManifestSpec:
 
 def _clinical(raw: Any, source: Path) -> ClinicalSpec:
     keys = _checked(raw, ClinicalSpec, "clinical", source)
-    sample_type = _spec(keys["sample_type"], SampleTypeSpec, "clinical.sample_type", source)
+    sample_type = (
+        None
+        if keys.get("sample_type") is None
+        else _spec(keys["sample_type"], SampleTypeSpec, "clinical.sample_type", source)
+    )
     required = {"grade": {"column", "mapping"}, "purity": {"column"}}
     columns = {
         name: _spec(keys[name], ColumnSpec, f"clinical.{name}", source, required=needed)

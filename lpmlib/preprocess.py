@@ -82,6 +82,8 @@ class PipelineSettings:
     n_components: PCA components; None models the selected features directly, z-scored.
     regress_purity: remove a linear purity effect per feature, fitted on training patients.
     seed: random state handed to the PCA.
+    model_ready: the values are model-ready already (PC scores, or features scaled by their own
+        pipeline): they are used unchanged, no step is fitted, and a missing value is an error.
     """
 
     log_transform: bool = False
@@ -90,6 +92,7 @@ class PipelineSettings:
     n_components: int | None = DEFAULT_N_COMPONENTS
     regress_purity: bool = True
     seed: int = 42
+    model_ready: bool = False
 
     CONSTRAINTS: ClassVar[Constraints] = {
         "log_transform": Flag(),
@@ -98,6 +101,7 @@ class PipelineSettings:
         "n_components": (Interval(int, 1), Options((None,))),
         "regress_purity": Flag(),
         "seed": Interval(int, 0, 2**32, closed="left"),
+        "model_ready": Flag(),
     }
 
     def __post_init__(self) -> None:
@@ -157,6 +161,8 @@ class RawLayerPipeline:
     6. `LayerProjector` (z-score + PCA, capped at patients/features), or with `n_components=None` a
        z-score by the training mean and SD (SD 0 -> 1).
 
+    With `model_ready` every value is used unchanged (a missing one is an error).
+
     `transform` needs the raw columns seen in `fit`, as a set: they are reordered by name, and a
     missing or extra column is an error. Purity is a Series indexed by patient with an entry (possibly
     NaN) for every patient of `raw`; it may hold other patients too, whose values are ignored. Each
@@ -174,7 +180,13 @@ class RawLayerPipeline:
         self._check_frame(raw)
         if raw.shape[0] < 2 or raw.shape[1] < 1:
             raise ValueError(f"fit needs >= 2 patients and >= 1 feature, got shape {raw.shape}")
-        values = _numeric(raw, self.settings.log_transform)
+        values = _numeric(raw, self.settings.log_transform and not self.settings.model_ready)
+        if self.settings.model_ready and np.isnan(values).any():
+            row, column = np.argwhere(np.isnan(values))[0]
+            raise ValueError(
+                f"a model-ready layer has a missing value (sample '{raw.index[row]}', column "
+                f"'{raw.columns[column]}'); impute it, or preprocess the raw values instead of model_ready"
+            )
         self.features_in_ = list(raw.columns)
         self.missing_fraction_ = pd.Series(np.isnan(values).mean(axis=0), index=raw.columns)
         keep = (self.missing_fraction_ <= self.settings.max_missing_fraction).to_numpy()
@@ -199,6 +211,8 @@ class RawLayerPipeline:
         frame = self._prepared(raw, purity)
         if self.projector_ is not None:
             return self.projector_.transform(frame)
+        if self.scaler_ is None:
+            return frame
         z = self.scaler_.transform(frame.to_numpy())
         return pd.DataFrame(z, index=frame.index, columns=self.selected_features_)
 
@@ -213,6 +227,12 @@ class RawLayerPipeline:
             return self.projector_.loadings
         names = self.selected_features_
         return pd.DataFrame(np.eye(len(names)), index=names, columns=names)
+
+    @property
+    def projected(self) -> bool:
+        """Whether the values are principal-component scores (with loadings back to the features)."""
+        self._check_fitted()
+        return self.projector_ is not None
 
     @property
     def selected_features(self) -> list[str]:
@@ -238,7 +258,9 @@ class RawLayerPipeline:
         self, values: np.ndarray, patients: pd.Index, purity: pd.Series | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature least-squares purity slopes; returns the purity-adjusted values and the slopes."""
-        self.purity_used_ = self.settings.regress_purity and purity is not None
+        self.purity_used_ = (
+            self.settings.regress_purity and purity is not None and not self.settings.model_ready
+        )
         slopes = np.zeros(values.shape[1])
         self.purity_mean_ = self.purity_median_ = None
         if not self.purity_used_:
@@ -256,14 +278,17 @@ class RawLayerPipeline:
 
     def _top_variance(self, values: np.ndarray) -> np.ndarray:
         """Column positions of the most variable features, in column order (ties: earlier first)."""
+        if self.settings.model_ready:
+            return np.arange(values.shape[1])
         order = np.argsort(-values.var(axis=0), kind="stable")
         return np.sort(order[: self.settings.top_variance])
 
     def _fit_model(self, frame: pd.DataFrame) -> None:
-        """Z-score + PCA by `LayerProjector`, or the z-score alone."""
-        n = self.settings.n_components
+        """Z-score + PCA by `LayerProjector`, the z-score alone, or nothing for model-ready values."""
+        n = None if self.settings.model_ready else self.settings.n_components
         self.projector_ = None if n is None else LayerProjector(n, self.settings.seed).fit(frame)
-        self.scaler_ = StandardScaler().fit(frame.to_numpy()) if n is None else None
+        scaled = n is None and not self.settings.model_ready
+        self.scaler_ = StandardScaler().fit(frame.to_numpy()) if scaled else None
 
     def _prepared(self, raw: pd.DataFrame, purity: pd.Series | None) -> pd.DataFrame:
         """Selected features of `raw`, log-transformed, imputed and purity-adjusted with fitted statistics."""
@@ -277,7 +302,9 @@ class RawLayerPipeline:
                 f"transform needs the raw columns seen in fit; missing {missing[:5]} "
                 f"({len(missing)}), unexpected {extra[:5]} ({len(extra)})"
             )
-        values = _numeric(raw[self.selected_features_], self.settings.log_transform)
+        values = _numeric(
+            raw[self.selected_features_], self.settings.log_transform and not self.settings.model_ready
+        )
         values = np.where(np.isnan(values), self.medians_.to_numpy(), values)
         if self.purity_used_:
             if purity is None:

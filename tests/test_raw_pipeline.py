@@ -151,6 +151,18 @@ def test_without_pca_the_z_scored_selected_features_keep_their_names() -> None:
     assert pipeline.report()["n_components"] is None
 
 
+def test_model_ready_values_pass_unchanged_whatever_the_purity_and_other_settings() -> None:
+    raw, purity = cohort(missing=0.0)
+    pipeline = RawLayerPipeline(PipelineSettings(model_ready=True, top_variance=5, log_transform=True))
+    out = pipeline.fit(raw.iloc[:40], purity).transform(raw, purity)
+    pd.testing.assert_frame_equal(out, raw, check_exact=True)
+    assert not pipeline.projected and pipeline.selected_features == list(raw.columns)
+    with_gap = raw.copy()
+    with_gap.iloc[3, 2] = np.nan
+    with pytest.raises(ValueError, match="model-ready layer has a missing value .sample 'P3', column 'G2'"):
+        RawLayerPipeline(PipelineSettings(model_ready=True)).fit(with_gap)
+
+
 def test_with_all_components_scores_times_loadings_reconstruct_the_z_scores() -> None:
     raw, purity = cohort(n=40, p=15)
     pipeline = RawLayerPipeline(PipelineSettings(top_variance=15, n_components=15))

@@ -8,12 +8,15 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
 from test_manifest import edited, write_small_cohort
 
 from lpmlib import workflow
+from lpmlib.cohort import GRADE_COLUMN, METADATA_FILE, layer_file_name, parse_grade, write_seed_layout
+from lpmlib.cv import fold_cohorts, fold_splits
 from lpmlib.errors import IncompleteRunError
 from lpmlib.manifest import RawCohort
 from lpmlib.params import RunParams
@@ -285,3 +288,45 @@ def test_each_source_says_what_its_cohort_is_and_what_folds_train_on(manifest_ru
     # every fold carries its view: a raw cohort's own preprocessing, a model-ready cohort itself
     assert all(fold.cohort is not None and fold.cohort.n_patients == cohort.n_patients for fold in folds)
     assert simulated.fold_cohort(np.arange(5)) is simulated
+
+
+def test_a_seed_layout_cohort_read_back_through_a_manifest_is_the_same_cohort(tmp_path: Path) -> None:
+    config = SimulationConfig(
+        n_patients=20, n_components=4, n_ptm_features=8, n_metabolome_features=8, monte_carlo_draws=2
+    )
+    written = simulate_cohort(config).cohort
+    for layer in written.layers.values():
+        layer.loadings = None  # a manifest layer of model-ready values has no loadings
+    folder = write_seed_layout(written, tmp_path / "cohort")
+    seed_layout = cohort_source(RunParams(data_dir=str(folder), n_folds=4))
+    expected = seed_layout.cohort()
+    meta = pd.read_csv(folder / METADATA_FILE, dtype=str)
+    grades = {label: parse_grade(label) for label in meta[GRADE_COLUMN].unique()}
+    manifest = {
+        "data_dir": ".",
+        "clinical": {
+            "file": METADATA_FILE,
+            "sep": ",",
+            "grade": {"column": GRADE_COLUMN, "mapping": {k: v for k, v in grades.items() if v}},
+        },
+        "drivers": {"clinical": {name: {"column": name, "altered": ["1"]} for name in expected.drivers}},
+        "layers": {
+            name: {"file": layer_file_name(name, layer.role), "sep": ",", "role": layer.role}
+            for name, layer in expected.layers.items()
+        },
+        "preprocessing": {"model_ready": True},
+    }
+    (folder / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    through_manifest = cohort_source(RunParams(manifest=str(folder / "manifest.yaml"), n_folds=4))
+    splits = fold_splits(expected.n_patients, n_folds=4)
+    views = {
+        "seed layout": fold_cohorts(seed_layout.training_input(expected), splits, None),
+        "manifest": fold_cohorts(through_manifest.training_input(through_manifest.cohort()), splits, None),
+    }
+    for cohort in [through_manifest.cohort(), *views["manifest"], *views["seed layout"]]:
+        pd.testing.assert_series_equal(cohort.clinical["grade"], expected.clinical["grade"])
+        pd.testing.assert_frame_equal(cohort.drivers, expected.drivers)
+        assert list(cohort.layers) == list(expected.layers)
+        for name, layer in cohort.layers.items():
+            assert layer.role == expected.layers[name].role and layer.loadings is None
+            pd.testing.assert_frame_equal(layer.values, expected.layers[name].values, check_exact=True)
