@@ -19,9 +19,12 @@ import pandas as pd
 
 from lpmlib.errors import (
     AllMissingColumnError,
+    AmbiguousValueError,
     CohortError,
     DuplicateCaseIdError,
+    DuplicateColumnError,
     EmptyFileError,
+    EncodingError,
     InvalidGradeError,
     MissingCaseIdError,
     MissingFileError,
@@ -29,6 +32,7 @@ from lpmlib.errors import (
     NoCommonPatientsError,
     NonFiniteValueError,
     NonNumericValueError,
+    OutOfRangeValueError,
     TooFewPatientsError,
     UnknownDriverError,
 )
@@ -77,7 +81,14 @@ GRADE_LABELS = {
     4: "Gleason 9-10 (grade group 5)",
 }
 N_GRADES = len(GRADE_LABELS)
-_NOT_ALTERED = {"", "0", "nan", "na", "none", "false", "no"}
+_NOT_ALTERED = {"", "0", "nan", "na", "none", "false", "no", "wt", "wild type", "wildtype"}
+# Words of doubt: the seed rule would count them as altered, so they are errors instead.
+_AMBIGUOUS = {"?", "maybe", "unknown", "uncertain", "unclear", "possible", "possibly", "probable", "likely"}
+_AMBIGUOUS |= {"suspected", "equivocal", "indeterminate", "pending", "tbd", "not tested", "not assessed"}
+# The largest magnitude a value may have. Beyond it, values are errors of unit or export rather than
+# measurements (raw intensities reach about 1e11), and squares and sums in the z-score, PCA and training
+# lose all precision (1e300 overflows).
+MAX_MAGNITUDE = 1e15
 
 
 @dataclass
@@ -110,8 +121,22 @@ class Cohort:
     dropped: pd.DataFrame = field(default_factory=lambda: dropped_frame([]))
     normals: dict[str, pd.DataFrame] = field(default_factory=dict)
     grade_labels: dict[int, str] = field(default_factory=lambda: dict(GRADE_LABELS))  # category -> meaning
+    covariate: str = "grade"  # what the clinical covariate is, in the book's words: grade or stage
+    # True where a driver's status is unknown: the model sees 0 (it has no third state), and the questions
+    # leave the tumour out of both the driver's carriers and its non-carriers. None: every status known.
+    unknown_drivers: pd.DataFrame | None = None
+    # target -> the targets it is decoded from; None: the flow, protein from rna when the cohort has both
+    target_parents: dict[str, list[str]] | None = None
 
     def __post_init__(self) -> None:
+        if self.unknown_drivers is None:
+            self.unknown_drivers = pd.DataFrame(False, index=self.drivers.index, columns=self.drivers.columns)
+        if self.target_parents is None:
+            flow = {"rna", "protein"} <= set(self.target_names)
+            self.target_parents = {"protein": ["rna"]} if flow else {}
+        self._check()
+
+    def _check(self) -> None:
         index = self.clinical.index
         if index.name != CASE_ID or not index.is_unique:
             raise ValueError("clinical must be indexed by unique case_id")
@@ -123,6 +148,14 @@ class Cohort:
                 raise ValueError(f"{name} is not aligned on the clinical case_id index")
         if not self.drivers.isin([0, 1]).all().all():
             raise ValueError("drivers must be a binary 0/1 matrix")
+        known = self.unknown_drivers
+        if not (known.index.equals(index) and known.columns.equals(self.drivers.columns)):
+            raise ValueError("unknown_drivers must have the drivers' rows and columns")
+        if (self.drivers.to_numpy()[known.to_numpy(dtype=bool)] != 0).any():
+            raise ValueError("a driver of unknown status must be 0 in drivers (the model's input)")
+        for child, parents in self.target_parents.items():
+            if not {child, *parents} <= set(self.target_names):
+                raise ValueError(f"target_parents of {child}: {parents} are not all target layers")
         for layer in self.layers.values():
             if layer.role not in ("target", "ptm"):
                 raise ValueError(f"layer {layer.name}: role must be 'target' or 'ptm'")
@@ -163,6 +196,19 @@ class Cohort:
         """The 0/1 column of one driver; an unknown name is an error listing the valid ones."""
         check_drivers([name], self.driver_names)
         return self.drivers[name]
+
+    def non_carriers(self, name: str) -> np.ndarray:
+        """Whether each patient is known not to carry the driver (an unknown status is neither)."""
+        return ((self.driver(name) == 0) & ~self.unknown_drivers[name]).to_numpy()
+
+    @property
+    def target_order(self) -> list[str]:
+        """Target layers with every parent before its children (otherwise in the cohort's order)."""
+
+        def depth(name: str) -> int:
+            return 1 + max((depth(p) for p in self.target_parents.get(name, [])), default=-1)
+
+        return sorted(self.target_names, key=depth)
 
     def fold_cohort(self, train_rows: np.ndarray, settings: object = None) -> Cohort:
         """A fold's view of the cohort: a model-ready cohort is the same for every fold (a raw one,
@@ -246,9 +292,21 @@ def _grade_of_score(score: int) -> int:
     return 1 if score <= 6 else min(score - 5, 4)
 
 
-def parse_driver_cell(value: str) -> int:
-    """1 when a driver cell says altered: any non-empty value that is not zero, 'nan', 'no' or 'false'."""
+def parse_driver_cell(
+    value: str, file: str | Path = METADATA_FILE, case_id: str = "", column: str = ""
+) -> int:
+    """The seed rule: 0 for blank, zero, 'nan', 'no', 'false', 'none' or 'WT'; 1 for any other value
+    (a number, 'yes', 'fusion'...), except a word of doubt ('maybe', 'unknown', '?'), which is an error
+    because counting it as altered would be a guess."""
     text = value.strip().lower()
+    if text in _AMBIGUOUS:
+        raise AmbiguousValueError(
+            f"cannot tell whether case_id '{case_id}' carries the driver",
+            file=file,
+            column=column,
+            value=value,
+            hint="Write 1 (altered) or 0 (not altered); leave a patient of unknown status out of the file.",
+        )
     if text in _NOT_ALTERED:
         return 0
     try:
@@ -305,7 +363,11 @@ def read_seed_layout(folder: str | Path, drivers: Sequence[str] | None = None, n
         {"grade": np.array(grades, dtype=np.int64), "grade_label": meta.loc[kept, GRADE_COLUMN]},
         index=kept,
     )
-    driver_matrix = meta.loc[kept, names].map(parse_driver_cell).astype(np.int64)
+    driver_matrix = pd.DataFrame(
+        {name: [parse_driver_cell(meta.at[c, name], meta_path, c, name) for c in kept] for name in names},
+        index=kept,
+        dtype=np.int64,
+    )
     return Cohort(
         clinical=clinical,
         drivers=driver_matrix,
@@ -323,7 +385,8 @@ def _read_table(path: Path, case_id_column: str | None) -> pd.DataFrame:
         raise MissingFileError("file not found", file=path)
     if path.stat().st_size == 0:
         raise EmptyFileError("file is empty", file=path)
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    check_header(path, sep=",", encoding="utf-8")
+    table = read_csv_decoded(path, dtype=str, keep_default_na=False, encoding="utf-8")
     if table.empty:
         raise EmptyFileError("file has a header but no rows", file=path)
     if case_id_column is None:  # omic layer: the first column is the case_id, unnamed or 'case_id'
@@ -382,13 +445,55 @@ def _to_numeric(table: pd.DataFrame, path: Path) -> pd.DataFrame:
             value=table.at[case_id, column],
             hint="Leave a patient who lacks this layer out of the file, or impute the value.",
         )
-    infinite = np.isinf(numeric.to_numpy())
-    if infinite.any():
-        case_id, column = _first_true(pd.DataFrame(infinite, numeric.index, numeric.columns))
-        raise NonFiniteValueError(
-            f"infinite value (case_id '{case_id}')", file=path, column=column, value=table.at[case_id, column]
-        )
+    check_magnitude(numeric, path, table)
     return numeric.astype(np.float64)
+
+
+def check_magnitude(values: pd.DataFrame, path: Path, written: pd.DataFrame | None = None) -> None:
+    """Every value finite and within `MAX_MAGNITUDE` (NaN, a missing value, passes); an error quotes the
+    cell as `written` in the file when given."""
+    array = values.to_numpy(dtype=float)
+    for bad, error, problem in [
+        (np.isinf(array), NonFiniteValueError, "infinite value"),
+        (np.abs(np.nan_to_num(array)) > MAX_MAGNITUDE, OutOfRangeValueError, "value beyond the bound"),
+    ]:
+        if bad.any():
+            case_id, column = _first_true(pd.DataFrame(bad, values.index, values.columns))
+            raise error(
+                f"{problem} (sample '{case_id}')",
+                file=path,
+                column=column,
+                value=(values if written is None else written).at[case_id, column],
+                hint=f"Values must lie within +-{MAX_MAGNITUDE:.0e}; check the file's units or export.",
+            )
+
+
+def read_csv_decoded(path: Path, hint: str = "", **options) -> pd.DataFrame:
+    """`pd.read_csv`, with a file that does not decode in its encoding named as the error."""
+    encoding = options.get("encoding", "utf-8")
+    try:
+        return pd.read_csv(path, **options)
+    except UnicodeDecodeError as error:
+        raise EncodingError(
+            f"cannot be read as {encoding} ({error.reason} at byte {error.start})",
+            file=path,
+            hint=hint or f"Save it as {encoding.upper()}.",
+        ) from None
+    except LookupError as error:
+        raise EncodingError("unknown encoding", file=path, value=encoding, hint=hint) from error
+
+
+def check_header(path: Path, sep: str, encoding: str, hint: str = "") -> list[str]:
+    """The file's header, read before the table: it must decode and name no column twice (pandas
+    would rename a second 'X' to 'X.1' silently)."""
+    header = read_csv_decoded(path, hint, sep=sep, encoding=encoding, header=None, nrows=1, dtype=str)
+    names = [str(name).strip() for name in header.iloc[0].fillna("")] if len(header) else []
+    seen = set()
+    for name in names[1:]:
+        if name in seen:
+            raise DuplicateColumnError("a column is named twice in the header", file=path, column=name)
+        seen.add(name)
+    return names
 
 
 def _first_true(mask: pd.DataFrame) -> tuple[str, str]:

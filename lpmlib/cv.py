@@ -51,13 +51,9 @@ def fold_splits(n_patients: int, n_folds: int = 5, seed: int = 42) -> list[tuple
 
 
 def model_config(cohort: Cohort, **hyperparameters) -> ModelConfig:
-    """The model's shape for a cohort: every PTM layer in and out, every target out.
-
-    Protein is decoded from the state and the predicted RNA when the cohort has both (the flow).
-    """
-    targets = cohort.target_names
-    parents = {"protein": ["rna"]} if {"rna", "protein"} <= set(targets) else {}
-    order = sorted(targets, key=lambda t: t == "protein")  # parents before children
+    """The model's shape for a cohort: every PTM layer in and out, every target out, each decoded from
+    the state and its parents' predictions (`Cohort.target_parents`: protein from RNA, the flow)."""
+    order, parents = cohort.target_order, cohort.target_parents
     return ModelConfig(
         n_drivers=len(cohort.driver_names),
         n_grades=N_GRADES,

@@ -64,6 +64,22 @@ class AllMissingColumnError(CohortError):
     """A column is empty or NaN for every patient."""
 
 
+class OutOfRangeValueError(CohortError):
+    """A value beyond the documented bound on magnitude (`lpmlib.cohort.MAX_MAGNITUDE`)."""
+
+
+class AmbiguousValueError(CohortError):
+    """A cell that could mean more than one thing, such as a driver cell 'maybe'."""
+
+
+class DuplicateColumnError(CohortError):
+    """A column name appears twice in one file's header."""
+
+
+class EncodingError(CohortError):
+    """A file that cannot be decoded with its encoding."""
+
+
 class InvalidGradeError(CohortError):
     """A grade cell cannot be read as a Gleason score, a Gleason pattern or a grade group."""
 
@@ -85,3 +101,23 @@ class UnknownDriverError(CohortError, KeyError):
 
 class IncompleteRunError(RuntimeError):
     """A book is asked of a run folder that lacks chapters the book needs."""
+
+
+class ForeignTruthError(CohortError):
+    """A cohort folder's truth.json that is not the planted truth the simulator writes."""
+
+
+class ProjectLayoutError(FileNotFoundError):
+    """The folder given as the project root lacks the notebooks or the book configuration."""
+
+
+class ChapterError(RuntimeError):
+    """A chapter of the run failed: which one, its error's own message, and where its executed notebook is."""
+
+
+class RunFolderLockedError(RuntimeError):
+    """Another run is writing into the run folder."""
+
+
+class BookBuildError(RuntimeError):
+    """Jupyter Book could not build the book from the executed chapters."""

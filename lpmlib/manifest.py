@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,15 +22,29 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from lpmlib.artifacts import sha256
-from lpmlib.cohort import CASE_ID, N_GRADES, Cohort, Layer, dropped_frame, inner_join
-from lpmlib.errors import MissingFileError
+from lpmlib.cohort import (
+    CASE_ID,
+    N_GRADES,
+    Cohort,
+    Layer,
+    check_header,
+    check_magnitude,
+    dropped_frame,
+    inner_join,
+    read_csv_decoded,
+)
+from lpmlib.errors import AmbiguousValueError, DuplicateColumnError, MissingFileError, NonNumericValueError
 from lpmlib.manifest_spec import (
     ClinicalDriverSpec,
+    ClinicalSpec,
     ColumnSpec,
     CopyNumberSpec,
     KnownEffect,
+    LayerSpec,
     ManifestError,
+    ManifestSpec,
     MutationsSpec,
+    SampleIdSpec,
     SampleTypeSpec,
     TableSpec,
     parse_manifest,
@@ -52,6 +67,9 @@ class RawCohort:
     dropped: pd.DataFrame = field(default_factory=lambda: dropped_frame([]))
     counts: dict[str, int] = field(default_factory=dict)  # tumours and normals found in the clinical file
     grade_labels: dict[int, str] = field(default_factory=lambda: dict(UNNAMED_GRADES))
+    covariate: str = "grade"  # the clinical covariate's word: grade or stage
+    unknown_drivers: pd.DataFrame | None = None  # True where a driver's status is unknown
+    target_parents: dict[str, list[str]] = field(default_factory=dict)  # declared in the manifest
     name: str = "a cohort"  # how the book names it
     inputs: list[Path] = field(default_factory=list)  # the manifest and every file it reads
     pipelines: dict[str, PipelineSettings] = field(default_factory=dict)  # per layer; absent: the defaults
@@ -91,7 +109,17 @@ class RawCohort:
             if name in self.normals:
                 frame = self.normals[name]
                 normals[name] = pipeline.transform(frame, normal_purity(pipeline, frame.index))
-        return Cohort(self.clinical, self.drivers, layers, self.dropped, normals, self.grade_labels)
+        return Cohort(
+            self.clinical,
+            self.drivers,
+            layers,
+            self.dropped,
+            normals,
+            self.grade_labels,
+            covariate=self.covariate,
+            unknown_drivers=self.unknown_drivers,
+            target_parents=self.target_parents,
+        )
 
 
 def normal_purity(pipeline: RawLayerPipeline, samples: pd.Index) -> pd.Series | None:
@@ -108,26 +136,64 @@ def normal_purity(pipeline: RawLayerPipeline, samples: pd.Index) -> pd.Series | 
 
 
 def _read_matrix(spec: TableSpec, root: Path, source: Path, where: str) -> pd.DataFrame:
-    """A table as samples x columns, read with the manifest's separator, encoding and orientation."""
+    """A table as samples x columns, read with the manifest's separator, encoding and orientation, its
+    sample identifiers mapped to the clinical file's (`sample_ids`)."""
     path = root / spec.file
     if not path.is_file():
         raise MissingFileError(f"file of {where} not found", file=path, hint=f"Named in manifest {source}.")
-    try:
-        table = pd.read_csv(path, sep=spec.sep, encoding=spec.encoding, index_col=0)
-    except UnicodeDecodeError as error:
-        raise ManifestError(
-            f"cannot be read as {spec.encoding} ({error.reason} at byte {error.start})",
-            file=path,
-            hint=f"Set 'encoding' of {where} in {source} (e.g. latin-1).",
-        ) from error
-    except LookupError as error:
-        raise ManifestError(f"unknown encoding of {where}", file=source, value=spec.encoding) from error
-    table = table.T if spec.orientation == "features_x_samples" else table
+    hint = f"Set 'encoding' of {where} in {source} (e.g. latin-1)."
+    check_header(path, spec.sep, spec.encoding, hint)
+    table = read_csv_decoded(path, hint, sep=spec.sep, encoding=spec.encoding, index_col=0)
     table.index = table.index.astype(str).str.strip()
     if table.index.duplicated().any():
         duplicate = table.index[table.index.duplicated()][0]
-        raise ManifestError("duplicate sample identifier", file=path, value=duplicate)
+        raise DuplicateColumnError("a row is named twice", file=path, value=duplicate)
+    table = table.T if spec.orientation == "features_x_samples" else table
+    table.index = _mapped_ids(pd.Index(table.index.astype(str)), spec.sample_ids, path, where)
+    if table.index.duplicated().any():
+        duplicate = table.index[table.index.duplicated()][0]
+        raise ManifestError("two samples map to one identifier", file=path, value=duplicate)
     return table.rename_axis(CASE_ID)
+
+
+def _mapped_ids(ids: pd.Index, spec: SampleIdSpec | None, path: Path, where: str) -> pd.Index:
+    """Each sample identifier as the clinical file writes it: a suffix stripped, or a pattern's group."""
+    if spec is None:
+        return ids
+    rule = f"suffix '{spec.suffix}'" if spec.suffix is not None else f"pattern '{spec.pattern}'"
+    mapped = []
+    for sample in ids:
+        if spec.suffix is not None:
+            match = sample[: -len(spec.suffix)] if sample.endswith(spec.suffix) and spec.suffix else None
+        else:
+            found = re.fullmatch(spec.pattern, sample)
+            match = found.group(1) if found else None
+        if not match:
+            raise ManifestError(
+                f"a sample identifier does not follow the {rule}",
+                file=path,
+                value=sample,
+                hint=f"Check {where}.sample_ids in the manifest.",
+            )
+        mapped.append(match)
+    return pd.Index(mapped)
+
+
+def _numeric(matrix: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """A layer's values as floats: blank and NA are missing; text, infinities and values beyond the
+    bound on magnitude are errors naming the sample, the column and the cell."""
+    numeric = matrix.apply(pd.to_numeric, errors="coerce")
+    bad = numeric.isna() & matrix.notna()
+    if bad.to_numpy().any():
+        row, column = np.argwhere(bad.to_numpy())[0]
+        raise NonNumericValueError(
+            f"not a number (sample '{matrix.index[row]}')",
+            file=path,
+            column=matrix.columns[column],
+            value=matrix.iat[row, column],
+        )
+    check_magnitude(numeric, path, matrix)
+    return numeric
 
 
 def _sample_types(
@@ -142,24 +208,25 @@ def _sample_types(
     return clinical.index[values.isin(spec.tumour)], clinical.index[values.isin(spec.normal)]
 
 
-def _grade(
-    clinical: pd.DataFrame, spec: ColumnSpec | None, source: Path, path: Path
+def _covariate(
+    clinical: pd.DataFrame, spec: ClinicalSpec, source: Path, path: Path
 ) -> tuple[pd.Series, dict[int, str]]:
-    """Grade categories from a mapping of clinical values (anything unmapped is 0, unknown), and
-    the label of each category: the clinical values mapped to it."""
+    """The grade's (or stage's) categories from a mapping of clinical values (anything unmapped is 0,
+    unknown), and the label of each category: the clinical values mapped to it."""
+    word, column_spec = spec.covariate
     labels = {0: "unknown"}
-    if spec is None:
+    if column_spec is None:
         return pd.Series(0, index=clinical.index, dtype=np.int64), labels
-    column = spec.column
+    column = column_spec.column
     if column not in clinical.columns:
-        raise ManifestError("grade column not in the clinical file", file=path, column=column)
-    mapping = {str(k): v for k, v in spec.mapping.items()}
+        raise ManifestError(f"{word} column not in the clinical file", file=path, column=column)
+    mapping = {str(k): v for k, v in column_spec.mapping.items()}
     for value, category in mapping.items():
         if not isinstance(category, int) or isinstance(category, bool) or not 1 <= category < N_GRADES:
             raise ManifestError(
-                f"grade categories must be integers 1..{N_GRADES - 1} (0 is unknown)",
+                f"{word} categories must be integers 1..{N_GRADES - 1} (0 is unknown)",
                 file=source,
-                column=f"clinical.grade.mapping.{value}",
+                column=f"clinical.{word}.mapping.{value}",
                 value=category,
             )
         labels[category] = f"{labels[category]}; {value}" if category in labels else value
@@ -178,16 +245,8 @@ def _purity(clinical: pd.DataFrame, spec: ColumnSpec | None, path: Path) -> pd.S
 
 
 def _pipeline_settings(defaults: dict, own: dict, where: str, source: Path) -> PipelineSettings:
-    """A layer's preprocessing: the manifest's `preprocessing` defaults, then the layer's own keys."""
-    names = {f.name for f in dataclasses.fields(PipelineSettings)}
-    for key in {**defaults, **own}:
-        if key not in names:
-            raise ManifestError(
-                f"unknown preprocessing setting of {where}",
-                file=source,
-                column=key,
-                hint=f"Settings: {', '.join(sorted(names))}.",
-            )
+    """A layer's preprocessing: the manifest's `preprocessing` defaults, then the layer's own keys (their
+    names were checked when the manifest was parsed)."""
     try:
         return PipelineSettings(**{**defaults, **own})
     except ValueError as error:
@@ -216,40 +275,95 @@ def _known_effect(
     return effect
 
 
+def mutation_class(change: str) -> str:
+    """The class of a protein change such as 'G12D' (missense), 'C296*', 'A404Cfs*9' or 'W12X'
+    (truncating), 'X123_splice' (splice), 'E746_A750del' (inframe); anything else is 'other'."""
+    change = change.removeprefix("p.")
+    if "splice" in change:
+        return "splice"
+    if "fs" in change or re.search(r"(\*|X|Ter)$", change):
+        return "truncating"
+    if re.fullmatch(r"[A-Z]\d+[A-Z]", change):
+        return "missense"
+    if re.search(r"del|ins|dup", change):
+        return "inframe"
+    return "other"
+
+
 def _mutation_drivers(spec: MutationsSpec, root: Path, source: Path) -> pd.DataFrame:
-    """Genes altered (1) or not (0) per sample, collapsing `GENE_p.CHANGE` rows to genes with max."""
+    """Genes altered (1) or not (0) per sample: the events of `GENE_p.CHANGE` rows kept by the classes and
+    hotspots asked for, collapsed to genes with max."""
+    path = root / spec.file
     matrix = _read_matrix(spec, root, source, "drivers.mutations")
-    genes = matrix.columns.astype(str).str.split("_").str[0]
-    by_gene = matrix.T.groupby(genes.to_numpy()).max().T
-    wanted = list(spec.genes)
-    missing = [g for g in wanted if g not in by_gene.columns]
+    names = matrix.columns.astype(str)
+    genes = names.str.split("_").str[0]
+    missing = [g for g in spec.genes if g not in set(genes)]
     if missing:
         raise ManifestError(
             "driver gene absent from the mutation matrix",
-            file=root / spec.file,
+            file=path,
             column=missing[0],
             hint=f"Check the gene symbol(s): {', '.join(missing)}.",
         )
-    return (by_gene[wanted].fillna(0) > 0).astype(np.int64)
+    keep = np.array([_counts(name, gene, spec, path) for name, gene in zip(names, genes)])
+    by_gene = matrix.loc[:, keep].T.groupby(genes[keep].to_numpy()).max().T
+    return (by_gene.reindex(columns=list(spec.genes)).fillna(0) > 0).astype(np.int64)
+
+
+def _counts(name: str, gene: str, spec: MutationsSpec, path: Path) -> bool:
+    """Whether the event `name` of `gene` counts as the gene's alteration."""
+    if gene not in spec.genes:
+        return False
+    if not spec.classes and gene not in spec.hotspots:
+        return True
+    if "_p." not in name:
+        raise ManifestError(
+            "mutation classes and hotspots need rows named GENE_p.CHANGE; this matrix is by gene",
+            file=path,
+            value=name,
+            hint="Remove drivers.mutations.classes and hotspots, or use a matrix of mutation events.",
+        )
+    change = name.split("_p.", 1)[1]
+    if gene in spec.hotspots:
+        return change in {h.removeprefix("p.") for h in spec.hotspots[gene]}
+    return mutation_class(change) in spec.classes
 
 
 def _clinical_drivers(
     clinical: pd.DataFrame, specs: dict[str, ClinicalDriverSpec], path: Path
-) -> pd.DataFrame:
-    columns = {}
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Drivers from clinical columns (0/1), and where each is unknown (a blank cell or an `unknown` value)."""
+    altered, unknown = {}, {}
     for name, spec in specs.items():
         if spec.column not in clinical.columns:
             raise ManifestError(
                 f"column of driver '{name}' not in the clinical file", file=path, column=spec.column
             )
-        columns[name] = clinical[spec.column].astype(str).isin(spec.altered).astype(np.int64)
-    return pd.DataFrame(columns, index=clinical.index)
+        cells = clinical[spec.column]
+        text = cells.astype(str).str.strip()
+        unknown[name] = cells.isna() | (text == "") | text.isin(spec.unknown)
+        altered[name] = text.isin(spec.altered) & ~unknown[name]
+        stray = ~(unknown[name] | altered[name] | text.isin(spec.not_altered))
+        if spec.not_altered and stray.any():
+            raise AmbiguousValueError(
+                f"driver '{name}' has a value that is not listed as altered, not altered or unknown",
+                file=path,
+                column=spec.column,
+                value=cells[stray].iloc[0],
+                hint=f"Add it to one of the lists of drivers.clinical.{name} in the manifest.",
+            )
+    return (
+        pd.DataFrame(altered, index=clinical.index).astype(np.int64),
+        pd.DataFrame(unknown, index=clinical.index),
+    )
 
 
-def _copy_number_drivers(specs: dict[str, CopyNumberSpec], root: Path, source: Path) -> pd.DataFrame:
+def _copy_number_drivers(
+    specs: dict[str, CopyNumberSpec], root: Path, source: Path
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A driver per gene whose copy-number log ratio passes a threshold (below for losses, above for
-    gains)."""
-    columns = {}
+    gains), and where it is unknown (no value)."""
+    columns, unknown = {}, {}
     for name, spec in specs.items():
         matrix = _read_matrix(spec, root, source, f"drivers.copy_number.{name}")
         gene = str(spec.gene)
@@ -258,9 +372,10 @@ def _copy_number_drivers(specs: dict[str, CopyNumberSpec], root: Path, source: P
                 "driver gene absent from the copy-number matrix", file=root / spec.file, column=gene
             )
         threshold = float(spec.threshold)
-        values = matrix[gene]
+        values = _numeric(matrix[[gene]], root / spec.file)[gene]
         columns[name] = ((values <= threshold) if threshold < 0 else (values >= threshold)).astype(np.int64)
-    return pd.DataFrame(columns)
+        unknown[name] = values.isna()
+    return pd.DataFrame(columns), pd.DataFrame(unknown)
 
 
 def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCohort:
@@ -279,36 +394,21 @@ def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCo
     clinical = _read_matrix(spec.clinical, root, source, "clinical")
     clinical_path = root / spec.clinical.file
     tumours, normal_ids = _sample_types(clinical, spec.clinical.sample_type, clinical_path)
-    grade, grade_labels = _grade(clinical, spec.clinical.grade, source, clinical_path)
+    grade, grade_labels = _covariate(clinical, spec.clinical, source, clinical_path)
     purity = _purity(clinical, spec.clinical.purity, clinical_path)
     table = pd.DataFrame({"grade": grade, "purity": purity})
 
-    drivers_spec, driver_tables = spec.drivers, {}
-    if drivers_spec.mutations is not None:
-        driver_tables[str(root / drivers_spec.mutations.file)] = _mutation_drivers(
-            drivers_spec.mutations, root, source
-        )
-    if drivers_spec.copy_number:
-        first = next(iter(drivers_spec.copy_number.values()))
-        driver_tables[str(root / first.file)] = _copy_number_drivers(drivers_spec.copy_number, root, source)
-    if drivers_spec.clinical:
-        driver_tables[str(clinical_path)] = _clinical_drivers(
-            clinical.loc[tumours], drivers_spec.clinical, clinical_path
-        )
-    if not driver_tables:
-        raise ManifestError(
-            "no drivers: give drivers.mutations, drivers.copy_number or drivers.clinical", file=source
-        )
+    driver_tables, unknown_tables = _driver_tables(spec, root, clinical.loc[tumours], clinical_path)
     drivers_found = [name for frame in driver_tables.values() for name in frame.columns]
 
     layers, roles, normals, pipelines = {}, {}, {}, {}
     for name, layer in spec.layers.items():
-        matrix = _read_matrix(layer, root, source, f"layers.{name}").apply(pd.to_numeric, errors="coerce")
+        matrix = _numeric(_read_matrix(layer, root, source, f"layers.{name}"), root / layer.file)
         layers[name], roles[name] = matrix, layer.role
         pipelines[name] = _pipeline_settings(
             spec.preprocessing, layer.preprocessing, f"layers.{name}", source
         )
-        normals[name] = matrix.loc[matrix.index.intersection(normal_ids)]
+        normals[name] = _layer_normals(matrix, normal_ids, layer, root, source, name)
     endpoint = spec.endpoint
     if endpoint not in layers:
         raise ManifestError(
@@ -331,13 +431,16 @@ def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCo
     }
     kept, dropped = inner_join(tables)
     drivers = pd.concat([frame.reindex(kept) for frame in driver_tables.values()], axis=1)
-    copy_number_files = [root / cn.file for cn in drivers_spec.copy_number.values()]
+    unknown = pd.concat([frame.reindex(kept) for frame in unknown_tables], axis=1)
+    copy_number_files = [root / cn.file for cn in spec.drivers.copy_number.values()]
+    normal_files = [root / layer.normals.file for layer in spec.layers.values() if layer.normals]
     inputs = [
         source,
         clinical_path,
         *map(Path, driver_tables),
         *copy_number_files,
         *(root / layer.file for layer in spec.layers.values()),
+        *normal_files,
     ]
     return RawCohort(
         clinical=table.loc[kept],
@@ -347,10 +450,63 @@ def read_manifest(path: str | Path, data_dir: str | Path | None = None) -> RawCo
         layers={name: frame.loc[kept] for name, frame in layers.items()},
         normals={name: frame for name, frame in normals.items() if len(frame)},
         dropped=dropped,
-        counts={"tumours": len(tumours), "normals": len(normal_ids)},
+        counts={"tumours": len(tumours), "normals": len(normal_ids.union(_normal_samples(normals)))},
         grade_labels=grade_labels,
+        covariate=spec.clinical.covariate[0],
+        unknown_drivers=unknown.reindex(columns=drivers.columns, fill_value=False).fillna(False).astype(bool),
+        target_parents={name: list(layer.parents) for name, layer in spec.layers.items() if layer.parents},
         name=spec.name,
         inputs=list(dict.fromkeys(inputs)),
         pipelines=pipelines,
         known_effects=known,
     )
+
+
+def _driver_tables(
+    spec: ManifestSpec, root: Path, tumours: pd.DataFrame, clinical_path: Path
+) -> tuple[dict[str, pd.DataFrame], list[pd.DataFrame]]:
+    """The drivers found in each file (0/1), by file, and where each driver is unknown."""
+    drivers, source = spec.drivers, spec.source
+    tables, unknown = {}, []
+    if drivers.mutations is not None:
+        tables[str(root / drivers.mutations.file)] = _mutation_drivers(drivers.mutations, root, source)
+    if drivers.copy_number:
+        first = next(iter(drivers.copy_number.values()))
+        tables[str(root / first.file)], cn_unknown = _copy_number_drivers(drivers.copy_number, root, source)
+        unknown.append(cn_unknown)
+    if drivers.clinical:
+        tables[str(clinical_path)], clinical_unknown = _clinical_drivers(
+            tumours, drivers.clinical, clinical_path
+        )
+        unknown.append(clinical_unknown)
+    if not tables:
+        raise ManifestError(
+            "no drivers: give drivers.mutations, drivers.copy_number or drivers.clinical", file=source
+        )
+    return tables, unknown or [pd.DataFrame(index=tumours.index)]
+
+
+def _normal_samples(normals: dict[str, pd.DataFrame]) -> pd.Index:
+    """Every normal sample of any layer."""
+    return pd.Index([sample for frame in normals.values() for sample in frame.index]).unique()
+
+
+def _layer_normals(
+    matrix: pd.DataFrame, normal_ids: pd.Index, layer: LayerSpec, root: Path, source: Path, name: str
+) -> pd.DataFrame:
+    """A layer's normal samples: those the clinical file marks as normal, and those of its own normals
+    file, on the layer's features (a feature the normals lack is missing, imputed like any other)."""
+    frames = [matrix.loc[matrix.index.intersection(normal_ids)]]
+    if layer.normals is not None:
+        table = dataclasses.replace(layer, file=layer.normals.file, sample_ids=layer.normals.sample_ids)
+        where = f"layers.{name}.normals"
+        own = _numeric(_read_matrix(table, root, source, where), root / layer.normals.file)
+        frames.append(own.reindex(columns=matrix.columns))
+    normals = pd.concat(frames)
+    if normals.index.duplicated().any():
+        raise ManifestError(
+            f"a normal sample of layer '{name}' is given twice",
+            value=normals.index[normals.index.duplicated()][0],
+            file=source,
+        )
+    return normals

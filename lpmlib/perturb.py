@@ -129,6 +129,7 @@ class DriverEdit:
     rows: np.ndarray  # positions of the carriers within the fold's held-out patients
     baseline: Outputs  # the carriers' own genomes
     edited: Outputs  # the edited genomes
+    non_carriers: np.ndarray  # positions of the held-out patients known not to carry it
 
     @property
     def n_carriers(self) -> int:
@@ -172,6 +173,7 @@ def edit_drivers(fold: FoldResult, kind: EditKind, drivers: list[str] | None = N
             carriers[name],
             baseline={k: v[start:stop] for k, v in outputs.items()},
             edited={k: v[half + start : half + stop] for k, v in outputs.items()},
+            non_carriers=np.flatnonzero(cohort.non_carriers(name)[fold.test_rows]),
         )
         start = stop
     return edits

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from lpmlib.artifacts import sha256
-from lpmlib.errors import CohortError, MissingFileError
-from lpmlib.manifest import ManifestError, read_manifest
+from lpmlib.artifacts import folder_hashes, sha256
+from lpmlib.cv import model_config
+from lpmlib.errors import CohortError, EncodingError, MissingFileError
+from lpmlib.manifest import ManifestError, mutation_class, read_manifest
 from lpmlib.preprocess import PipelineSettings
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -97,6 +98,150 @@ def test_a_small_manifest_reads_tumours_drivers_layers_and_normals(tmp_path: Pat
     }
 
 
+def write_split_cohort(folder: Path) -> Path:
+    """A colon-like cohort: tumours and normals in separate folders (normal IDs carry '.N'), a clinical
+    file of attributes x samples with no sample type, a stage, and an MSI status with blanks."""
+    rng = np.random.default_rng(1)
+    tumours = [f"C{i:02d}" for i in range(12)]
+    (folder / "tumour").mkdir(parents=True)
+    (folder / "normal").mkdir()
+    clinical = pd.DataFrame(
+        {
+            "Stage": ["Stage I", "Stage II", "Stage III", "Stage IV"] * 3,
+            "MSI": ["MSI-H", "MSS", ""] * 4,
+        },
+        index=pd.Index(tumours, name="attrib_name"),
+    ).T
+    clinical.to_csv(folder / "clinical.tsv", sep="\t")
+    events = ["KRAS_p.G12D", "KRAS_p.A146T", "TP53_p.R175H", "TP53_p.R213*", "APC_p.E1309fs"]
+    mutations = pd.DataFrame(0, index=events, columns=tumours)
+    mutations.loc["KRAS_p.G12D", ["C00", "C01"]] = 1
+    mutations.loc["KRAS_p.A146T", ["C02"]] = 1
+    mutations.loc["TP53_p.R175H", ["C03", "C04"]] = 1
+    mutations.loc["TP53_p.R213*", ["C05"]] = 1
+    mutations.loc["APC_p.E1309fs", ["C06"]] = 1
+    mutations.to_csv(folder / "mutations.tsv", sep="\t")
+    for name in ("rna", "protein", "phospho"):
+        genes = [f"G{j}" for j in range(6)]
+        pd.DataFrame(rng.normal(size=(6, 12)), index=genes, columns=tumours).to_csv(
+            folder / "tumour" / f"{name}.tsv", sep="\t"
+        )
+        normals = [f"{t}.N" for t in tumours[:4]]
+        pd.DataFrame(rng.normal(size=(5, 4)), index=genes[:5], columns=normals).to_csv(
+            folder / "normal" / f"{name}.tsv", sep="\t"
+        )
+    layer = lambda name, role, **more: {  # noqa: E731
+        "file": f"tumour/{name}.tsv",
+        "orientation": "features_x_samples",
+        "role": role,
+        "normals": {"file": f"normal/{name}.tsv", "sample_ids": {"suffix": ".N"}},
+        **more,
+    }
+    manifest = {
+        "data_dir": ".",
+        "clinical": {
+            "file": "clinical.tsv",
+            "orientation": "features_x_samples",
+            "stage": {
+                "column": "Stage",
+                "mapping": {"Stage I": 1, "Stage II": 2, "Stage III": 3, "Stage IV": 4},
+            },
+        },
+        "drivers": {
+            "mutations": {
+                "file": "mutations.tsv",
+                "orientation": "features_x_samples",
+                "genes": ["KRAS", "TP53", "APC"],
+                "classes": ["missense"],
+                "hotspots": {"KRAS": ["G12D"]},
+            },
+            "clinical": {"MSI-H": {"column": "MSI", "altered": ["MSI-H"], "not_altered": ["MSS"]}},
+        },
+        "layers": {
+            "rna": layer("rna", "target"),
+            "protein": layer("protein", "target", parents=["rna"]),
+            "phospho": layer("phospho", "ptm"),
+        },
+        "endpoint": "protein",
+    }
+    path = folder / "manifest.yaml"
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return path
+
+
+def test_a_cohort_with_normals_apart_a_stage_and_unknown_msi_is_read_as_described(tmp_path: Path) -> None:
+    cohort = read_manifest(write_split_cohort(tmp_path / "c"))
+    assert cohort.counts == {"tumours": 12, "normals": 4} and cohort.n_patients == 12
+    assert cohort.covariate == "stage" and cohort.clinical["grade"].tolist() == [1, 2, 3, 4] * 3
+    assert cohort.grade_labels == {0: "unknown", 1: "Stage I", 2: "Stage II", 3: "Stage III", 4: "Stage IV"}
+    # KRAS: the G12D hotspot alone; TP53: missense alone; APC: its frameshift is not missense
+    assert cohort.drivers.index[cohort.drivers["KRAS"] == 1].tolist() == ["C00", "C01"]
+    assert cohort.drivers.index[cohort.drivers["TP53"] == 1].tolist() == ["C03", "C04"]
+    assert cohort.drivers["APC"].sum() == 0
+    # a blank MSI status is unknown: not a carrier, not a non-carrier
+    assert cohort.drivers["MSI-H"].tolist() == [1, 0, 0] * 4
+    assert cohort.unknown_drivers["MSI-H"].tolist() == [False, False, True] * 4
+    assert not cohort.unknown_drivers.drop(columns="MSI-H").any().any()
+    assert list(cohort.normals) == ["rna", "protein", "phospho"]
+    assert cohort.normals["protein"].index.tolist() == ["C00", "C01", "C02", "C03"]
+    assert cohort.normals["protein"]["G5"].isna().all()  # a feature the normals lack is missing
+    view = cohort.fold_cohort(np.arange(8))
+    assert view.covariate == "stage" and view.target_parents == {"protein": ["rna"]}
+    assert view.non_carriers("MSI-H").tolist() == [False, True, False] * 4
+    assert model_config(view, latent_dim=8, vae_latent_dim=4).target_parents == {"protein": ["rna"]}
+    assert len(view.normals["protein"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m["clinical"].update(grade=m["clinical"]["stage"]), "both a grade and a stage"),
+        (
+            lambda m: m["drivers"]["clinical"]["MSI-H"].update(not_altered=["MSI-L"]),
+            "value 'MSS': driver 'MSI-H' has a value that is not listed as altered, not altered or unknown",
+        ),
+        (lambda m: m["drivers"]["mutations"].update(classes=["nonsense"]), "value 'nonsense'"),
+        (lambda m: m["drivers"]["mutations"].update(hotspots={"BRAF": ["V600E"]}), "value 'BRAF'"),
+        (lambda m: m["layers"]["protein"].update(parents=["phospho"]), "a parent of layer 'protein'"),
+        (lambda m: m["layers"]["rna"].update(parents=["protein"]), "the layers' parents form a cycle"),
+        (
+            lambda m: m["layers"]["rna"]["normals"].update(sample_ids={"suffix": "-N"}),
+            "value 'C00.N': a sample identifier does not follow the suffix '-N'",
+        ),
+        (
+            lambda m: m["layers"]["rna"]["normals"].update(
+                sample_ids={"pattern": "(C\\d+)\\.N", "suffix": ".N"}
+            ),
+            "needs exactly one of 'suffix' and 'pattern'",
+        ),
+    ],
+)
+def test_the_new_manifest_keys_are_checked(tmp_path: Path, edit, message: str) -> None:
+    path = edited(write_split_cohort(tmp_path / "c"), edit)
+    before = folder_hashes(tmp_path / "c")
+    with pytest.raises(CohortError) as info:
+        read_manifest(path)
+    assert message in str(info.value)
+    assert folder_hashes(tmp_path / "c") == before
+
+
+def test_a_sample_id_pattern_maps_normals_to_their_tumours(tmp_path: Path) -> None:
+    path = edited(
+        write_split_cohort(tmp_path / "c"),
+        lambda m: m["layers"]["rna"]["normals"].update(sample_ids={"pattern": "(C\\d+)\\.N"}),
+    )
+    assert read_manifest(path).normals["rna"].index.tolist() == ["C00", "C01", "C02", "C03"]
+
+
+@pytest.mark.parametrize(
+    ("change", "kind"),
+    [("G12D", "missense"), ("R213*", "truncating"), ("A404Cfs*9", "truncating"), ("W12X", "truncating")]
+    + [("X123_splice", "splice"), ("E746_A750del", "inframe"), ("*123Qext*?", "other")],
+)
+def test_mutation_classes_are_read_from_the_protein_change(change: str, kind: str) -> None:
+    assert mutation_class(change) == kind
+
+
 def test_preprocessing_is_set_for_all_layers_and_per_layer(tmp_path: Path) -> None:
     path = edited(
         write_small_cohort(tmp_path / "c"),
@@ -143,12 +288,16 @@ def test_preprocessing_is_set_for_all_layers_and_per_layer(tmp_path: Path) -> No
             ManifestError,
             "column 'KRASS'",
         ),
-        (lambda m: m["clinical"].update(encoding="utf-8"), ManifestError, "cannot be read as utf-8"),
+        (lambda m: m["clinical"].update(encoding="utf-8"), EncodingError, "cannot be read as utf-8"),
         (lambda m: m["layers"]["phos"].update(role="input"), ManifestError, "value 'input'"),
         (lambda m: m["layers"]["phos"].update(orientation="wide"), ManifestError, "value 'wide'"),
         (lambda m: m.update(endpoint="metabolome"), ManifestError, "value 'metabolome'"),
         (lambda m: m["clinical"]["grade"]["mapping"].update(G3=7), ManifestError, "value 7"),
-        (lambda m: m.update(preprocessing={"n_pcs": 3}), ManifestError, "column 'n_pcs'"),
+        (
+            lambda m: m.update(preprocessing={"n_pcs": 3}),
+            ManifestError,
+            "unknown key 'n_pcs' in preprocessing",
+        ),
         (lambda m: m.update(preprocessing={"top_variance": 0}), ManifestError, "top_variance"),
         (
             lambda m: m.update(

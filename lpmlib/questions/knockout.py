@@ -147,7 +147,7 @@ def feature_shift(
     to_features = lambda v: v if matrix is None else v @ matrix  # noqa: E731
     names = values.columns if loadings is None else loadings.columns
     effect = to_features(shift(edit, layer).mean(axis=0)) if edit.n_carriers else None
-    difference = carrier_difference(observed_held_out(fold, layer), edit.rows)
+    difference = carrier_difference(observed_held_out(fold, layer), edit)
     as_series = lambda v: None if v is None else pd.Series(v, index=names)  # noqa: E731
     return as_series(effect), as_series(None if difference is None else to_features(difference))
 

@@ -40,11 +40,16 @@ P_VALUE_COLUMNS = [
 
 
 def permuted_driver(cohort: Source, gene: str, rng: np.random.Generator) -> Source:
-    """A copy of the cohort (model-ready or raw) whose `gene` column is shuffled across patients."""
+    """A copy of the cohort (model-ready or raw) whose `gene` column, with whether it is known, is
+    shuffled across patients."""
     check_drivers([gene], list(cohort.drivers.columns))
-    drivers = cohort.drivers.copy()
-    drivers[gene] = rng.permutation(drivers[gene].to_numpy())
-    return dataclasses.replace(cohort, drivers=drivers)
+    order = rng.permutation(len(cohort.drivers))
+    drivers, unknown = cohort.drivers.copy(), cohort.unknown_drivers
+    drivers[gene] = drivers[gene].to_numpy()[order]
+    if unknown is not None:
+        unknown = unknown.copy()
+        unknown[gene] = unknown[gene].to_numpy()[order]
+    return dataclasses.replace(cohort, drivers=drivers, unknown_drivers=unknown)
 
 
 def knockout_statistics(per_fold: pd.DataFrame) -> pd.DataFrame:

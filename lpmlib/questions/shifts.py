@@ -41,13 +41,12 @@ def residual_spread(fold: FoldResult, layer: str) -> float:
     return float(np.sqrt(np.mean(residual**2)))
 
 
-def carrier_difference(values: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
-    """Mean of the carrier rows minus mean of the others; None when either group is empty."""
-    carriers = np.zeros(len(values), dtype=bool)
-    carriers[rows] = True
-    if carriers.all() or not carriers.any():
+def carrier_difference(values: np.ndarray, edit: DriverEdit) -> np.ndarray | None:
+    """Mean of the carriers' rows minus mean of the non-carriers' (patients of unknown status are in
+    neither); None when either group is empty."""
+    if not edit.n_carriers or not len(edit.non_carriers):
         return None
-    return values[carriers].mean(axis=0) - values[~carriers].mean(axis=0)
+    return values[edit.rows].mean(axis=0) - values[edit.non_carriers].mean(axis=0)
 
 
 def shift(edit: DriverEdit, layer: str) -> np.ndarray:
@@ -136,9 +135,13 @@ def layer_quantities(
     else:
         exact = f"the genomics-only prediction of {layer} is exact: no residual spread"
         standardised = (np.nan, absent or exact)
-    difference = carrier_difference(observed, edit.rows)
+    difference = carrier_difference(observed, edit)
     if difference is None:
-        everyone = f"every held-out patient carries {driver}: no non-carrier to compare"
+        everyone = (
+            f"every held-out patient carries {driver}: no non-carrier to compare"
+            if edit.n_carriers == len(observed)
+            else f"no held-out patient is known not to carry {driver}: no non-carrier to compare"
+        )
         observed_rms = (np.nan, absent or everyone)
     else:
         observed_rms = (float(np.sqrt(np.mean(difference**2))), "")
