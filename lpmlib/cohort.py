@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -99,6 +99,11 @@ class Layer:
     role: Role
     values: pd.DataFrame
     loadings: pd.DataFrame | None = None  # components x original features, when values are PC scores
+    # a raw cohort's fold view only: the values before z-score and projection (the selected features in
+    # their own units, imputed and purity-adjusted), and the fitted pipeline that says why a feature is not
+    # among them; known biology is checked against these, not against a reconstruction
+    features: pd.DataFrame | None = None
+    pipeline: Any = None  # lpmlib.preprocess.RawLayerPipeline
 
     @property
     def n_features(self) -> int:

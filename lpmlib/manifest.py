@@ -103,9 +103,10 @@ class RawCohort:
         for name, raw in self.layers.items():
             chosen = settings or self.pipelines.get(name, PipelineSettings())
             pipeline = RawLayerPipeline(chosen).fit(raw.iloc[train_rows], purity)
-            values = pipeline.transform(raw, purity)
+            features = pipeline.prepare(raw, purity)
             loadings = pipeline.loadings if pipeline.projected else None
-            layers[name] = Layer(name, self.roles[name], values, loadings)  # type: ignore[arg-type]
+            role = self.roles[name]
+            layers[name] = Layer(name, role, pipeline.project(features), loadings, features, pipeline)  # type: ignore[arg-type]
             if name in self.normals:
                 frame = self.normals[name]
                 normals[name] = pipeline.transform(frame, normal_purity(pipeline, frame.index))

@@ -208,7 +208,10 @@ class RawLayerPipeline:
 
     def transform(self, raw: pd.DataFrame, purity: pd.Series | None = None) -> pd.DataFrame:
         """PC scores (PC1, ...) or, without PCA, the z-scored selected features, for any patients."""
-        frame = self._prepared(raw, purity)
+        return self.project(self.prepare(raw, purity))
+
+    def project(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The model-ready values of prepared features (`prepare`): PC scores, z-scores or themselves."""
         if self.projector_ is not None:
             return self.projector_.transform(frame)
         if self.scaler_ is None:
@@ -290,8 +293,25 @@ class RawLayerPipeline:
         scaled = n is None and not self.settings.model_ready
         self.scaler_ = StandardScaler().fit(frame.to_numpy()) if scaled else None
 
-    def _prepared(self, raw: pd.DataFrame, purity: pd.Series | None) -> pd.DataFrame:
-        """Selected features of `raw`, log-transformed, imputed and purity-adjusted with fitted statistics."""
+    def why_not_selected(self, feature: str) -> str:
+        """Why a raw feature is not among the selected ones, with its missing fraction."""
+        self._check_fitted()
+        if feature not in self.missing_fraction_.index:
+            return "not in the layer's file"
+        missing, limit = self.missing_fraction_[feature], self.settings.max_missing_fraction
+        if missing > limit or missing == 1:
+            return (
+                f"dropped by the missingness filter: missing in {missing:.0%} of the fold's training "
+                f"patients (limit {limit:.0%})"
+            )
+        return (
+            f"not among the {self.settings.top_variance} most variable features of the fold's training "
+            f"patients (missing in {missing:.0%})"
+        )
+
+    def prepare(self, raw: pd.DataFrame, purity: pd.Series | None = None) -> pd.DataFrame:
+        """Selected features of `raw`, log-transformed, imputed and purity-adjusted with fitted statistics:
+        the values before z-score and projection, in the features' own units."""
         self._check_fitted()
         self._check_frame(raw)
         given, fitted = set(raw.columns), set(self.features_in_)

@@ -4,6 +4,7 @@ manifest of raw files. The workflow asks the run's source (`cohort_source`) and 
 
 from __future__ import annotations
 
+import difflib
 import functools
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -12,10 +13,10 @@ import numpy as np
 import pandas as pd
 
 from lpmlib.artifacts import folder_hashes
-from lpmlib.cohort import Cohort, read_seed_layout
+from lpmlib.cohort import SEED_DRIVERS, Cohort, read_seed_layout
 from lpmlib.manifest import KnownEffect, RawCohort, read_manifest
-from lpmlib.params import RunParams
-from lpmlib.simulate import read_layer_truth, read_truth, simulate_cohort, write_simulated_cohort
+from lpmlib.params import ParameterError, RunParams
+from lpmlib.simulate import LAYERS, read_layer_truth, read_truth, simulate_cohort, write_simulated_cohort
 
 
 class CohortSource(ABC):
@@ -46,7 +47,17 @@ class CohortSource(ABC):
         """One phrase naming the cohort, for the book's prose."""
 
     def check(self, project: Path = Path(".")) -> None:
-        """Before anything runs: a problem with the source that the parameters can fix is an error."""
+        """Before anything runs: the cohort is read, so that every data error surfaces now, and the
+        parameters that name its drivers and layers are checked against it."""
+        drivers, layers = self.names(project)
+        for name in ("knockout_gene", "fusion_gene", "colour_driver"):
+            _one_of(self.params, name, drivers, "driver")
+        for name in ("pca_layer", "endpoint") if self.params.endpoint else ("pca_layer",):
+            _one_of(self.params, name, layers, "layer")
+
+    @abstractmethod
+    def names(self, project: Path) -> tuple[list[str], list[str]]:
+        """The cohort's drivers and layers, read (and so checked) from its files."""
 
     def known_effects(self) -> list[KnownEffect]:
         """Known biology for Q1 to reproduce."""
@@ -88,9 +99,17 @@ class SeedLayoutSource(CohortSource):
         return folder_hashes(self.params.data_dir)
 
     def check(self, project: Path = Path(".")) -> None:
-        """A simulated folder must hold the cohort the run's simulation parameters ask for."""
+        """A simulated folder must also hold the cohort the run's simulation parameters ask for."""
         if (project / self.params.data_dir).is_dir():
             self.params.check_simulated_folder(project / self.params.data_dir)
+        super().check(project)
+
+    def names(self, project: Path) -> tuple[list[str], list[str]]:
+        folder = project / self.params.data_dir
+        if not folder.is_dir():  # simulated by the first chapter
+            return list(SEED_DRIVERS), list(LAYERS)
+        cohort = read_seed_layout(folder, n_folds=self.params.n_folds)
+        return cohort.driver_names, list(cohort.layers)
 
     def training_input(self, cohort: Cohort) -> Cohort:
         return cohort
@@ -103,10 +122,12 @@ class SeedLayoutSource(CohortSource):
         return f"the cohort in {self.location} ({cohort.n_patients} patients)"
 
     def planted_truth(self, project: Path = Path(".")) -> bool:
+        """Whether the folder holds the simulator's truth (a truth.json of another kind is an error)."""
         return read_truth(project / self.params.data_dir) is not None
 
     def layer_truth(self) -> pd.DataFrame | None:
-        return read_layer_truth(self.params.data_dir)
+        """The simulator's per-layer truth, None without a planted truth (a stray truth table alone)."""
+        return read_layer_truth(self.params.data_dir) if self.planted_truth() else None
 
 
 class ManifestSource(CohortSource):
@@ -144,6 +165,9 @@ class ManifestSource(CohortSource):
     def known_effects(self) -> list[KnownEffect]:
         return self.raw.known_effects
 
+    def names(self, project: Path) -> tuple[list[str], list[str]]:
+        return list(self.raw.drivers.columns), list(self.raw.layers)
+
     def endpoint(self) -> str:
         return self.raw.endpoint
 
@@ -156,3 +180,15 @@ def _read_manifest_once(manifest: str, raw_data_dir: str | None) -> RawCohort:
 def cohort_source(params: RunParams) -> CohortSource:
     """The run's source: its manifest when it names one, else its seed-layout folder."""
     return ManifestSource(params) if params.manifest else SeedLayoutSource(params)
+
+
+def _one_of(params: RunParams, name: str, valid: list[str], kind: str) -> None:
+    """The parameter `name` must name one of the cohort's drivers (or layers)."""
+    value = getattr(params, name)
+    if value not in valid:
+        close = difflib.get_close_matches(value, valid, n=1)
+        guess = f"Did you mean '{close[0]}'? " if close else ""
+        raise ParameterError(
+            f"parameter {name}={value!r} is not a {kind} of this cohort. {guess}"
+            f"Give -p {name}=<{kind}>, one of: {', '.join(valid)}."
+        )

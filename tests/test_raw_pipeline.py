@@ -163,6 +163,20 @@ def test_model_ready_values_pass_unchanged_whatever_the_purity_and_other_setting
         RawLayerPipeline(PipelineSettings(model_ready=True)).fit(with_gap)
 
 
+def test_a_feature_left_out_is_named_with_the_reason_and_its_missing_fraction() -> None:
+    raw, _ = cohort(missing=0.0)
+    raw.loc[raw.index[:60], "G0"] = np.nan  # missing in 60 of 80 training patients
+    pipeline = RawLayerPipeline(PipelineSettings(top_variance=10, **NO_PURITY)).fit(raw)
+    assert pipeline.why_not_selected("G0") == (
+        "dropped by the missingness filter: missing in 75% of the fold's training patients (limit 50%)"
+    )
+    left_out = next(f for f in raw.columns[1:] if f not in pipeline.selected_features)
+    assert "not among the 10 most variable features" in pipeline.why_not_selected(left_out)
+    prepared = pipeline.prepare(raw)
+    assert list(prepared.columns) == pipeline.selected_features
+    pd.testing.assert_frame_equal(pipeline.project(prepared), pipeline.transform(raw))
+
+
 def test_with_all_components_scores_times_loadings_reconstruct_the_z_scores() -> None:
     raw, purity = cohort(n=40, p=15)
     pipeline = RawLayerPipeline(PipelineSettings(top_variance=15, n_components=15))

@@ -3,6 +3,7 @@ questions, and the chapters and table of contents of its book."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -18,8 +19,9 @@ from lpmlib import workflow
 from lpmlib.cohort import GRADE_COLUMN, METADATA_FILE, layer_file_name, parse_grade, write_seed_layout
 from lpmlib.cv import fold_cohorts, fold_splits
 from lpmlib.errors import IncompleteRunError
-from lpmlib.manifest import RawCohort
+from lpmlib.manifest import KnownEffect, RawCohort
 from lpmlib.params import RunParams
+from lpmlib.preprocess import PipelineSettings
 from lpmlib.questions import attribution, knockout, masking, resistance
 from lpmlib.runner import (
     CHAPTERS_RECORD,
@@ -114,8 +116,37 @@ def test_every_question_runs_on_the_fold_views(manifest_run) -> None:
     assert known[["driver", "feature", "n_ranked"]].values.tolist() == [["TP53", "G2", 5]]
     assert 1 <= known.loc[0, "rank"] <= 5 and known.loc[0, "top_fraction"] == known.loc[0, "rank"] / 5
     assert known.loc[0, "reversed"] == (known.loc[0, "effect"] < 0)
+    assert known.loc[0, "n_folds_selected"] == 2 and known.loc[0, "observed_agrees"] in (True, False)
     leader = masking.q6_storm_leader(folds, endpoint=workflow.endpoint(params))["q6_leader"]
     assert set(leader["endpoint"]) == {"prot"}
+
+
+def test_known_biology_is_read_on_the_training_values_before_projection(manifest_run) -> None:
+    params, folds = manifest_run
+    raw = cohort_source(params).training_input(None)
+    effect = KnownEffect("TP53", "prot", "G2", "higher")
+    expected = []
+    for fold in folds:
+        values = raw.layers["prot"]["G2"].to_numpy()[fold.train_rows]  # no value is missing in G2
+        carriers = raw.drivers["TP53"].to_numpy()[fold.train_rows] == 1
+        purity_free = fold.cohort.layers["prot"].features["G2"].to_numpy()[fold.train_rows]
+        if carriers.any() and not carriers.all():
+            expected.append(purity_free[carriers].mean() - purity_free[~carriers].mean())
+        assert np.corrcoef(values, purity_free)[0, 1] > 0.5  # the feature's own values, purity-adjusted
+    assert expected and knockout.training_difference(folds, effect) == (
+        pytest.approx(np.mean(expected)),
+        2,
+        "",
+    )
+    strict = [
+        dataclasses.replace(
+            fold, cohort=raw.fold_cohort(fold.train_rows, PipelineSettings(max_missing_fraction=0))
+        )
+        for fold in folds
+    ]
+    gone = KnownEffect("TP53", "prot", "G0", "higher")  # G0 misses one value, in a training patient
+    difference, selected, reason = knockout.training_difference(strict, gone)
+    assert selected < 2 and reason.startswith("dropped by the missingness filter: missing in ")
 
 
 def test_the_permutation_null_retrains_on_the_raw_cohort(manifest_run) -> None:

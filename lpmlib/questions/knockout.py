@@ -44,6 +44,8 @@ KNOWN_COLUMNS = [
     "feature",
     "altered",
     "observed_difference",
+    "observed_agrees",
+    "n_folds_selected",
     "effect",
     "reversed",
     "rank",
@@ -239,32 +241,61 @@ def feature_ranks(folds: list[FoldResult], gene: str, layer: str, features: list
 
 
 def known_effect_check(folds: list[FoldResult], known: list[KnownEffect]) -> pd.DataFrame:
-    """Q1 against known biology: for each known effect, the reversal's mean `effect` on the feature and
-    its `observed_difference` (see `feature_effects`), whether the reversal moves the feature back
-    (`reversed`: against the direction it is `altered` in carriers), and its `rank` by |effect| among
-    the `n_ranked` features of its layer (`top_fraction` = rank / n_ranked)."""
+    """Q1 against known biology. For each known effect: `observed_difference`, the training carriers'
+    minus known non-carriers' mean of the feature's preprocessed values before projection (in its own
+    units, mean over folds), and `observed_agrees`, whether its sign is the one the effect states; the
+    reversal's mean `effect` on the feature (see `feature_effects`), whether it moves the feature back
+    (`reversed`: against the direction it is `altered` in carriers), and its `rank` by |effect| among the
+    `n_ranked` features of its layer (`top_fraction` = rank / n_ranked). A feature that a fold did not
+    select is named in `note` with the reason and its missing fraction."""
     rows = []
     for item in known:
-        found = feature_ranks(folds, item.driver, item.layer, [item.feature])
         row = {"driver": item.driver, "layer": item.layer, "feature": item.feature, "altered": item.altered}
+        sign = 1.0 if item.altered == "higher" else -1.0
+        difference, n_selected, reason = training_difference(folds, item)
+        row |= {"observed_difference": difference, "observed_agrees": bool(np.sign(difference) == sign)}
+        row |= {"n_folds_selected": n_selected}
+        found = feature_ranks(folds, item.driver, item.layer, [item.feature])
         if found.empty:
-            rows.append(row | {"note": "no fold selected this feature, or no fold has carriers"})
+            rows.append(row | {"note": reason or "no fold has carriers"})
             continue
         ranked = found.iloc[0]
-        sign = 1.0 if item.altered == "higher" else -1.0
+        notes = [ranked["note"] or "", f"not selected in some folds: {reason}" if reason else ""]
         rows.append(
             row
             | {
-                "observed_difference": ranked["observed_difference"],
                 "effect": ranked["effect"],
                 "reversed": bool(np.sign(ranked["effect"]) == -sign),
                 "rank": int(ranked["rank"]),
                 "n_ranked": int(ranked["n_ranked"]),
                 "top_fraction": ranked["rank"] / ranked["n_ranked"],
-                "note": ranked["note"] or "",
+                "note": "; ".join(n for n in notes if n),
             }
         )
     return pd.DataFrame(rows, columns=KNOWN_COLUMNS)
+
+
+def training_difference(folds: list[FoldResult], item: KnownEffect) -> tuple[float, int, str]:
+    """The mean over folds of the training carriers' minus known non-carriers' mean of the feature's
+    unprojected values, the folds that selected it, and why the others did not (first reason)."""
+    differences, reasons = [], []
+    views = [fold for fold in folds if fold.training_seed == 1]
+    for fold in views:
+        cohort, train = fold.cohort, fold.train_rows
+        layer = cohort.layers[item.layer]
+        if layer.features is None:
+            reasons.append("the layer has no values before projection (a model-ready layer)")
+            continue
+        if item.feature not in layer.features.columns:
+            reasons.append(layer.pipeline.why_not_selected(item.feature))
+            continue
+        carriers = cohort.drivers[item.driver].to_numpy()[train] == 1
+        others = cohort.non_carriers(item.driver)[train]
+        values = layer.features[item.feature].to_numpy()[train]
+        if carriers.any() and others.any():
+            differences.append(values[carriers].mean() - values[others].mean())
+    reason = f"{reasons[0]} ({len(reasons)} of {len(views)} folds)" if reasons else ""
+    return (float(np.mean(differences)) if differences else np.nan), len(views) - len(reasons), reason
 
 
 def q1_gene_knockout(folds: list[FoldResult], gene: str = "FOXA1", top_features: int = 20) -> Answer:
