@@ -162,8 +162,13 @@ def parse_manifest(path: str | Path) -> ManifestSpec:
         raise MissingFileError("manifest not found", file=source)
     try:
         raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-    except (UnicodeDecodeError, yaml.YAMLError) as error:
-        raise ManifestError(f"not a readable YAML file ({error})", file=source) from None
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"not UTF-8 ({error.reason} at byte {error.start})", file=source) from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise ManifestError(f"not a readable YAML file: {problem}{where}", file=source) from None
     keys = _checked(raw, ManifestSpec, "the manifest", source, skip={"source"})
     layers = {
         name: _layer(spec, name, source) for name, spec in _mapping(keys["layers"], "layers", source).items()
