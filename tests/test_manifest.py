@@ -13,6 +13,7 @@ from lpmlib.artifacts import folder_hashes, sha256
 from lpmlib.cv import model_config
 from lpmlib.errors import CohortError, EncodingError, MissingFileError
 from lpmlib.manifest import ManifestError, mutation_class, read_manifest
+from lpmlib.manifest_spec import parse_manifest
 from lpmlib.preprocess import PipelineSettings
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -411,3 +412,13 @@ def test_cross_validation_on_ucec_preprocesses_each_fold_on_its_own_training_pat
     reloaded = load_folds(raw, tmp_path, n_folds=3, pipeline=pipeline)
     for fold, again in zip(folds, reloaded):
         np.testing.assert_array_equal(fold.predictions["all"]["protein"], again.predictions["all"]["protein"])
+
+
+@pytest.mark.parametrize("example", sorted((PROJECT / "examples").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_example_manifest_parses_and_reads_where_its_data_are(example: Path) -> None:
+    spec = parse_manifest(example)
+    folder = example.parent / spec.data_dir
+    assert spec.name and spec.endpoint in spec.layers
+    if folder.is_dir():
+        cohort = read_manifest(example)
+        assert cohort.n_patients >= 50 and set(cohort.layers) == set(spec.layers)

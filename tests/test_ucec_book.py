@@ -38,3 +38,19 @@ def test_the_ucec_book_builds_from_its_manifest_with_quick_settings(tmp_path: Pa
     abstract = (project / "_build/html/book/abstract.html").read_text()
     assert "UCEC" in abstract and "protein" in abstract
     assert not json.loads((run / "cohort.json").read_text())["planted_truth"]
+
+
+COAD = UCEC.parent / "cptac-coad"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not COAD.is_dir(), reason=f"the public CPTAC COAD data are not at {COAD}")
+def test_the_coad_book_builds_from_its_manifest_with_quick_settings(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    lpm_run(project, "-p", f"raw_data_dir={COAD}", params="params/coad-quick.yaml")
+    run = project / "results/coad-quick"
+    glued = read_glued(run / "notebooks/01_data_assembly.ipynb")
+    assert "COAD" in glued["cohort_description"]
+    known = pd.read_csv(run / "tables/q1_known_effects.csv")
+    assert list(known["feature"]) == ["TP53", "MLH1"]
+    assert "stage" in (project / "_build/html/book/_generated/01_data_assembly.html").read_text()
