@@ -84,9 +84,13 @@ def cohort_description(params: RunParams, cohort: Cohort) -> str:
 
 
 def driver_prevalence(cohort: Cohort) -> pd.DataFrame:
-    """Carriers and prevalence of every driver, most frequent first."""
+    """Carriers and prevalence (among the patients of known status) of every driver, most frequent first,
+    and the patients of unknown status where a driver has some."""
     carriers = cohort.drivers.sum().astype(int)
-    table = pd.DataFrame({"carriers": carriers, "prevalence": carriers / cohort.n_patients})
+    unknown = cohort.unknown_drivers.sum().astype(int)
+    table = pd.DataFrame({"carriers": carriers, "prevalence": carriers / (cohort.n_patients - unknown)})
+    if unknown.any():
+        table["unknown"] = unknown
     return table.rename_axis("driver").sort_values("carriers", ascending=False, kind="stable")
 
 

@@ -191,6 +191,9 @@ def test_a_cohort_with_normals_apart_a_stage_and_unknown_msi_is_read_as_describe
     assert view.non_carriers("MSI-H").tolist() == [False, True, False] * 4
     assert model_config(view, latent_dim=8, vae_latent_dim=4).target_parents == {"protein": ["rna"]}
     assert len(view.normals["protein"]) == 4
+    prevalence = workflow.driver_prevalence(view)
+    assert prevalence.loc["MSI-H", ["carriers", "unknown"]].tolist() == [4, 4]
+    assert prevalence.loc["MSI-H", "prevalence"] == 0.5  # 4 carriers of the 8 tumours of known status
 
 
 @pytest.mark.parametrize(
