@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from lpmlib import workflow
 from lpmlib.artifacts import folder_hashes, sha256
 from lpmlib.cv import model_config
 from lpmlib.errors import CohortError, EncodingError, MissingFileError
