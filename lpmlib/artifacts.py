@@ -13,10 +13,30 @@ from typing import Any
 import pandas as pd
 
 
+def umask() -> int:
+    """The process's umask, read from /proc where Linux tells it (os.umask can only read it by changing it,
+    which other threads would see for a moment)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The mode `open()` gives a new file: 0o666 less the umask."""
+    return 0o666 & ~umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` on a temporary file beside `path`, then rename it into place.
 
-    A reader never sees a half-written artifact, and an interrupted run leaves the old one intact.
+    A reader never sees a half-written artifact, and an interrupted run leaves the old one intact. The
+    artifact gets the mode a plain `open()` would give it, not the 0600 of a temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -25,6 +45,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -1,5 +1,5 @@
 """Tables that describe the model for the Methods chapter: blocks, shapes, masking patterns, and how
-much signal the PTM encoders carry."""
+much signal the PTM encoders carry; and the cohort's layers in words, for the prose of every chapter."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import pandas as pd
 import torch
 
 from lpmlib.cohort import Cohort
-from lpmlib.model import LatentPerturbationModel, count_parameters, masking_patterns, training_patterns
+from lpmlib.model import (
+    LatentPerturbationModel,
+    ModelConfig,
+    count_parameters,
+    masking_patterns,
+    training_patterns,
+)
 from lpmlib.tensors import CohortTensors, LayerScaler
 
 BLOCK_ROLES = {
@@ -18,19 +24,85 @@ BLOCK_ROLES = {
     "joint_encoder": "multi-omic VAE encoder over all observed PTM layers and the mask",
     "fusion": "z_state from the genomic embedding, the PTM latents, the mask and the joint latent",
     "anchor": "closed-form linear anchor of every layer, one per masking pattern (fitted, not trained)",
-    "target_decoders": "residual read-out of RNA, protein (from z_state and the RNA anchor) and metabolome",
     "ptm_decoders": "residual read-out of every PTM layer from z_state",
-    "direct_target_decoders": "direct read-out (the deep model alone) of RNA, protein (from z_state and "
-    "the direct RNA) and metabolome",
     "direct_ptm_decoders": "direct read-out of every PTM layer from z_state",
 }
+NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+LAYER_WORDS = {
+    "rna": "RNA",
+    "metabolome": "the metabolome",
+    "pY": "phosphotyrosine",
+    "acetyl": "acetylation",
+    "methyl": "methylation",
+    "ubiq": "ubiquitination",
+    "phospho": "phosphorylation",
+}  # the seed layout's layer names in words; any other name is its own word
+DOWNSTREAM = ("metabolome",)  # target layers that follow the PTM layers in the flow of information
+
+
+def number_word(n: int) -> str:
+    """`n` in words up to ten, in digits beyond."""
+    return NUMBER_WORDS[n] if 0 <= n < len(NUMBER_WORDS) else str(n)
+
+
+def listed(items: list[str]) -> str:
+    """Items in prose: "a", "a and b", "a, b and c"."""
+    return " and ".join(filter(None, [", ".join(items[:-1]), *items[-1:]]))
+
+
+def counted(n: int, noun: str) -> str:
+    """`n` and its noun in words: "one PTM layer", "five PTM layers"."""
+    return f"{number_word(n)} {noun}{'' if n == 1 else 's'}"
+
+
+def layer_flow(cohort: Cohort) -> str:
+    """The cohort's layers in the order information flows through the model, in words, for the prose:
+    "RNA, protein, five layers of post-translational modification (PTM: ...) and the metabolome"."""
+    ptms = [LAYER_WORDS.get(name, name) for name in cohort.ptm_names]
+    upstream = [name for name in cohort.target_names if name not in DOWNSTREAM]
+    downstream = [name for name in cohort.target_names if name in DOWNSTREAM]
+    ptm_phrase = f"{counted(len(ptms), 'layer')} of post-translational modification (PTM: {listed(ptms)})"
+    return listed(
+        [*(LAYER_WORDS.get(n, n) for n in upstream), ptm_phrase, *(LAYER_WORDS.get(n, n) for n in downstream)]
+    )
+
+
+def layers_sentence(cohort: Cohort) -> str:
+    """The cohort's layers by role, under the names the tables use."""
+    targets, ptms = cohort.target_names, cohort.ptm_names
+    return (
+        f"This cohort has {counted(len(targets), 'target layer')} ({listed(targets)}) and "
+        f"{counted(len(ptms), 'PTM layer')} ({listed(ptms)})."
+    )
+
+
+def decoded_targets(config: ModelConfig, parent_source: str) -> str:
+    """The model's targets in words, each with the parents it is decoded from (`parent_source`: "the
+    {} anchor" or "the direct {}")."""
+    return listed(
+        [
+            f"{target} (from z_state and {listed([parent_source.format(p) for p in parents])})"
+            if (parents := config.target_parents.get(target))
+            else target
+            for target in config.target_dims
+        ]
+    )
+
+
+def target_roles(config: ModelConfig) -> dict[str, str]:
+    """The roles of the target read-outs, naming this model's targets and their parents."""
+    return {
+        "target_decoders": f"residual read-out of {decoded_targets(config, 'the {} anchor')}",
+        "direct_target_decoders": "direct read-out (the deep model alone) of "
+        + decoded_targets(config, "the direct {}"),
+    }
 
 
 def architecture_table(model: LatentPerturbationModel) -> pd.DataFrame:
     """One row per block of the model: what it does and how many parameters it has."""
+    roles = BLOCK_ROLES | target_roles(model.config)
     rows = [
-        {"block": name, "role": BLOCK_ROLES.get(name, ""), "parameters": n}
-        for name, n in count_parameters(model)
+        {"block": name, "role": roles.get(name, ""), "parameters": n} for name, n in count_parameters(model)
     ]
     table = pd.DataFrame(rows).set_index("block")
     table.loc["total"] = ["", int(table["parameters"].sum())]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
@@ -18,21 +21,41 @@ import papermill
 import yaml
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
+from papermill.exceptions import PapermillExecutionError
 
 from lpmlib.artifacts import atomic_write, write_json, write_text
-from lpmlib.cv import n_workers
-from lpmlib.errors import IncompleteRunError
-from lpmlib.params import RunParams
+from lpmlib.cv import MissingTrainingError, n_workers
+from lpmlib.errors import (
+    BookBuildError,
+    ChapterError,
+    CohortError,
+    IncompleteRunError,
+    ProjectLayoutError,
+    RunFolderLockedError,
+)
+from lpmlib.params import ParameterError, RunParams
 from lpmlib.provenance import run_record
+from lpmlib.questions import not_written_path
 from lpmlib.sources import cohort_source
 from lpmlib.workflow import has_planted_truth
 
 KERNEL_NAME = "lpm"
 GENERATED = Path("book") / "_generated"
+BUILD = "_build"  # the project's book build; never left holding another run's book
+KEPT_BOOK = "book"  # in the run folder: a copy of the last book built from it
+LOCK_FILE = ".lock"  # in the run folder: held by the run writing into it
 
-
-class ProjectLayoutError(FileNotFoundError):
-    """The folder given as the project root lacks the notebooks or the book configuration."""
+# errors whose message is all a user needs (it names the file, column or value, and what to do)
+USER_ERRORS = (
+    CohortError,
+    ParameterError,
+    IncompleteRunError,
+    MissingTrainingError,
+    ProjectLayoutError,
+    ChapterError,
+    RunFolderLockedError,
+    BookBuildError,
+)
 
 
 def find_notebooks(project: Path) -> list[Path]:
@@ -78,8 +101,8 @@ class IPCKernelManager(AsyncKernelManager):
         self._folder = tempfile.mkdtemp(prefix="lpm-kernel-")
         super().__init__(transport="ipc", ip=os.path.join(self._folder, "kernel"), **kwargs)
 
-    def cleanup_resources(self, restart: bool = False) -> None:
-        super().cleanup_resources(restart=restart)
+    async def cleanup_resources(self, restart: bool = False) -> None:
+        await super().cleanup_resources(restart=restart)
         if not restart:
             shutil.rmtree(self._folder, ignore_errors=True)
 
@@ -194,11 +217,14 @@ def missing_inputs(selected: list[Path], params: RunParams, project: Path) -> li
 def _not_usable(
     producer: Path, artifacts: list[str], ran_with: dict | None, params: RunParams, run_dir: Path
 ) -> str:
-    """Why the run folder's `artifacts` of `producer` cannot be read by this run ("" when they can)."""
+    """Why the run folder's `artifacts` of `producer` cannot be read by this run ("" when they can). A
+    table its question was not asked for (it recorded why, `questions.not_written_path`) counts as there:
+    its readers handle its absence."""
     exists = all(
         (run_dir / "cv").is_dir()
         if artifact == "models"
         else (run_dir / "tables" / f"{artifact}.csv").is_file()
+        or not_written_path(run_dir, artifact).is_file()
         for artifact in artifacts
     )
     if not exists:
@@ -242,14 +268,15 @@ def execute_chapters(chapters: list[Path], params: RunParams, project: Path, log
     executed copies as they finish.
 
     Chapters share nothing but the run folder, and every model runs on one thread, so the tables do not
-    depend on how many run side by side.
+    depend on how many run side by side. Once a chapter fails no other starts; those already running
+    finish (and are recorded), then the first failure is raised as a `ChapterError`.
     """
     ensure_kernel()
     workers = n_workers(params.n_jobs, len(chapters))
-    pending, running, finished = waits_for(chapters, project), {}, set()
+    pending, running, finished, failure = waits_for(chapters, project), {}, set(), None
     with ProcessPoolExecutor(workers) as pool:
-        while pending or running:
-            ready = [chapter for chapter, waits in pending.items() if waits <= finished]
+        while running or (pending and failure is None):
+            ready = [chapter for chapter, waits in pending.items() if waits <= finished and failure is None]
             for chapter in ready:
                 if len(running) == workers:
                     break
@@ -264,12 +291,47 @@ def execute_chapters(chapters: list[Path], params: RunParams, project: Path, log
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 chapter = running.pop(future)
-                output, seconds = future.result()
+                try:
+                    output, seconds = future.result()
+                except Exception as error:
+                    failure = failure or chapter_error(chapter, error, project / params.run_dir)
+                    others = ", ".join(other.name for other in running.values())
+                    still = f"; waiting for those still running to finish ({others})" if running else ""
+                    log(f"[lpm] {chapter.name} failed{still}")
+                    continue
                 log(f"[lpm] {chapter.name} done in {seconds:.1f} s")
                 _record_timing(project / params.run_dir, chapter.name, seconds)
                 record_chapter(project / params.run_dir, chapter, params)
                 finished.add(chapter)
                 yield output
+    if failure is not None:
+        raise failure
+
+
+def user_error_names() -> set[str]:
+    """The class names of `USER_ERRORS` and their subclasses: a chapter's error of one of them is reported
+    by its message alone."""
+    names, classes = set(), list(USER_ERRORS)
+    while classes:
+        cls = classes.pop()
+        names.add(cls.__name__)
+        classes.extend(cls.__subclasses__())
+    return names
+
+
+def chapter_error(chapter: Path, error: Exception, run_dir: Path) -> ChapterError:
+    """One paragraph for a failed chapter: which, its error's own message, and where its executed notebook
+    (with the full traceback) is. The original error stays attached as the cause."""
+    in_notebook = isinstance(error, PapermillExecutionError)
+    name, message = (error.ename, error.evalue) if in_notebook else (type(error).__name__, str(error))
+    message = " ".join(message.split())  # one paragraph
+    reason = message if name in user_error_names() else f"{name}: {message}" if message else name
+    notebook = run_dir / "notebooks" / chapter.name
+    shown = "with the full traceback" if in_notebook else "as far as it ran"
+    where = f" The executed notebook, {shown}, is {notebook}." if notebook.is_file() else ""
+    failure = ChapterError(f"chapter {chapter.stem} failed: {reason.rstrip('.')}.{where}")
+    failure.__cause__ = error
+    return failure
 
 
 def _record_timing(run_dir: Path, name: str, seconds: float) -> None:
@@ -378,15 +440,91 @@ def build_book(project: Path, log=print) -> Path:
     if jupyter_book is None:
         raise RuntimeError("jupyter-book is not installed in this environment")
     log("[lpm] building the book ...")
-    shutil.rmtree(project / "_build", ignore_errors=True)  # no stale page survives a rebuild
+    clear_book(project)  # no stale page survives a rebuild
     toc = staged_toc(project)
     command = [jupyter_book, "build", "--all", "-W", "-n", "--keep-going", "--toc", str(toc), str(project)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"the book build failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    index = project / "_build" / "html" / "index.html"
+        raise book_build_error(result, project)
+    index = project / BUILD / "html" / "index.html"
     log(f"[lpm] book: {index}")
     return index
+
+
+def book_build_error(result: subprocess.CompletedProcess, project: Path) -> BookBuildError:
+    """The first warnings of a failed build in one paragraph; its whole output goes to a log file."""
+    output = f"{result.stdout}\n{result.stderr}"
+    log_file = write_text(project / BUILD / "build.log", output)
+    lines = [line.strip() for line in output.splitlines() if re.search(r"\b(WARNING|ERROR)\b", line)]
+    lines = lines or [line.strip() for line in result.stderr.splitlines() if line.strip()][-1:]
+    first = "; ".join(lines[:3]) + (f" (and {len(lines) - 3} more)" if len(lines) > 3 else "")
+    html = project / BUILD / "html"
+    pages = f"; the pages it built, warnings and all, are in {html}" if html.is_dir() else ""
+    return BookBuildError(
+        f"the book build failed (jupyter-book exited with {result.returncode}): {first}. Its whole output is "
+        f"in {log_file}{pages}."
+    )
+
+
+def clear_book(project: Path) -> None:
+    """Remove the project's built book, so that it never shows a book that is not the current run's."""
+    shutil.rmtree(project / BUILD, ignore_errors=True)
+
+
+def keep_book(project: Path, run_dir: Path, log=print) -> Path:
+    """Copy the built book into the run folder (`KEPT_BOOK`), replacing the copy of an earlier build, so
+    that the last good book of a run folder survives a later failed run."""
+    kept, fresh, old = run_dir / KEPT_BOOK, run_dir / f".{KEPT_BOOK}.new", run_dir / f".{KEPT_BOOK}.old"
+    for folder in (fresh, old):
+        shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(project / BUILD / "html", fresh, copy_function=_link_or_copy)
+    if kept.exists():
+        kept.rename(old)
+    fresh.rename(kept)
+    shutil.rmtree(old, ignore_errors=True)
+    log(f"[lpm] a copy of the book is kept in {kept / 'index.html'}")
+    return kept / "index.html"
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """A hard link where the file system allows one (a rebuild writes new files, so the kept book stays as
+    it was and is not stored twice), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def last_book(run_dir: Path) -> Path | None:
+    """The index page of the last book built from the run folder, None when it has none."""
+    index = run_dir / KEPT_BOOK / "index.html"
+    return index if index.is_file() else None
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's lock (`LOCK_FILE`, with the holder's PID) while a run writes into it; a second
+    run into the same folder stops at once instead of retraining what the first is training."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            who = f"another lpm run (PID {holder})" if holder.isdigit() else "another lpm run"
+            raise RunFolderLockedError(
+                f"run folder '{run_dir}' is locked: {who} is writing into it. Wait for that run to end, or "
+                "give this run another folder (-p run_dir=...)."
+            ) from None
+        try:
+            handle.truncate(0)
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def run(
@@ -403,7 +541,9 @@ def run(
     Every chapter must find what it reads (`check_inputs`); `with_deps` adds the chapters that write it.
     Chapters that do not apply to the cohort are skipped. The book is built from this run folder's
     executed chapters alone (`stage_run`), so that a run of some chapters never mixes its chapters with
-    those of another run or cohort.
+    those of another run or cohort. The run holds the run folder's lock throughout (`run_lock`); a run
+    that builds a book clears the project's built book before anything else, and keeps a copy of the
+    book it builds in the run folder; a failed run's error notes where the last book of its folder is.
     """
     selected = [
         nb
@@ -412,6 +552,23 @@ def run(
     ]
     if with_deps:
         selected = with_dependencies(selected, project)
+    run_dir = project / params.run_dir
+    try:
+        with run_lock(run_dir):
+            _run_chapters(params, project, selected, book, log)
+    except Exception as error:
+        kept = last_book(run_dir)
+        if kept is not None:
+            error.add_note(f"the last book built from this run folder is at {kept}")
+        raise
+
+
+def _run_chapters(params: RunParams, project: Path, selected: list[Path], book: bool, log) -> None:
+    """Check the cohort and what the chapters read, execute them, and build and keep the book (see `run`).
+    A run that builds a book first removes the project's built book, so that whatever stops the run, the
+    project never shows another run's book."""
+    if book:
+        clear_book(project)
     cohort_source(params).check(project)
     check_inputs(selected, params, project)
     if book:
@@ -423,3 +580,4 @@ def run(
     if book:
         stage_run(params, project)
         build_book(project, log)
+        keep_book(project, project / params.run_dir, log)

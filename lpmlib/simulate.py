@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from lpmlib.cohort import CASE_ID, SEED_DRIVERS, SEED_PTMS, Cohort, Layer, parse_grade, write_seed_layout
 from lpmlib.constraints import Constraints, Interval, Options, check_fields
+from lpmlib.errors import ForeignTruthError
 from lpmlib.preprocess import LayerProjector
 from lpmlib.stats import mean_rms
 
@@ -650,10 +651,49 @@ def write_simulated_cohort(sim: SimulatedCohort, folder: str | Path) -> Path:
     return folder
 
 
+# keys of the simulator's truth.json (`truth_record`) that the readers of a planted truth rely on
+TRUTH_KEYS = ("config", "drivers", "layers", "leader", "zero_effect_drivers")
+
+
 def read_truth(folder: str | Path) -> dict | None:
-    """The truth.json of a cohort folder, or None when the cohort was not simulated."""
+    """The planted truth of a simulated cohort folder, or None when it has no truth.json (the user's own).
+
+    A truth.json that the simulator did not write (another tool's file, or one without the truth tables
+    beside it) is an error, raised before anything relies on it rather than deep in the validation chapter.
+    """
     path = Path(folder) / "truth.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        truth = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:  # not UTF-8, or not JSON
+        problem = f"not readable as JSON ({error})"
+    else:
+        problem = _foreign_truth_problem(truth, Path(folder))
+    if problem:
+        raise ForeignTruthError(
+            problem,
+            file=path,
+            hint="Move it out of the folder to analyse the cohort as your own (without the validation "
+            "chapter), or simulate a new cohort (lpm simulate --out <new folder>).",
+        )
+    return truth
+
+
+def _foreign_truth_problem(truth: object, folder: Path) -> str:
+    """Why `truth` is not the simulator's record of a planted truth ("" when it is)."""
+    if not isinstance(truth, dict):
+        kind = "an array" if isinstance(truth, list) else "a single value"
+        return f"it holds {kind}, not the JSON object of planted truth that the simulator writes"
+    missing = [key for key in TRUTH_KEYS if key not in truth]
+    if missing:
+        return f"not the planted truth the simulator writes (it lacks {', '.join(missing)})"
+    if not isinstance(truth["config"], dict):
+        return "not the planted truth the simulator writes (its config is not an object)"
+    tables = [name for name in (LAYER_TRUTH_FILE, KNOCKOUT_TRUTH_FILE) if not (folder / name).is_file()]
+    if tables:
+        return f"a planted truth without {' and '.join(tables)} beside it"
+    return ""
 
 
 def read_layer_truth(folder: str | Path) -> pd.DataFrame | None:

@@ -4,7 +4,8 @@
   against the drivers planted with zero effect.
 - Knockout effects (Q1): Spearman correlation of the estimated and the true shift per layer, over
   drivers with carriers; and how often the held-out effect test supports planted effects and null ones.
-- PTM dependency (Q5): the estimated R^2 from the other layers beside the true dependency.
+- PTM dependency (Q5): the estimated R^2 from the other layers beside the true dependency (none where the
+  cohort has one PTM layer and Q5 was not asked).
 - Storm leader (Q6): whether the planted leader is found, and in how many folds.
 Undefined values are NaN with a reason, never 0.
 """
@@ -18,7 +19,8 @@ import pandas as pd
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from lpmlib.questions import Answer
+from lpmlib.describe import listed
+from lpmlib.questions import Answer, not_written_path
 
 
 def ranking_auroc(scores: pd.Series, zero_effect: list[str]) -> tuple[float, int, str]:
@@ -87,8 +89,11 @@ def effect_test_recovery(effect_test: pd.DataFrame, truth_knockout: pd.DataFrame
     return table.rename_axis("planted").reset_index()
 
 
-def dependency_recovery(q5_summary: pd.DataFrame, layer_truth: pd.DataFrame) -> pd.DataFrame:
-    """Per PTM layer: Q5's R^2 from the other layers beside the planted dependency (an upper bound)."""
+def dependency_recovery(q5_summary: pd.DataFrame | None, layer_truth: pd.DataFrame) -> pd.DataFrame:
+    """Per PTM layer: Q5's R^2 from the other layers beside the planted dependency (an upper bound); no row
+    when Q5 was not asked (`q5_summary` None)."""
+    if q5_summary is None:
+        return pd.DataFrame(columns=["ptm", "estimated_r2", "true_dependency_r2"])
     estimated = q5_summary[q5_summary["metric"] == "r2_from_rest"].set_index("ptm")["mean"]
     truth = layer_truth["ptm_dependency_r2"].dropna()
     table = pd.DataFrame({"estimated_r2": estimated, "true_dependency_r2": truth}).dropna()
@@ -147,6 +152,12 @@ def targets_sentence(targets: pd.DataFrame | None) -> str:
     return sentence + "."
 
 
+def knockout_sentence(effects: pd.DataFrame, target_layers: list[str]) -> str:
+    """The Spearman correlation of estimated and true knockout effects on each target layer, in words."""
+    rho = effects.set_index("layer")["spearman"]
+    return listed([f"{rho[layer]:.2f} ({layer})" for layer in target_layers if layer in rho.index])
+
+
 QUESTION_TABLES = (
     "q1_knockout_summary",
     "q1_effect_test",
@@ -157,15 +168,26 @@ QUESTION_TABLES = (
 )  # what the validation reads
 
 
+def read_question_tables(run) -> dict[str, pd.DataFrame]:
+    """The `QUESTION_TABLES` of a run folder (a `lpmlib.workflow.RunFolder`), except those whose question
+    recorded that it did not write them (it was not asked of this cohort)."""
+    return {
+        name: run.load_table(name, index_col=None)
+        for name in QUESTION_TABLES
+        if not not_written_path(run.path, name).is_file()
+    }
+
+
 def validate(
     tables: Mapping[str, pd.DataFrame], truth: dict, layer_truth: pd.DataFrame, truth_knockout: pd.DataFrame
 ) -> Answer:
     """Every recovery check of a simulated cohort's answers (`tables`: the question tables named in
-    `QUESTION_TABLES`) against its planted truth (`truth.json`, the layer and knockout truth tables).
+    `QUESTION_TABLES`, Q5's left out where it was not asked) against its planted truth (`truth.json`, the
+    layer and knockout truth tables).
 
     Tables: `validation_rankings`, `validation_knockout`, `validation_effect_test`, `validation_dependency`
-    and `validation_targets`. Headline: each AUROC and Spearman, the effect test's counts, the leader found,
-    and the targets met.
+    and `validation_targets`. Headline: each AUROC and Spearman (and `spearman_targets`, those of the target
+    layers in words), the effect test's counts, the leader found, and the targets met.
     """
     q1 = tables["q1_knockout_summary"]
     rankings = ranking_recovery(
@@ -189,6 +211,7 @@ def validate(
     headline = {
         **{f"auroc_{row.ranking}": float(row.auroc) for row in rankings.itertuples()},
         **{f"spearman_{row.layer}": float(row.spearman) for row in effects.itertuples()},
+        "spearman_targets": knockout_sentence(effects, target_layers),
         **{
             f"effect_test_supported_{row.planted.replace(' ', '_')}": int(row.n_supported)
             for row in effect_test.itertuples()
@@ -205,7 +228,7 @@ def validate(
         "validation_rankings": rankings,
         "validation_knockout": effects,
         "validation_effect_test": effect_test,
-        "validation_dependency": dependency_recovery(tables["q5_dependency_summary"], layer_truth),
+        "validation_dependency": dependency_recovery(tables.get("q5_dependency_summary"), layer_truth),
         "validation_targets": targets,
     }
     return Answer(answer_tables, headline)

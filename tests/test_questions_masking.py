@@ -15,8 +15,10 @@ from torch import nn
 from lpmlib.cohort import Cohort, Layer
 from lpmlib.cv import run_cv
 from lpmlib.model import LPMOutput
-from lpmlib.questions.masking import pooled_r2, q5_ptm_dependency, q6_storm_leader
+from lpmlib.questions import not_written_path
+from lpmlib.questions.masking import Q5_TABLES, pooled_r2, q5_ptm_dependency, q6_storm_leader
 from lpmlib.train import TrainSettings
+from lpmlib.workflow import RunFolder
 
 PTMS = ("source", "copy", "independent")
 
@@ -49,7 +51,8 @@ def planted_cohort(
 class Coupled(nn.Module):
     """A module with the LPM's forward signature: each PTM is predicted as the sum of the OBSERVED PTM
     layers coupled to it, plus half its own value when that is observed (so a leak of a masked layer
-    would show), and the metabolome as the observed `independent` layer; a masked layer counts as 0."""
+    would show), and the metabolome as the observed `independent` layer; a masked layer (or one the cohort
+    lacks) counts as 0."""
 
     coupling = {"source": ["copy"], "copy": ["source"], "independent": []}
 
@@ -59,10 +62,10 @@ class Coupled(nn.Module):
 
     def forward(self, drivers, grade, ptms, ptm_mask) -> LPMOutput:
         visible = {p: torch.where(ptm_mask[:, i : i + 1], ptms[p], 0.0) for i, p in enumerate(self.ptm_names)}
-        zero = torch.zeros_like(visible["source"])
-        coupled = {p: sum((visible[q] for q in self.coupling[p]), zero) for p in self.ptm_names}
+        zero = torch.zeros_like(next(iter(visible.values())))
+        coupled = {p: sum((visible.get(q, zero) for q in self.coupling[p]), zero) for p in self.ptm_names}
         predictions = {p: coupled[p] + 0.5 * visible[p] for p in self.ptm_names}
-        predictions["metabolome"] = visible["independent"]
+        predictions["metabolome"] = visible.get("independent", zero)
         n = drivers.shape[0]
         return LPMOutput(predictions, zero, zero, {}, {}, zero, zero, torch.zeros(n, 1, 1))
 
@@ -77,6 +80,11 @@ class SourceOrCopy(Coupled):
         from_copy = torch.where(seen["copy"], ptms["copy"], 0.0)
         output.predictions["metabolome"] = torch.where(seen["source"], ptms["source"], from_copy)
         return output
+
+
+def with_layers(cohort: Cohort, names: tuple[str, ...]) -> Cohort:
+    """The cohort with only the named layers."""
+    return Cohort(cohort.clinical, cohort.drivers, {name: cohort.layers[name] for name in names})
 
 
 def coupled_folds(cohort: Cohort, module_type: type = Coupled) -> list:
@@ -189,6 +197,50 @@ def test_an_unknown_or_ptm_endpoint_is_a_clear_error() -> None:
     assert "metabolite" in str(error.value)
     with pytest.raises(ValueError, match="target layer"):
         q6_storm_leader(folds, endpoint="copy")
+
+
+def test_q5_is_not_asked_of_one_ptm_layer_and_leaves_no_table_behind(tmp_path) -> None:
+    answer = q5_ptm_dependency(
+        coupled_folds(with_layers(planted_cohort(n=60), ("metabolome", "independent")))
+    )
+    reason = "Q5 needs at least two PTM layers; this cohort has one (independent), so it is not asked."
+    assert not answer.asked and answer.tables == {} and answer.headline["q5_sentence"] == reason
+    assert answer.headline["q5_abstract"] == "" and answer.not_written == dict.fromkeys(Q5_TABLES, reason)
+    run = RunFolder(tmp_path)
+    run.save_table("q5_pair_matrix_summary", pd.DataFrame())  # the empty table of an earlier, failed run
+    answer.publish(run)
+    assert list((tmp_path / "tables").glob("*.csv")) == []
+    assert all(not_written_path(tmp_path, name).read_text() == reason + "\n" for name in Q5_TABLES)
+    asked = q5_ptm_dependency(coupled_folds(planted_cohort(n=60)))  # the same run folder, two PTM layers
+    asked.save(run)
+    assert asked.asked and sorted(p.stem for p in (tmp_path / "tables").iterdir()) == sorted(Q5_TABLES)
+    assert (
+        asked.headline["q5_abstract"]
+        == f"Q5 asks what the other PTM layers add to each one: {asked.headline['q5_sentence']}"
+    )
+
+
+def test_q6_with_one_ptm_layer_reports_its_gain_and_its_test() -> None:
+    cohort = with_layers(planted_cohort(n=90, linear=True), ("metabolome", "independent"))
+    answer = q6_storm_leader(coupled_folds(cohort))
+    row = answer["q6_leader"].iloc[0]
+    assert row["ptm"] == "independent" and row["gain_p_adjusted"] < 0.05 and row["ci_low"] > 0
+    verdict = answer["q6_verdict"].loc[0, "sentence"]
+    assert verdict == answer.headline["q6_verdict"]
+    assert verdict.startswith(f"independent adds {row['mean_gain']:+.3f} [")
+    assert (
+        "to the held-out R^2 of the metabolome beyond genomics" in verdict and "BH-adjusted p = " in verdict
+    )
+    assert answer.headline["q6_question"] == (
+        "what the cohort's one PTM layer, independent, adds to the prediction of the metabolome"
+    )
+    nothing = q6_storm_leader(
+        coupled_folds(with_layers(planted_cohort(n=90, linear=True), ("metabolome", "copy")))
+    )
+    assert nothing.headline["q6_verdict"].startswith("copy adds nothing detectable to the held-out R^2")
+    assert q6_storm_leader(coupled_folds(planted_cohort(n=60))).headline["q6_question"] == (
+        "which of the three PTM layers adds most to the prediction of the metabolome"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,9 @@
 """Q5 PTM dependency and Q6 storm leader: what masking PTM layers does to held-out R^2.
 
+Both work on any number of PTM layers, but Q5 asks how one layer depends on the others: with a single PTM
+layer it is not asked (its answer says why and writes no table). Q6 with a single PTM layer asks what that
+layer adds to the endpoint beyond genomics.
+
 Both questions score the model's masked predictions against the TRUE held-out values of a layer
 (original units), pooled over all held-out patients of a fold and variance-weighted. A masked layer
 is hidden from every part of the model, so a PTM layer predicted "from the rest" never sees itself.
@@ -16,6 +20,7 @@ from sklearn.metrics import r2_score
 
 from lpmlib.cohort import Cohort
 from lpmlib.cv import FoldResult
+from lpmlib.describe import counted, listed, number_word
 from lpmlib.model import masking_patterns
 from lpmlib.perturb import Outputs, observed_held_out, predict_masked
 from lpmlib.questions import Answer, verdict_table
@@ -33,6 +38,13 @@ from lpmlib.stats import (
 
 Scored = tuple[float, str]  # an R^2 and the reason it is NaN ("" when defined)
 PAIR_COLUMNS = ["ptm", "also_masked", "fold", SEED, "r2", "r2_lost", "n_patients", "note"]
+Q5_TABLES = (
+    "q5_dependency_per_fold",
+    "q5_dependency_summary",
+    "q5_dependency_gain",
+    "q5_pair_matrix_per_fold",
+    "q5_pair_matrix_summary",
+)
 
 
 def pooled_r2(truth: np.ndarray, predicted: np.ndarray) -> Scored:
@@ -167,21 +179,26 @@ def q5_ptm_dependency(folds: list[FoldResult]) -> Answer:
     genomics) minus its R^2 from genomics alone, so a layer whose information is all in genomics gains
     nothing. Each gain and each pair's loss is tested against zero over the held-out patients of every
     fold (a paired Wilcoxon signed-rank test of per-patient squared errors, Benjamini-Hochberg-adjusted).
+    A cohort with fewer than two PTM layers cannot ask it: the answer says why and has no table.
 
-    Tables: `q5_dependency_per_fold` (R^2 of each masked PTM from the rest and from genomics only, and
-    the gain), `q5_dependency_summary`, `q5_dependency_gain` (per layer: the gain's mean, 95% interval
-    and test), `q5_pair_matrix_per_fold` (R^2 of p with p and q masked; r2_lost = R^2(without p) -
-    R^2(without p and q), what q contributes to predicting p) and `q5_pair_matrix_summary` (r2_lost
+    Tables (`Q5_TABLES`): `q5_dependency_per_fold` (R^2 of each masked PTM from the rest and from genomics
+    only, and the gain), `q5_dependency_summary`, `q5_dependency_gain` (per layer: the gain's mean, 95%
+    interval and test), `q5_pair_matrix_per_fold` (R^2 of p with p and q masked; r2_lost = R^2(without p)
+    - R^2(without p and q), what q contributes to predicting p) and `q5_pair_matrix_summary` (r2_lost
     across folds, and its test).
+    Headline: `q5_sentence` (the answer in words, or why it is not asked), `q5_abstract` (the abstract's
+    sentence on Q5; empty when it is not asked) and `q5_pairs_sentence` (what the pair matrix shows).
     """
+    ptm_names = folds[0].cohort.ptm_names
+    if len(ptm_names) < 2:
+        return q5_not_asked(ptm_names)
     dependency = pd.DataFrame([row for fold in folds for row in dependency_rows(fold)])
     gains = pd.concat([dependency_gains(fold) for fold in folds], ignore_index=True)
     pair_results = [pair_rows(fold) for fold in folds]
     pairs = pd.DataFrame([row for rows, _ in pair_results for row in rows], columns=PAIR_COLUMNS)
-    losses = [loss for _, fold_losses in pair_results for loss in fold_losses]
+    losses = pd.concat([loss for _, fold_losses in pair_results for loss in fold_losses])
     pair_summary = summarise_folds(pairs, by=["ptm", "also_masked"], value="r2_lost")
-    if losses:
-        pair_summary = pair_summary.merge(gain_tests(pd.concat(losses), ["ptm", "also_masked"]), how="left")
+    pair_summary = pair_summary.merge(gain_tests(losses, ["ptm", "also_masked"]), how="left")
     gain_summary = summarise_folds(dependency, by=["ptm"], value="r2_gain_over_genomics")
     metrics = ["r2_from_rest", "r2_genomics_only", "r2_gain_over_genomics"]
     gain = gain_summary.merge(gain_tests(gains, ["ptm"]), on="ptm", how="left")
@@ -192,7 +209,28 @@ def q5_ptm_dependency(folds: list[FoldResult]) -> Answer:
         "q5_pair_matrix_per_fold": pairs,
         "q5_pair_matrix_summary": pair_summary,
     }
-    return Answer(tables, {"q5_sentence": dependency_sentence(gain.sort_values("mean", ascending=False))})
+    sentence = dependency_sentence(gain.sort_values("mean", ascending=False))
+    headline = {
+        "q5_sentence": sentence,
+        "q5_abstract": f"Q5 asks what the other PTM layers add to each one: {sentence}",
+        "q5_pairs_sentence": "R^2 lost by each PTM layer (rows) when a second layer (columns) is masked too.",
+    }
+    return Answer(tables, headline)
+
+
+def q5_not_asked(ptm_names: list[str]) -> Answer:
+    """Q5 on a cohort with fewer than two PTM layers: no table, and a sentence that says why."""
+    layers = f" ({listed(ptm_names)})" if ptm_names else ""
+    reason = (
+        f"Q5 needs at least two PTM layers; this cohort has {number_word(len(ptm_names))}{layers}, "
+        "so it is not asked."
+    )
+    headline = {
+        "q5_sentence": reason,
+        "q5_abstract": "",
+        "q5_pairs_sentence": "There is no second PTM layer to mask.",
+    }
+    return Answer.not_asked(Q5_TABLES, reason, headline)
 
 
 def dependency_sentence(gain: pd.DataFrame) -> str:
@@ -318,12 +356,14 @@ def q6_storm_leader(folds: list[FoldResult], endpoint: str = "metabolome") -> An
     genomics) minus R^2 from genomics alone, so a layer whose information is all in genomics gains
     nothing. The leader is named only where `lpmlib.stats.separate_best` separates the best layer from
     every other one (per-patient squared errors, a paired Wilcoxon test, and the folds); otherwise there
-    is no single leader.
+    is no single leader. With one PTM layer there is nothing to separate it from, and the verdict is its
+    gain and the test of that gain.
 
     Tables: `q6_leader_per_fold` (R^2 of the endpoint with one PTM kept, the genomics-only floor, the
     all-PTM ceiling, the gain over genomics and the leave-one-out drop R^2(all) - R^2(without p)),
     `q6_leader_summary`, `q6_leader` (per layer, best first: `leader_table`) and `q6_verdict` (the
     leader or none, the layers that cannot be separated from the best, and the verdict in words).
+    Headline: `q6_endpoint`, `q6_question` (the question as this cohort asks it) and `q6_verdict`.
     """
     cohort = folds[0].cohort
     check_endpoint(cohort, endpoint)
@@ -332,11 +372,42 @@ def q6_storm_leader(folds: list[FoldResult], endpoint: str = "metabolome") -> An
     scores = per_fold.rename(columns={"r2_gain_over_genomics": "value"})
     separation = separate_best(scores, gains, "ptm", paired=True)
     metrics = ["r2_only", "r2_genomics_only", "r2_all", "r2_gain_over_genomics", "loo_drop"]
+    leaders = leader_table(per_fold, gains, separation)
     verdict = verdict_table(separation, "PTM layer", {"endpoint": endpoint})
+    if len(cohort.ptm_names) == 1:
+        verdict.loc[0, "sentence"] = single_layer_sentence(leaders.iloc[0], endpoint)
     tables = {
         "q6_leader_per_fold": per_fold,
         "q6_leader_summary": long_summary(per_fold, ["endpoint", "ptm"], metrics),
-        "q6_leader": leader_table(per_fold, gains, separation),
+        "q6_leader": leaders,
         "q6_verdict": verdict,
     }
-    return Answer(tables, {"q6_endpoint": endpoint, "q6_verdict": verdict.loc[0, "sentence"]})
+    headline = {
+        "q6_endpoint": endpoint,
+        "q6_question": leader_question(cohort.ptm_names, endpoint),
+        "q6_verdict": verdict.loc[0, "sentence"],
+    }
+    return Answer(tables, headline)
+
+
+def leader_question(ptm_names: list[str], endpoint: str) -> str:
+    """Q6 as this cohort asks it, for the prose: which of its PTM layers leads, or what its only one adds."""
+    if len(ptm_names) == 1:
+        return f"what the cohort's one PTM layer, {ptm_names[0]}, adds to the prediction of the {endpoint}"
+    return (
+        f"which of the {counted(len(ptm_names), 'PTM layer')} adds most to the prediction of the {endpoint}"
+    )
+
+
+def single_layer_sentence(row: pd.Series, endpoint: str) -> str:
+    """Q6's verdict with one PTM layer (a `leader_table` row): its gain over genomics and whether the test
+    finds one."""
+    interval = f"{row['mean_gain']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+    p_value = row["gain_p_adjusted"]
+    test = f"mean and 95% interval over folds; paired Wilcoxon test, BH-adjusted p = {p_value:.2g}"
+    if p_value < ALPHA and row["mean_gain"] > 0:
+        return f"{row['ptm']} adds {interval} to the held-out R^2 of the {endpoint} beyond genomics ({test})."
+    return (
+        f"{row['ptm']} adds nothing detectable to the held-out R^2 of the {endpoint} beyond genomics: "
+        f"{interval} ({test})."
+    )
