@@ -19,6 +19,7 @@ from lpmlib.cv import run_cv
 from lpmlib.performance import q0_per_fold, q0_summary
 from lpmlib.simulate import SimulationConfig, simulate_cohort
 from lpmlib.stats import mean_interval
+from lpmlib.tasks import shared_scheduler
 from lpmlib.train import TrainSettings
 
 CURVE_METHODS = ("lpm", "deep", "ridge", "reduced_rank_ridge", "noise_ceiling")
@@ -34,24 +35,28 @@ def r2_by_cohort_size(
     nonlinearity: float = 0.0,
     n_jobs: int = 1,
     log: Callable[[str], None] | None = None,
+    scheduler: str = "",
     **hyperparameters,
 ) -> pd.DataFrame:
     """One row per size, target layer, inputs and method: the cross-fold mean variance-weighted R^2 with
-    its 95% interval and per-fold values (the noise ceiling has no folds and no inputs)."""
+    its 95% interval and per-fold values (the noise ceiling has no folds and no inputs). Each size trains
+    its folds on the backend `scheduler` names (`lpmlib.tasks`); a local Dask cluster serves every size."""
     rows = []
-    for n_patients in sizes:
-        simulated = simulate_cohort(
-            SimulationConfig(n_patients=n_patients, seed=simulation_seed, nonlinearity=nonlinearity)
-        )
-        cohort = simulated.cohort
-        folds = run_cv(
-            cohort, Path(run_dir) / f"n{n_patients}", settings, n_folds, seed, n_jobs, log, **hyperparameters
-        )
-        summary = q0_summary(q0_per_fold(folds), simulated.layer_truth.set_index("layer"))
-        summary = summary[
-            (summary["metric"] == "r2_variance_weighted") & summary["layer"].isin(cohort.target_names)
-        ]
-        rows.append(summary.assign(n_patients=n_patients))
+    with shared_scheduler(scheduler, n_jobs) as address:
+        for n_patients in sizes:
+            simulated = simulate_cohort(
+                SimulationConfig(n_patients=n_patients, seed=simulation_seed, nonlinearity=nonlinearity)
+            )
+            cohort = simulated.cohort
+            run = Path(run_dir) / f"n{n_patients}"
+            folds = run_cv(
+                cohort, run, settings, n_folds, seed, n_jobs, log, scheduler=address, **hyperparameters
+            )
+            summary = q0_summary(q0_per_fold(folds), simulated.layer_truth.set_index("layer"))
+            summary = summary[
+                (summary["metric"] == "r2_variance_weighted") & summary["layer"].isin(cohort.target_names)
+            ]
+            rows.append(summary.assign(n_patients=n_patients))
     table = pd.concat(rows, ignore_index=True).drop(columns="metric")
     method = table["method"].str.extract(r"^(.*?)(?:_(all|genomics_only))?$")
     table = table.assign(model=method[0], inputs=method[1].fillna(""))

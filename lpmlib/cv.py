@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.model_selection import KFold, train_test_split
 
 from lpmlib import linear as linear_module
@@ -33,16 +32,12 @@ from lpmlib.manifest import RawCohort
 from lpmlib.model import LatentPerturbationModel, ModelConfig, masking_patterns
 from lpmlib.preprocess import PipelineSettings
 from lpmlib.stats import SEED
+from lpmlib.tasks import n_workers as n_workers  # re-exported: the runner sizes its pool of chapters with it
+from lpmlib.tasks import run_tasks, runs_here
 from lpmlib.tensors import CohortTensors, LayerScaler
 from lpmlib.train import TrainSettings, fit, make_deterministic, seed_one_thread
 
 Log = Callable[[str], None]
-
-
-def n_workers(n_jobs: int, n_tasks: int) -> int:
-    """Processes for `n_tasks` independent tasks: joblib's reading of `n_jobs` (-1: every core), at most
-    one per task."""
-    return max(1, min(effective_n_jobs(n_jobs), n_tasks))
 
 
 def fold_splits(n_patients: int, n_folds: int = 5, seed: int = 42) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -321,38 +316,42 @@ def run_cv(
     log: Log | None = print,
     pipeline: PipelineSettings | None = None,
     n_seeds: int = 1,
+    scheduler: str = "",
     **hyperparameters,
 ) -> list[FoldResult]:
-    """Train `n_seeds` models per fold (side by side with `n_jobs`, -1: every core), reusing those already
-    finished; the results are ordered by fold, then training seed.
+    """Train `n_seeds` models per fold (side by side with `n_jobs`, -1: every core, on the backend that
+    `scheduler` names: see `lpmlib.tasks`), reusing those already finished; the results are ordered by
+    fold, then training seed.
 
     A raw cohort (from a manifest) is preprocessed per fold with `pipeline`, fitted on that fold's
-    training patients; each result then keeps its view in `FoldResult.cohort`.
+    training patients; each result then keeps its view in `FoldResult.cohort`. Each model's task writes
+    its checkpoint under the absolute `run_dir`, so that a Dask worker started elsewhere writes into
+    the same run folder (on a shared filesystem for workers on other machines).
     """
     make_deterministic(seed)
     splits = fold_splits(cohort.n_patients, n_folds, seed)
     views = fold_cohorts(cohort, splits, pipeline)
     models = fold_models(n_folds, n_seeds)
-    n_jobs = n_workers(n_jobs, len(models))
-    jobs = (
-        delayed(train_fold)(
+    in_process = runs_here(n_jobs, len(models), scheduler)
+    tasks = [
+        (
             views[k - 1],
             k,
             *splits[k - 1],
             model_config(views[k - 1], **hyperparameters),
             settings,
             seed,
-            run_dir,
+            Path(run_dir).absolute(),
             cohort_fingerprint(views[k - 1]),
-            log if n_jobs == 1 else None,
-            training_seed=s,
+            log if in_process else None,
+            s,
         )
         for k, s in models
-    )
-    results = Parallel(n_jobs=n_jobs)(jobs)
+    ]
+    results = run_tasks(train_fold, tasks, n_jobs, scheduler)
     for result in results:
         result.cohort = views[result.fold - 1]
-    if log and n_jobs != 1:
+    if log and not in_process:
         for result in results:
             done = "reused" if result.reused else "trained"
             log(f"fold {result.fold}, seed {result.training_seed}: {done}, {len(result.history) - 1} epochs")

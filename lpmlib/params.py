@@ -17,6 +17,7 @@ import yaml
 from lpmlib.constraints import Constraints, Interval, Options, check
 from lpmlib.model import ModelConfig
 from lpmlib.simulate import SimulationConfig, read_truth
+from lpmlib.tasks import SCHEDULER
 from lpmlib.train import TrainSettings
 
 # run parameter -> the SimulationConfig field it sets (the config's own defaults fill the rest)
@@ -51,6 +52,7 @@ class RunParams:
     anchor: str = TrainSettings.anchor  # the linear anchor nested in the model: ridge or reduced_rank_ridge
     n_seeds: int = 2  # models trained per fold, each with its own seed; the questions average their answers
     n_jobs: int = -1  # processes: chapters, folds and permutations side by side (-1: every core)
+    scheduler: str = ""  # where trainings run: "" loky, "local" a Dask LocalCluster, or tcp://host:port
     device: str = TrainSettings.device  # "auto": CUDA when present, else the CPU
     # the questions
     knockout_gene: str = "FOXA1"  # Q1: the driver knocked out in detail
@@ -175,6 +177,7 @@ def constraints() -> Constraints:
         "n_folds": Interval(int, 2),
         "n_seeds": Interval(int, 1),
         "n_jobs": (Interval(int, 1), Options((-1,))),
+        "scheduler": SCHEDULER,
         "top_features": Interval(int, 1),
         "ig_steps": Interval(int, 1),
         "n_permutations": Interval(int, 0),

@@ -173,7 +173,7 @@ def waits_for(chapters: list[Path], project: Path) -> dict[Path, set[Path]]:
     return order
 
 
-RESULT_FREE = {"run_dir", "n_jobs"}  # parameters that never change what a chapter writes
+RESULT_FREE = {"run_dir", "n_jobs", "scheduler"}  # parameters that never change what a chapter writes
 CHAPTERS_RECORD = "chapters.json"  # in the run folder: each executed chapter's parameters
 
 

@@ -83,6 +83,16 @@ def cohort_description(params: RunParams, cohort: Cohort) -> str:
     return cohort_source(params).describe(cohort)
 
 
+def covariate_counts(cohort: Cohort) -> pd.DataFrame:
+    """Patients per category of the clinical covariate (grade or stage), each category labelled."""
+    counts = cohort.clinical["grade"].value_counts().reindex(list(cohort.grade_labels), fill_value=0)
+    return (
+        counts.rename(index=cohort.grade_labels)
+        .rename_axis(f"{cohort.covariate} category")
+        .to_frame("patients")
+    )
+
+
 def driver_prevalence(cohort: Cohort) -> pd.DataFrame:
     """Carriers and prevalence (among the patients of known status) of every driver, most frequent first,
     and the patients of unknown status where a driver has some."""
@@ -111,6 +121,7 @@ def train_folds(params: RunParams, cohort: Cohort, log=print) -> list[FoldResult
         params.n_jobs,
         log,
         n_seeds=params.n_seeds,
+        scheduler=params.scheduler,
         **params.hyperparameters(),
     )
 
@@ -143,6 +154,7 @@ def knockout_null(params: RunParams, cohort: Cohort, gene: str) -> pd.DataFrame:
         n_jobs=params.n_jobs,
         n_folds=params.n_folds,
         n_seeds=params.n_seeds,
+        scheduler=params.scheduler,
         **params.hyperparameters(),
     )
 
@@ -161,5 +173,6 @@ def cohort_size_curve(params: RunParams, log=print) -> pd.DataFrame:
         params.nonlinearity,
         params.n_jobs,
         log,
+        scheduler=params.scheduler,
         **params.hyperparameters(),
     )

@@ -195,6 +195,8 @@ def test_a_cohort_with_normals_apart_a_stage_and_unknown_msi_is_read_as_describe
     prevalence = workflow.driver_prevalence(view)
     assert prevalence.loc["MSI-H", ["carriers", "unknown"]].tolist() == [4, 4]
     assert prevalence.loc["MSI-H", "prevalence"] == 0.5  # 4 carriers of the 8 tumours of known status
+    covariate = workflow.covariate_counts(view)
+    assert covariate.index.name == "stage category" and covariate.loc["Stage IV", "patients"] == 3
 
 
 @pytest.mark.parametrize(

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
 
 from lpmlib.cohort import Cohort, check_drivers
-from lpmlib.cv import n_workers, run_cv
+from lpmlib.cv import run_cv
 from lpmlib.manifest import RawCohort
 from lpmlib.questions.shifts import SUMMARY_KEYS, knockout_per_fold
 from lpmlib.stats import benjamini_hochberg, summarise_folds
+from lpmlib.tasks import run_tasks
 from lpmlib.train import TrainSettings
 
 Source = Cohort | RawCohort  # a model-ready cohort, or a raw one each fold preprocesses itself
@@ -98,12 +98,14 @@ def knockout_permutation_null(
     n_jobs: int = 1,
     n_folds: int = 5,
     n_seeds: int = 1,
+    scheduler: str = "",
     **hyperparameters,
 ) -> pd.DataFrame:
     """The null distribution of Q1's knockout of `gene`: one row per permutation and layer.
 
-    Permutations run as independent joblib jobs (`n_jobs`, -1: every core), each training its folds one
-    after the other into `run_dir/permutations/<gene>/<i>` (finished folds are reused on a re-run); the
+    Permutations run as independent tasks (`n_jobs`, -1: every core, on the backend `scheduler` names:
+    see `lpmlib.tasks`), each training its folds one after the other into the absolute
+    `run_dir/permutations/<gene>/<i>` (finished folds are reused on a re-run); the
     training seed is `seed`, as in the observed run, so only the driver's column differs. Pass the
     observed run's `settings`, `seed`, `n_seeds` (models per fold, whose answers are averaged) and
     hyperparameters, or the null answers another question.
@@ -115,12 +117,10 @@ def knockout_permutation_null(
         raise ValueError(f"n_permutations must be >= 0, got {n_permutations}")
     if n_permutations == 0:
         return pd.DataFrame(columns=NULL_COLUMNS)
-    folder = Path(run_dir) / "permutations" / gene
-    jobs = (
-        delayed(one_permutation)(cohort, gene, folder, settings, i, seed, n_folds, n_seeds, hyperparameters)
-        for i in range(n_permutations)
-    )
-    null = Parallel(n_jobs=n_workers(n_jobs, n_permutations))(jobs)
+    folder = Path(run_dir).absolute() / "permutations" / gene
+    shared = (seed, n_folds, n_seeds, hyperparameters)
+    tasks = [(cohort, gene, folder, settings, i, *shared) for i in range(n_permutations)]
+    null = run_tasks(one_permutation, tasks, n_jobs, scheduler)
     return pd.concat(null, ignore_index=True)[NULL_COLUMNS]
 
 
