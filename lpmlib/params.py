@@ -62,8 +62,8 @@ class RunParams:
     ig_steps: int = 64  # Q3: integration steps of integrated gradients
     n_permutations: int = 0  # Q1: retrainings with the gene's column permuted (a null distribution)
     curve_sizes: tuple[int, ...] = ()  # patients of each cohort of the cohort-size chapter (none: skipped)
-    pca_layer: str = "rna"  # data chapter: layer shown in the PCA view
-    colour_driver: str = "ERG"  # data chapter: driver whose status colours the PCA view
+    pca_layer: str = ""  # data chapter: layer shown in the PCA view ("": the first target layer)
+    colour_driver: str = ""  # data chapter: driver whose status colours the PCA view ("": the first)
     # the model (defaults: ModelConfig's)
     latent_dim: int = ModelConfig.latent_dim
     vae_latent_dim: int = ModelConfig.vae_latent_dim

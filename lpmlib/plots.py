@@ -63,7 +63,9 @@ def interval_bars(
 
 
 def layer_pcs_by_driver(cohort: Cohort, layer: str, driver: str) -> Figure:
-    """The first two principal components of one layer, patients coloured by a driver's status."""
+    """The first two principal components of one layer (the first target layer when ""), patients
+    coloured by a driver's status (the first driver when "")."""
+    layer, driver = layer or cohort.target_names[0], driver or cohort.driver_names[0]
     values = cohort.layers[layer].values
     status = cohort.driver(driver).astype(bool)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))

@@ -50,10 +50,12 @@ class CohortSource(ABC):
         """Before anything runs: the cohort is read, so that every data error surfaces now, and the
         parameters that name its drivers and layers are checked against it."""
         drivers, layers = self.names(project)
-        for name in ("knockout_gene", "fusion_gene", "colour_driver"):
+        for name in ("knockout_gene", "fusion_gene"):
             _one_of(self.params, name, drivers, "driver")
-        for name in ("pca_layer", "endpoint") if self.params.endpoint else ("pca_layer",):
-            _one_of(self.params, name, layers, "layer")
+        optional = {"colour_driver": ("driver", drivers), "pca_layer": ("layer", layers)}
+        for name, (kind, valid) in (optional | {"endpoint": ("layer", layers)}).items():
+            if getattr(self.params, name):  # "" takes the cohort's own default
+                _one_of(self.params, name, valid, kind)
 
     @abstractmethod
     def names(self, project: Path) -> tuple[list[str], list[str]]:
