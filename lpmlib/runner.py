@@ -84,12 +84,18 @@ def ensure_kernel() -> str:
 
         install(kernel_name=KERNEL_NAME, display_name="Python (lpm)", prefix=sys.prefix)
         spec = manager.get_kernel_spec(KERNEL_NAME)
-    if Path(spec.argv[0]).absolute() != Path(sys.executable).absolute():
+    if not same_python(Path(spec.argv[0]), Path(sys.executable)):
         raise RuntimeError(
             f"the Jupyter kernel '{KERNEL_NAME}' at {spec.resource_dir} runs {spec.argv[0]}, "
             f"not this environment's {sys.executable}: remove that folder and re-run"
         )
     return KERNEL_NAME
+
+
+def same_python(one: Path, other: Path) -> bool:
+    """Whether two paths start the same environment's Python (`python` and `python3.11` of one venv are
+    links to one interpreter in one folder)."""
+    return one.absolute().parent == other.absolute().parent and one.resolve() == other.resolve()
 
 
 class IPCKernelManager(AsyncKernelManager):

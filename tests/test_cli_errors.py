@@ -18,7 +18,7 @@ from lpmlib.cli import main
 from lpmlib.cohort import METADATA_FILE
 from lpmlib.errors import ForeignTruthError
 from lpmlib.params import RunParams
-from lpmlib.runner import KEPT_BOOK, LOCK_FILE, keep_book, record_chapter, run, run_lock
+from lpmlib.runner import KEPT_BOOK, LOCK_FILE, keep_book, record_chapter, run, run_lock, same_python
 from lpmlib.simulate import (
     KNOCKOUT_TRUTH_FILE,
     SimulationConfig,
@@ -283,3 +283,16 @@ def test_artifacts_get_the_mode_a_plain_open_would_give(mask: int, tmp_path: Pat
     assert artifact.read_text() == "a,b\n1,2\n" and [p.name for p in artifact.parent.iterdir()] == [
         artifact.name
     ]
+
+
+def test_the_kernel_check_takes_two_names_of_one_venv_python_as_the_same(tmp_path: Path) -> None:
+    folder = tmp_path / "venv" / "bin"
+    folder.mkdir(parents=True)
+    (tmp_path / "python3.11").write_text("")
+    (folder / "python3.11").symlink_to(tmp_path / "python3.11")
+    (folder / "python").symlink_to("python3.11")
+    other = tmp_path / "other" / "bin"
+    other.mkdir(parents=True)
+    (other / "python").symlink_to(tmp_path / "python3.11")
+    assert same_python(folder / "python", folder / "python3.11")
+    assert not same_python(other / "python", folder / "python")  # another environment on the same base
