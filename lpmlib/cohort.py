@@ -8,6 +8,7 @@ the model's inputs). Validation happens here, once, at the boundary.
 
 from __future__ import annotations
 
+import gzip
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -468,7 +469,7 @@ def check_magnitude(values: pd.DataFrame, path: Path, written: pd.DataFrame | No
                 f"{problem} (sample '{case_id}')",
                 file=path,
                 column=column,
-                value=(values if written is None else written).at[case_id, column],
+                value=_plain((values if written is None else written).at[case_id, column]),
                 hint=f"Values must lie within +-{MAX_MAGNITUDE:.0e}; check the file's units or export.",
             )
 
@@ -480,12 +481,30 @@ def read_csv_decoded(path: Path, hint: str = "", **options) -> pd.DataFrame:
         return pd.read_csv(path, **options)
     except UnicodeDecodeError as error:
         raise EncodingError(
-            f"cannot be read as {encoding} ({error.reason} at byte {error.start})",
+            f"cannot be read as {encoding} ({error.reason}{_where_undecodable(path, encoding)})",
             file=path,
             hint=hint or f"Save it as {encoding.upper()}.",
         ) from None
     except LookupError as error:
         raise EncodingError("unknown encoding", file=path, value=encoding, hint=hint) from error
+
+
+def _where_undecodable(path: Path, encoding: str) -> str:
+    """' on line N, byte B' of the first byte that does not decode (the file, decompressed if gzipped)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as stream:
+        data = stream.read()
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        return f" on line {line}, byte {error.start}"
+    return ""
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar as the Python value it holds, so that a message quotes 1e+300, not np.float64(...)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def check_header(path: Path, sep: str, encoding: str, hint: str = "") -> list[str]:
