@@ -18,8 +18,9 @@ from lpmlib.model import (
 from lpmlib.tensors import CohortTensors, LayerScaler
 
 BLOCK_ROLES = {
-    "genomics": "self-attention over one token per driver (embedding x presence) and a grade token",
-    "seed_head": "z_seed: the state expected from genomics and grade alone",
+    "genomics": "self-attention over one token per driver (embedding x presence) and a token of the clinical "
+    "covariate (grade or stage)",
+    "seed_head": "z_seed: the state expected from genomics and the clinical covariate alone",
     "ptm_encoders": "one VAE encoder per PTM layer (mean and log-variance)",
     "joint_encoder": "multi-omic VAE encoder over all observed PTM layers and the mask",
     "fusion": "z_state from the genomic embedding, the PTM latents, the mask and the joint latent",
