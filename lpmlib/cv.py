@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,18 +270,30 @@ def _log_epoch(log: Log, fold: int, row: dict) -> None:
 def _save(store: FoldStore, model, history: pd.DataFrame, record: dict) -> None:
     store.folder.mkdir(parents=True, exist_ok=True)
     write_table(store.history, history, index=False)
-    atomic_write(store.weights, lambda tmp: torch.save(model.state_dict(), tmp))
+    atomic_write(store.weights, lambda tmp: _save_weights(model, tmp))
     write_json(store.record, record | {"weights_sha256": sha256(store.weights)})
 
 
+def _save_weights(model, path: Path) -> None:
+    """The state dict, through an open file: torch names the archive inside after a path's file name,
+    which for a temporary file is random, so only a file handle gives the same bytes for the same weights."""
+    with open(path, "wb") as handle:
+        torch.save(model.state_dict(), handle)
+
+
 def _save_npz(path: Path, predictions: dict[str, dict[str, np.ndarray]], case_ids: pd.Index) -> None:
-    arrays = {
+    """An .npz that `np.load` reads, with a fixed date on every member (np.savez stamps the time), so the same
+    predictions give the same bytes on any worker."""
+    arrays = {"case_id": np.asarray(case_ids, dtype=str)} | {
         f"{pattern}/{layer}": values
         for pattern, layers in predictions.items()
         for layer, values in layers.items()
     }
-    with open(path, "wb") as handle:
-        np.savez(handle, case_id=np.asarray(case_ids, dtype=str), **arrays)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, values in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(member, "w") as entry:
+                np.lib.format.write_array(entry, np.asarray(values), allow_pickle=False)
 
 
 DEEP = "deep:"  # prefix of the patterns' predictions by the deep path alone (the direct read-out)

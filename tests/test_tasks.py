@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import operator
 import os
 import time
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from lpmlib.cv import FoldStore, fold_models, run_cv
 from lpmlib.params import ParameterError, RunParams
@@ -60,25 +58,15 @@ def reference(cohort, tmp_path_factory) -> tuple[Path, bytes]:
 
 
 def assert_same_checkpoints(one: Path, other: Path) -> None:
-    """Same weights, record, history and held-out predictions for every model of two run folders.
-
-    `model.pt` is compared tensor by tensor: torch names the archive inside the file after the temporary
-    file it was written to, so its bytes differ between any two writes. `predictions.npz` is compared array
-    by array (a zip archive holds the time it was written)."""
+    """Every file of every model's checkpoint (weights, record, history, held-out predictions) is the same,
+    byte for byte, in two run folders."""
     for fold, seed in fold_models(N_FOLDS, N_SEEDS):
         a, b = FoldStore(one, fold, seed), FoldStore(other, fold, seed)
-        assert a.history.read_bytes() == b.history.read_bytes()
-        record_a, record_b = json.loads(a.record.read_text()), json.loads(b.record.read_text())
-        assert {k: v for k, v in record_a.items() if k != "weights_sha256"} == {
-            k: v for k, v in record_b.items() if k != "weights_sha256"
-        }
-        weights_a = torch.load(a.weights, weights_only=True)
-        weights_b = torch.load(b.weights, weights_only=True)
-        assert weights_a.keys() == weights_b.keys()
-        assert all(torch.equal(weights_a[name], weights_b[name]) for name in weights_a)
-        with np.load(a.predictions) as arrays_a, np.load(b.predictions) as arrays_b:
-            assert sorted(arrays_a.files) == sorted(arrays_b.files)
-            assert all(np.array_equal(arrays_a[name], arrays_b[name]) for name in arrays_a.files)
+        for mine, theirs in [(a.weights, b.weights), (a.record, b.record), (a.history, b.history)]:
+            assert mine.read_bytes() == theirs.read_bytes(), mine.name
+        assert a.predictions.read_bytes() == b.predictions.read_bytes()
+        with np.load(a.predictions) as arrays:
+            assert "case_id" in arrays.files and len(arrays.files) > 1  # np.load reads the archive
 
 
 def test_a_local_dask_cluster_of_two_workers_trains_what_one_process_trains(
