@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +13,7 @@ from torch import nn
 from lpmlib.cohort import Cohort
 from lpmlib.cv import FoldResult, fold_splits, predict_patterns, run_cv
 from lpmlib.model import LPMOutput
-from lpmlib.simulate import SimulatedCohort, SimulationConfig, simulate_cohort
+from lpmlib.simulate import SimulatedCohort, SimulationConfig, simulate_cohort, write_simulated_cohort
 from lpmlib.tensors import CohortTensors, LayerScaler
 from lpmlib.train import TrainSettings
 
@@ -23,6 +25,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Files that hold a slow test first (each file keeps its own order), so the longest start at once."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)
+
+
+@pytest.fixture(scope="session")
+def truth_cohort(tmp_path_factory) -> Path:
+    """A tiny simulated cohort folder with its planted truth, so the validation chapter applies. Tests
+    that change it work on a copy."""
+    config = SimulationConfig(
+        n_patients=20, n_components=4, n_ptm_features=8, n_metabolome_features=8, monte_carlo_draws=2
+    )
+    return write_simulated_cohort(simulate_cohort(config), tmp_path_factory.mktemp("truth") / "cohort")
 
 
 @pytest.fixture(scope="session")

@@ -21,10 +21,7 @@ from lpmlib.params import RunParams
 from lpmlib.runner import KEPT_BOOK, LOCK_FILE, keep_book, record_chapter, run, run_lock, same_python
 from lpmlib.simulate import (
     KNOCKOUT_TRUTH_FILE,
-    SimulationConfig,
     read_truth,
-    simulate_cohort,
-    write_simulated_cohort,
 )
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -37,15 +34,6 @@ def project(tmp_path_factory) -> Path:
     shutil.copytree(PROJECT / "notebooks", folder / "notebooks")
     shutil.copy(PROJECT / "_toc.yml", folder / "_toc.yml")
     return folder
-
-
-@pytest.fixture(scope="module")
-def simulated(tmp_path_factory) -> Path:
-    """A tiny simulated cohort folder with its planted truth."""
-    config = SimulationConfig(
-        n_patients=20, n_components=4, n_ptm_features=8, n_metabolome_features=8, monte_carlo_draws=2
-    )
-    return write_simulated_cohort(simulate_cohort(config), tmp_path_factory.mktemp("sim") / "cohort")
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +88,13 @@ def test_an_unexpected_error_is_one_line_that_points_to_debug(capsys, monkeypatc
 
 
 def test_a_chapter_failing_on_a_typed_error_reports_its_message_alone(
-    capsys, project: Path, simulated: Path, tmp_path: Path
+    capsys, project: Path, truth_cohort: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    params = RunParams(data_dir=str(simulated), run_dir=str(run_dir))
+    params = RunParams(data_dir=str(truth_cohort), run_dir=str(run_dir))
     (run_dir / "cv").mkdir(parents=True)  # the training chapter seems to have run, but left no model
     record_chapter(run_dir, project / "notebooks" / "03_cv_training.ipynb", params)
-    arguments = ["--project", str(project), "-p", f"data_dir={simulated}", "-p", f"run_dir={run_dir}"]
+    arguments = ["--project", str(project), "-p", f"data_dir={truth_cohort}", "-p", f"run_dir={run_dir}"]
     status, err = lpm(capsys, "run", *arguments, "--notebooks", "04", "--no-book")
     notebook = run_dir / "notebooks" / "04_q1_gene_knockout.ipynb"
     assert status == 2 and len(err.splitlines()) == 1
@@ -207,9 +195,9 @@ def test_a_failed_book_build_is_one_paragraph_with_its_first_warnings_and_a_log(
     ],
 )
 def test_a_foreign_truth_is_an_error_before_any_chapter_runs(
-    content: str | None, problem: str, simulated: Path, project: Path, tmp_path: Path, capsys
+    content: str | None, problem: str, truth_cohort: Path, project: Path, tmp_path: Path, capsys
 ) -> None:
-    cohort = Path(shutil.copytree(simulated, tmp_path / "cohort"))
+    cohort = Path(shutil.copytree(truth_cohort, tmp_path / "cohort"))
     assert read_truth(cohort)["leader"]  # the simulator's own truth is read as it is
     if content is None:
         (cohort / KNOCKOUT_TRUTH_FILE).unlink()

@@ -246,15 +246,6 @@ def test_the_table_of_contents_lists_only_the_staged_chapters(tmp_path: Path) ->
 # Chapters declare what they read and write; a run checks it before anything executes
 
 
-@pytest.fixture(scope="module")
-def truth_cohort(tmp_path_factory) -> Path:
-    """A tiny simulated cohort folder with its planted truth, so the validation chapter applies."""
-    config = SimulationConfig(
-        n_patients=20, n_components=4, n_ptm_features=8, n_metabolome_features=8, monte_carlo_draws=2
-    )
-    return write_simulated_cohort(simulate_cohort(config), tmp_path_factory.mktemp("truth") / "cohort")
-
-
 READERS = [chapter for chapter in find_notebooks(PROJECT) if chapter_metadata(chapter).get("reads")]
 
 
