@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from lpmlib.constraints import Constraints, Interval, check_fields
 
 INPUTS = ("all", "genomics_only")  # a layer predicted with other PTM layers visible, or from genomics alone
+PATHS = ("anchor", "residual", "direct")  # the read-outs of every layer (`LPMOutput.paths`)
 
 
 @dataclass(frozen=True)
@@ -134,15 +135,91 @@ class LPMOutput:
     )  # "anchor", "residual", "direct" -> layer
 
 
+NORM_EPS = 1e-5  # every LayerNorm's (torch's default)
+
+
 def _mlp(n_in: int, n_hidden: int, n_out: int, dropout: float) -> nn.Sequential:
     """One hidden layer with LayerNorm (not BatchNorm: masked zeros would pollute batch statistics)."""
     return nn.Sequential(
         nn.Linear(n_in, n_hidden),
-        nn.LayerNorm(n_hidden),
+        nn.LayerNorm(n_hidden, eps=NORM_EPS),
         nn.GELU(),
         nn.Dropout(dropout),
         nn.Linear(n_hidden, n_out),
     )
+
+
+def _run_mlp(mlp: nn.Sequential, x: Tensor, training: bool) -> Tensor:
+    """An `_mlp` applied functionally: the same computation without the calls of its five modules."""
+    first, norm, _, dropout, last = mlp
+    hidden = F.linear(x, first.weight, first.bias)
+    hidden = F.layer_norm(hidden, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    return F.linear(F.dropout(F.gelu(hidden), dropout.p, training), last.weight, last.bias)
+
+
+class ParameterBank:
+    """One parameter (`name`) of several modules of one shape, used stacked, (G, *shape), by one batched
+    operation.
+
+    Stacked at each use; or, while a trainer lends the bank a tensor (`lent`: a block of its flat
+    parameter vector whose rows are the members' storage, see `lpmlib.train.FlatParameters`), that
+    tensor, so that training stacks nothing and accumulates one gradient per bank instead of one per
+    member.
+    """
+
+    def __init__(self, modules: list[nn.Module], name: str) -> None:
+        self.modules, self.name = modules, name
+        self.lent: Tensor | None = None
+
+    @property
+    def members(self) -> list[nn.Parameter]:
+        return [getattr(module, self.name) for module in self.modules]
+
+    def stacked(self) -> Tensor:
+        return self.lent if self.lent is not None else torch.stack(self.members)
+
+
+def _linear_banks(prefix: str, linears: list[nn.Linear]) -> dict[str, ParameterBank]:
+    """The weight and bias banks of linears of one shape, named `<prefix>.weight` and `<prefix>.bias`."""
+    return {f"{prefix}.{name}": ParameterBank(linears, name) for name in ("weight", "bias")}
+
+
+def _same_shapes(modules: list[nn.Module]) -> bool:
+    return len({tuple(p.shape for p in module.parameters()) for module in modules}) == 1
+
+
+def _mlp_banks(prefix: str, mlps: list[nn.Sequential]) -> dict[str, ParameterBank]:
+    """Banks of several `_mlp`s' layers (`<prefix>.0`, `.1` the norm, `.4`), of the layers whose shapes
+    agree across them (the first and last layers' widths may differ)."""
+    banks = {}
+    for index in (0, 1, 4):
+        layers = [mlp[index] for mlp in mlps]
+        if _same_shapes(layers):
+            banks |= _linear_banks(f"{prefix}.{index}", layers)
+    return banks
+
+
+def _bank_linear(banks: dict[str, ParameterBank], prefix: str, x: Tensor) -> Tensor:
+    """A bank of linears, each on its own group: x (G, B, n_in) -> (G, B, n_out), one product."""
+    weight, bias = banks[f"{prefix}.weight"].stacked(), banks[f"{prefix}.bias"].stacked()
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+
+def _norm_activation(
+    banks: dict[str, ParameterBank],
+    prefix: str,
+    hidden: Tensor,
+    group_dim: int,
+    dropout: float,
+    training: bool,
+) -> Tensor:
+    """An `_mlp`'s LayerNorm (each member's own affine), GELU and dropout on a bank's hidden states, a 3-d
+    tensor whose groups lie along `group_dim` (0 or 1)."""
+    weight, bias = banks[f"{prefix}.weight"].stacked(), banks[f"{prefix}.bias"].stacked()
+    if group_dim == 0:
+        weight, bias = weight.unsqueeze(1), bias.unsqueeze(1)
+    hidden = torch.addcmul(bias, F.layer_norm(hidden, hidden.shape[-1:], eps=NORM_EPS), weight)
+    return F.dropout(F.gelu(hidden), dropout, training)
 
 
 class GaussianEncoder(nn.Module):
@@ -155,8 +232,8 @@ class GaussianEncoder(nn.Module):
         self.logvar = nn.Linear(n_hidden, n_latent)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = F.gelu(self.body(x))
-        return self.mu(h), self.logvar(h)
+        h = F.gelu(_run_mlp(self.body, x, self.training))
+        return F.linear(h, self.mu.weight, self.mu.bias), F.linear(h, self.logvar.weight, self.logvar.bias)
 
 
 class GenomicsEncoder(nn.Module):
@@ -174,13 +251,30 @@ class GenomicsEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, drivers: Tensor, grade: Tensor) -> tuple[Tensor, Tensor]:
-        """Genomic embedding (B, dim) and head-averaged attention weights (B, n_tokens, n_tokens)."""
-        driver_tokens = self.driver_embedding.unsqueeze(0) * drivers.unsqueeze(-1)
-        tokens = torch.cat([driver_tokens, self.grade_embedding(grade).unsqueeze(1)], dim=1)
-        attended, weights = self.attention(
-            tokens, tokens, tokens, need_weights=True, average_attn_weights=True
-        )
-        return self.norm(tokens + attended).mean(dim=1), weights
+        """Genomic embedding (B, dim) and head-averaged attention weights (B, n_tokens, n_tokens).
+
+        `nn.MultiheadAttention`'s computation (its parameters, its dropout of the attention weights),
+        with the input projection moved onto the embedding tables: a driver token is its embedding times
+        the driver's presence, so its query, key and value are the projected embedding times the
+        presence. Projecting the (n_drivers + n_grades) embeddings once per pass instead of every
+        patient's tokens saves most of the model's arithmetic at large batches.
+        """
+        attention, dim = self.attention, self.driver_embedding.shape[1]
+        heads, n_drivers = attention.num_heads, drivers.shape[1]
+        table = torch.cat([self.driver_embedding, self.grade_embedding.weight])
+        table = torch.cat([table, table @ attention.in_proj_weight.T], dim=1)  # embeddings, projections
+        driver_rows, grade_rows = table.split([n_drivers, len(table) - n_drivers])
+        both = torch.cat([drivers.unsqueeze(-1) * driver_rows, grade_rows[grade].unsqueeze(1)], dim=1)
+        both = both + torch.cat([attention.in_proj_bias.new_zeros(dim), attention.in_proj_bias])
+        tokens, q, k, v = both.split(dim, dim=-1)  # split, not sliced: no zero-filled gradients
+        batch, n_tokens = tokens.shape[:2]
+        q, k, v = (x.view(batch, n_tokens, heads, dim // heads).transpose(1, 2) for x in (q, k, v))
+        scores = (q * (dim // heads) ** -0.5) @ k.transpose(-2, -1)  # (B, heads, n_tokens, n_tokens)
+        weights = F.dropout(torch.softmax(scores, dim=-1), attention.dropout, self.training)
+        attended = (weights @ v).transpose(1, 2).reshape(batch, n_tokens, dim)
+        attended = F.linear(attended, attention.out_proj.weight, attention.out_proj.bias)
+        embedded = F.layer_norm(tokens + attended, (dim,), self.norm.weight, self.norm.bias, self.norm.eps)
+        return embedded.mean(dim=1), weights.mean(dim=1)
 
 
 def _zero_last_layer(decoder: nn.Sequential) -> nn.Sequential:
@@ -241,7 +335,7 @@ class LinearAnchor(nn.Module):
         out = inputs.new_zeros(len(inputs), self.weight.shape[2])
         for k in index.unique().tolist():
             rows = torch.nonzero(index == k).squeeze(1)
-            out = out.index_copy(0, rows, inputs[rows] @ self.weight[k] + self.bias[k])
+            out.index_copy_(0, rows, inputs[rows] @ self.weight[k] + self.bias[k])
         return {name: out[:, c.start : c.stop] for name, c in self.output_columns.items()}
 
 
@@ -289,6 +383,16 @@ class LatentPerturbationModel(nn.Module):
         )
         self.register_buffer("residual_gate", torch.zeros(len(INPUTS), len(self.output_dims)))
         self.register_buffer("blend_weight", torch.zeros(len(INPUTS), len(self.output_dims)))
+        # constants of the read-out, moved and cast with the model but never saved
+        names, outputs = list(config.ptm_dims), list(self.output_dims)
+        others = torch.tensor([[float(p != layer) for layer in outputs] for p in names])
+        self.register_buffer("other_ptms", others, persistent=False)  # (n_ptm, n_outputs): p is not l
+        columns = torch.repeat_interleave(
+            torch.arange(len(outputs)), torch.tensor(list(self.output_dims.values()))
+        )
+        self.register_buffer("column_layer", columns, persistent=False)  # the output layer of each column
+        self.z_decoders = self._decoders_of_z_state()
+        self.banks = self._parameter_banks()
 
     @property
     def output_dims(self) -> dict[str, int]:
@@ -314,16 +418,30 @@ class LatentPerturbationModel(nn.Module):
             for i, name in enumerate(self.output_dims)
         }
 
+    def _decoders_of_z_state(self) -> list[tuple[str, str, nn.Sequential]]:
+        """(path, layer, decoder) of every decoder whose input is z_state alone: the residual and the direct
+        read-outs of every layer but a child target (`ModelConfig.target_parents`)."""
+        parents = self.config.target_parents
+        alone = [name for name in self.config.target_dims if not parents.get(name)]
+        return [
+            *(("residual", name, self.target_decoders[name]) for name in alone),
+            *(("residual", name, self.ptm_decoders[name]) for name in self.config.ptm_dims),
+            *(("direct", name, self.direct_target_decoders[name]) for name in alone),
+            *(("direct", name, self.direct_ptm_decoders[name]) for name in self.config.ptm_dims),
+        ]
+
+    def _parameter_banks(self) -> dict[str, ParameterBank]:
+        """The parameters that `forward` uses stacked: those of the PTM encoders (`ptm_encoders.*`) and of
+        the decoders of z_state alone (`decoders.*`), wherever their shapes agree."""
+        encoders = list(self.ptm_encoders.values())
+        banks = _mlp_banks("ptm_encoders.body", [encoder.body for encoder in encoders])
+        for head in ("mu", "logvar"):
+            banks |= _linear_banks(f"ptm_encoders.{head}", [getattr(encoder, head) for encoder in encoders])
+        return banks | _mlp_banks("decoders", [decoder for *_, decoder in self.z_decoders])
+
     def _genomics_only(self, ptm_mask: Tensor) -> Tensor:
         """(B, n_outputs) long: 1 where a row shows a layer no PTM layer other than itself, else 0."""
-        names = list(self.config.ptm_dims)
-        others = [
-            ptm_mask & (torch.arange(len(names), device=ptm_mask.device) != names.index(name))
-            if name in names
-            else ptm_mask
-            for name in self.output_dims
-        ]
-        return torch.stack([~seen.any(dim=1) for seen in others], dim=1).long()
+        return (ptm_mask.to(self.other_ptms.dtype) @ self.other_ptms == 0).long()
 
     def _sample(self, mu: Tensor, logvar: Tensor) -> Tensor:
         """Reparameterised draw in training; the mean in evaluation, so comparisons have no sampling noise."""
@@ -338,59 +456,122 @@ class LatentPerturbationModel(nn.Module):
         if ptm_mask.dtype != torch.bool or tuple(ptm_mask.shape) != (drivers.shape[0], len(names)):
             raise ValueError(f"ptm_mask must be bool of shape ({drivers.shape[0]}, {len(names)})")
 
-    def forward(self, drivers: Tensor, grade: Tensor, ptms: dict[str, Tensor], ptm_mask: Tensor) -> LPMOutput:
-        """One pass; `ptm_mask[:, i]` is True where PTM layer i is observed, False where it is masked."""
+    def forward(
+        self,
+        drivers: Tensor,
+        grade: Tensor,
+        ptms: dict[str, Tensor],
+        ptm_mask: Tensor,
+        anchor: dict[str, Tensor] | None = None,
+    ) -> LPMOutput:
+        """One pass; `ptm_mask[:, i]` is True where PTM layer i is observed, False where it is masked.
+
+        `anchor`: the anchor paths of these rows under this mask (`anchor_paths`), when already computed
+        (training computes a whole epoch's at once: the anchors are fixed while the network trains).
+        """
         self._check_inputs(drivers, ptms, ptm_mask)
         names = list(self.config.ptm_dims)
-        observed = {name: ptm_mask[:, i : i + 1] for i, name in enumerate(names)}
-        visible = {name: torch.where(observed[name], ptms[name], 0.0) for name in names}
+        visible = [torch.where(ptm_mask[:, i : i + 1], ptms[name], 0.0) for i, name in enumerate(names)]
         mask_float = ptm_mask.to(drivers.dtype)
 
         g, attention = self.genomics(drivers, grade)
-        z_seed = self.seed_head(g)
-        ptm_mu, ptm_logvar, ptm_z = {}, {}, []
-        for name in names:
-            ptm_mu[name], ptm_logvar[name] = self.ptm_encoders[name](visible[name])
-            ptm_z.append(torch.where(observed[name], self._sample(ptm_mu[name], ptm_logvar[name]), 0.0))
-        joint_mu, joint_logvar = self.joint_encoder(torch.cat([*visible.values(), mask_float], dim=1))
+        z_seed = _run_mlp(self.seed_head, g, self.training)
+        ptm_mu, ptm_logvar = self._encode_ptms(visible)
+        ptm_z = torch.where(ptm_mask.T.unsqueeze(-1), self._sample(ptm_mu, ptm_logvar), 0.0)  # (n_ptm, B, v)
+        joint_mu, joint_logvar = self.joint_encoder(torch.cat([*visible, mask_float], dim=1))
         z_joint = self._sample(joint_mu, joint_logvar)
-        z_state = self.fusion(torch.cat([g, *ptm_z, mask_float, z_joint], dim=1))
+        fused = torch.cat([g, ptm_z.transpose(0, 1).flatten(1), mask_float, z_joint], dim=1)
+        z_state = _run_mlp(self.fusion, fused, self.training)
 
-        grade_one_hot = F.one_hot(grade, self.config.n_grades).to(drivers.dtype)
-        anchor = self.anchor(torch.cat([drivers, grade_one_hot, *visible.values()], dim=1), ptm_mask)
+        if anchor is None:
+            anchor = self._anchor_of_visible(drivers, grade, visible, ptm_mask)
         residual, direct = self._decode(z_state, anchor)
-        kind = self._genomics_only(ptm_mask)
-        layers = torch.arange(len(self.output_dims), device=ptm_mask.device)
-        gates, blends = self.residual_gate[kind, layers], self.blend_weight[kind, layers]  # (B, n_outputs)
-        predictions = {}
-        for i, name in enumerate(self.output_dims):
-            gate, blend = gates[:, i : i + 1], blends[:, i : i + 1]
-            predictions[name] = (1 - blend) * anchor[name] + blend * direct[name] + gate * residual[name]
         paths = {"anchor": anchor, "residual": residual, "direct": direct}
         return LPMOutput(
-            predictions, z_state, z_seed, ptm_mu, ptm_logvar, joint_mu, joint_logvar, attention, paths
+            self._read_out(paths, ptm_mask),
+            z_state,
+            z_seed,
+            dict(zip(names, ptm_mu.unbind(0))),
+            dict(zip(names, ptm_logvar.unbind(0))),
+            joint_mu,
+            joint_logvar,
+            attention,
+            paths,
         )
+
+    def anchor_paths(
+        self, drivers: Tensor, grade: Tensor, ptms: dict[str, Tensor], ptm_mask: Tensor
+    ) -> dict[str, Tensor]:
+        """Every layer's anchor prediction (the "anchor" path of `forward`) of these rows and masks."""
+        self._check_inputs(drivers, ptms, ptm_mask)
+        names = list(self.config.ptm_dims)
+        visible = [torch.where(ptm_mask[:, i : i + 1], ptms[name], 0.0) for i, name in enumerate(names)]
+        return self._anchor_of_visible(drivers, grade, visible, ptm_mask)
+
+    def _anchor_of_visible(
+        self, drivers: Tensor, grade: Tensor, visible: list[Tensor], ptm_mask: Tensor
+    ) -> dict[str, Tensor]:
+        grade_one_hot = F.one_hot(grade, self.config.n_grades).to(drivers.dtype)
+        return self.anchor(torch.cat([drivers, grade_one_hot, *visible], dim=1), ptm_mask)
+
+    def _read_out(self, paths: dict[str, dict[str, Tensor]], ptm_mask: Tensor) -> dict[str, Tensor]:
+        """Each layer's prediction (1 - w) anchor + w direct + g residual, with the gate g and blend w of
+        the row's kind of inputs (`INPUTS`), all layers in one pass over their columns."""
+        kind = self._genomics_only(ptm_mask)
+        layers = torch.arange(len(self.output_dims), device=ptm_mask.device)
+        gate = self.residual_gate[kind, layers][:, self.column_layer]  # (B, n_columns)
+        blend = self.blend_weight[kind, layers][:, self.column_layer]
+        anchor, residual, direct = (torch.cat(list(paths[p].values()), dim=1) for p in PATHS)
+        predicted = (1 - blend) * anchor + blend * direct + gate * residual
+        return dict(zip(self.output_dims, predicted.split(list(self.output_dims.values()), dim=1)))
+
+    def _encode_ptms(self, visible: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Every PTM encoder at once, on its layer's visible values: means and log-variances
+        (n_ptm, B, vae_latent_dim), a few batched products over the `ptm_encoders` banks."""
+        banks = self.banks
+        if "ptm_encoders.body.0.weight" in banks:
+            hidden = _bank_linear(banks, "ptm_encoders.body.0", torch.stack(visible))
+        else:  # inputs of different widths
+            firsts = [encoder.body[0] for encoder in self.ptm_encoders.values()]
+            hidden = torch.stack([F.linear(x, first.weight, first.bias) for first, x in zip(firsts, visible)])
+        hidden = _norm_activation(banks, "ptm_encoders.body.1", hidden, 0, self.config.dropout, self.training)
+        hidden = F.gelu(_bank_linear(banks, "ptm_encoders.body.4", hidden))
+        mu = _bank_linear(banks, "ptm_encoders.mu", hidden)
+        return mu, _bank_linear(banks, "ptm_encoders.logvar", hidden)
 
     def _decode(
         self, z_state: Tensor, anchor: dict[str, Tensor]
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Residual and direct read-outs of every layer. A child target (protein) is conditioned on its
         parents' anchors in the residual read-out (the gates cannot shift its input) and on their direct
-        predictions in the direct read-out (the deep model alone)."""
-        residual: dict[str, Tensor] = {}
-        direct: dict[str, Tensor] = {}
+        predictions in the direct read-out (the deep model alone). The decoders of z_state alone run at
+        once (`_decode_z_state`), then each child target's, in target order."""
+        out: dict[str, dict[str, Tensor]] = {"residual": {}, "direct": {}}
+        for (path, name, _), decoded in zip(self.z_decoders, self._decode_z_state(z_state)):
+            out[path][name] = decoded
         for name in self.config.target_dims:
-            parents = self.config.target_parents.get(name, [])
-            residual[name] = self.target_decoders[name](
-                torch.cat([z_state, *(anchor[q] for q in parents)], dim=1)
-            )
-            direct[name] = self.direct_target_decoders[name](
-                torch.cat([z_state, *(direct[q] for q in parents)], dim=1)
-            )
-        for name in self.config.ptm_dims:
-            residual[name] = self.ptm_decoders[name](z_state)
-            direct[name] = self.direct_ptm_decoders[name](z_state)
-        return residual, direct
+            if parents := self.config.target_parents.get(name):
+                residual_input = torch.cat([z_state, *(anchor[q] for q in parents)], dim=1)
+                direct_input = torch.cat([z_state, *(out["direct"][q] for q in parents)], dim=1)
+                out["residual"][name] = _run_mlp(self.target_decoders[name], residual_input, self.training)
+                out["direct"][name] = _run_mlp(self.direct_target_decoders[name], direct_input, self.training)
+        return tuple({name: out[path][name] for name in self.output_dims} for path in ("residual", "direct"))
+
+    def _decode_z_state(self, z_state: Tensor) -> list[Tensor]:
+        """The decoders of z_state alone (`z_decoders`), each output (B, layer width): one product with all
+        their first layers, their norms at once, then their last layers (one product when their widths
+        agree)."""
+        banks = self.banks
+        weight, bias = banks["decoders.0.weight"].stacked(), banks["decoders.0.bias"].stacked()
+        groups, width = weight.shape[:2]
+        hidden = torch.addmm(bias.view(-1), z_state, weight.view(groups * width, -1).T)
+        hidden = hidden.view(len(z_state), groups, width)
+        hidden = _norm_activation(banks, "decoders.1", hidden, 1, self.config.dropout, self.training)
+        hidden = hidden.transpose(0, 1)  # (G, B, width)
+        if "decoders.4.weight" in banks:
+            return list(_bank_linear(banks, "decoders.4", hidden).unbind(0))
+        lasts = [decoder[4] for *_, decoder in self.z_decoders]
+        return [F.linear(h, last.weight, last.bias) for last, h in zip(lasts, hidden)]
 
 
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -409,6 +590,15 @@ def info_nce(a: Tensor, b: Tensor, temperature: float) -> Tensor:
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 
 
+def _mean_squares(errors: Tensor, dims: list[int]) -> Tensor:
+    """The mean square of each block of `dims` consecutive columns of `errors` (B, sum(dims)): (n_blocks,)."""
+    if len(set(dims)) == 1:
+        return errors.pow(2).view(len(errors), len(dims), dims[0]).mean(dim=(0, 2))
+    block = torch.arange(len(dims), device=errors.device).repeat_interleave(errors.new_tensor(dims).long())
+    sums = errors.new_zeros(len(dims)).index_add(0, block, errors.pow(2).sum(dim=0))
+    return sums / (len(errors) * errors.new_tensor(dims))
+
+
 def lpm_loss(
     output: LPMOutput, targets: dict[str, Tensor], ptm_mask: Tensor, config: ModelConfig
 ) -> dict[str, Tensor]:
@@ -424,18 +614,20 @@ def lpm_loss(
     if missing:
         raise ValueError(f"targets lack layers {missing}")
     paths = output.paths
-    terms = {}
-    for name in layers:
-        truth = targets[name].detach()
-        terms[f"recon_{name}"] = F.mse_loss(paths["anchor"][name] + paths["residual"][name], truth)
-        terms[f"direct_{name}"] = F.mse_loss(paths["direct"][name], truth)
-    reconstruction = sum(
-        config.recon_weights.get(name, 1.0) * (terms[f"recon_{name}"] + terms[f"direct_{name}"])
-        for name in layers
+    truth = torch.cat([targets[name].detach() for name in layers], dim=1)
+    anchor, residual, direct = (torch.cat([paths[p][name] for name in layers], dim=1) for p in PATHS)
+    dims = [targets[name].shape[1] for name in layers]
+    recon, direct_mse = (
+        _mean_squares(prediction - truth, dims) for prediction in (anchor + residual, direct)
     )
-    per_ptm = torch.stack(
-        [gaussian_kl(output.ptm_mu[name], output.ptm_logvar[name]) for name in config.ptm_dims], dim=1
+    weights = truth.new_tensor([config.recon_weights.get(name, 1.0) for name in layers])
+    reconstruction = (weights * (recon + direct_mse)).sum()
+    terms = {f"recon_{name}": value for name, value in zip(layers, recon.unbind())}
+    terms |= {f"direct_{name}": value for name, value in zip(layers, direct_mse.unbind())}
+    mu, logvar = (
+        torch.stack([of[n] for n in config.ptm_dims], dim=1) for of in (output.ptm_mu, output.ptm_logvar)
     )
+    per_ptm = gaussian_kl(mu, logvar)  # (B, n_ptm)
     observed_kl = torch.where(ptm_mask, per_ptm, 0.0).sum() / ptm_mask.sum().clamp(min=1)
     kl = config.beta_kl * (observed_kl + gaussian_kl(output.joint_mu, output.joint_logvar).mean())
     contrastive = config.contrastive_weight * info_nce(output.z_seed, output.z_state, config.temperature)

@@ -80,7 +80,15 @@ class CohortTensors:
         )
 
     def subset(self, index: Tensor) -> CohortTensors:
-        """Some rows of every tensor (a mini-batch, or a split)."""
+        """Some rows of every tensor (copies: a split, or an epoch's order)."""
         return CohortTensors(
             self.drivers[index], self.grade[index], {n: t[index] for n, t in self.layers.items()}
+        )
+
+    def rows(self, start: int, stop: int) -> CohortTensors:
+        """Consecutive rows of every tensor, as views (a mini-batch of an epoch's shuffled copy)."""
+        return CohortTensors(
+            self.drivers[start:stop],
+            self.grade[start:stop],
+            {n: t[start:stop] for n, t in self.layers.items()},
         )

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import copy
+import math
+import pickle
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from lpmlib import cv
-from lpmlib.cv import FoldStore, MissingTrainingError, load_folds, run_cv
+from lpmlib.cv import FoldStore, MissingTrainingError, load_folds, model_config, run_cv
+from lpmlib.model import LatentPerturbationModel, lpm_loss, sample_ptm_mask
 from lpmlib.performance import q0_per_fold
 from lpmlib.simulate import SimulationConfig, simulate_cohort
-from lpmlib.train import TrainSettings
+from lpmlib.tensors import CohortTensors, LayerScaler
+from lpmlib.train import READ_OUT_EVERY, FlatAdamW, FlatParameters, TrainSettings, batch_rule
 
 SETTINGS = TrainSettings(epochs=4)  # the mechanics of training, not its quality
 SMALL = {"latent_dim": 16, "vae_latent_dim": 8}
@@ -60,6 +66,101 @@ def test_training_runs_the_whole_schedule_and_reads_out_after_its_last_epoch(tra
     for fold in trained[2]:
         assert fold.history["epoch"].tolist() == list(range(SETTINGS.epochs + 1))
         assert np.isclose(fold.history["read_out_error"].iloc[-1], fold.read_out["inner_error_deep"].mean())
+
+
+def test_the_inner_split_is_evaluated_every_read_out_epoch_and_at_the_last(cohort, tmp_path: Path) -> None:
+    epochs = READ_OUT_EVERY + 3
+    fold = run_cv(cohort, tmp_path, TrainSettings(epochs=epochs), N_FOLDS, log=None, **SMALL)[0]
+    evaluated = [0, READ_OUT_EVERY, epochs]
+    for column in ("validation_loss", "read_out_error"):
+        assert fold.history.loc[fold.history[column].notna(), "epoch"].tolist() == evaluated, column
+    assert fold.history["train_loss"].iloc[1:].notna().all()
+
+
+def test_batch_rule_is_16_up_to_400_patients_then_25_steps_an_epoch() -> None:
+    assert batch_rule(102, 0, 1e-3) == (16, 1e-3)  # the default cohort's inner training patients
+    assert batch_rule(400, 0, 1e-3) == (16, 1e-3)
+    batch, rate = batch_rule(401, 0, 1e-3)
+    assert batch == 17 and rate == pytest.approx(1e-3 * math.sqrt(17 / 16))
+    for n_train in (1024, 10_240, 100_000):
+        batch, _ = batch_rule(n_train, 0, 1e-3)
+        assert math.ceil(n_train / batch) <= 25 < math.ceil(n_train / (batch - 1))
+    assert batch_rule(10_240, 0, 1e-3) == (410, pytest.approx(4e-3))  # the rate's growth is capped
+    assert batch_rule(10_240, 16, 1e-3) == (16, 1e-3)  # a batch size given is used as given
+    assert TrainSettings(batch_size=0).batch_and_rate(102) == (16, 1e-3)
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainSettings(batch_size=-1)
+
+
+def test_the_automatic_batch_trains_a_small_cohort_exactly_as_batch_16(
+    cohort, trained, tmp_path: Path
+) -> None:
+    automatic, _ = q0_csv(cohort, tmp_path, settings=TrainSettings(epochs=SETTINGS.epochs, batch_size=0))
+    assert automatic == trained[1]
+
+
+def small_model(cohort) -> tuple[LatentPerturbationModel, CohortTensors]:
+    torch.manual_seed(0)
+    rows = np.arange(32)
+    data = CohortTensors.build(cohort, rows, LayerScaler.fit(cohort, rows))
+    return LatentPerturbationModel(model_config(cohort, **SMALL)).train(), data
+
+
+def training_loss(model: LatentPerturbationModel, data: CohortTensors, seed: int) -> torch.Tensor:
+    torch.manual_seed(seed)
+    mask = sample_ptm_mask(len(data), len(model.config.ptm_dims), torch.Generator().manual_seed(seed))
+    output = model(data.drivers, data.grade, {n: data.layers[n] for n in model.config.ptm_dims}, mask)
+    return lpm_loss(output, data.layers, mask, model.config)["total"]
+
+
+def test_flat_parameters_receive_the_gradients_of_the_model_as_constructed(cohort) -> None:
+    """Through the banks lent to the forward pass, and through every other parameter."""
+    model, data = small_model(cohort)
+    with torch.no_grad():  # residual decoders start at zero: open them, so that every gradient flows
+        for decoder in [*model.target_decoders.values(), *model.ptm_decoders.values()]:
+            torch.nn.init.normal_(decoder[-1].weight, std=0.1)
+    reference = copy.deepcopy(model)
+    flat = FlatParameters(model)
+    training_loss(model, data, 0).backward()
+    training_loss(reference, data, 0).backward()
+    assert all(bank.lent is not None for bank in model.banks.values())
+    for (name, mine), given in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(mine.grad, given.grad, msg=name)
+    expected = torch.cat([p.grad.reshape(-1) for p in reference.parameters()]).norm()
+    torch.testing.assert_close(flat.grad.norm(), expected)  # what clipping and AdamW see
+
+
+def test_flat_adamw_takes_the_steps_of_torch_adamw_with_clipping(cohort) -> None:
+    """On the same gradients (those of the copy), so that only the optimisers differ."""
+    ours, data = small_model(cohort)
+    theirs = copy.deepcopy(ours)
+    flat = FlatParameters(ours)
+    optimiser = FlatAdamW(flat, weight_decay=0.01)
+    reference = torch.optim.AdamW(theirs.parameters(), lr=0.01, weight_decay=0.01, fused=True)
+    for seed in range(3):
+        reference.zero_grad()
+        training_loss(theirs, data, seed).backward()
+        for mine, given in zip(ours.parameters(), theirs.parameters()):
+            mine.grad.copy_(given.grad)
+        flat.clip_grad_norm(0.5)
+        optimiser.step(0.01)
+        torch.nn.utils.clip_grad_norm_(theirs.parameters(), 0.5)
+        reference.step()
+    for (name, mine), given in zip(ours.named_parameters(), theirs.parameters()):
+        torch.testing.assert_close(mine, given, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_a_released_model_owns_its_parameters_and_pickles(cohort) -> None:
+    model, data = small_model(cohort)
+    flat = FlatParameters(model)
+    FlatAdamW(flat, weight_decay=0.0).descend(training_loss(model, data, 0), 0.01, 1.0)
+    trained = {name: p.detach().clone() for name, p in model.named_parameters()}
+    flat.release()
+    assert all(p.grad is None and p.untyped_storage().nbytes() == p.numel() * 4 for p in model.parameters())
+    assert all(bank.lent is None for bank in model.banks.values())
+    again = pickle.loads(pickle.dumps(model))
+    for name, p in again.named_parameters():
+        assert torch.equal(p, trained[name]), name
 
 
 def test_same_seed_gives_a_byte_identical_q0_table_with_one_or_two_jobs(
