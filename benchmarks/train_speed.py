@@ -1,86 +1,256 @@
-"""Training speed and memory of 5-fold cross-validation on simulated cohorts of growing size.
+"""Training speed, memory and held-out R^2 on simulated cohorts of growing size, and the time of Q1's
+permutation null on one and two workers (loky and a Dask LocalCluster): one table.
 
-Prints one row per cohort size: epochs run, seconds per epoch, the whole 5-fold training time and the
-peak resident memory of the process. Each size runs in a fresh process, so peaks do not mix.
+Each training row simulates a cohort (untimed) and times its whole 5-fold training (one model per
+fold, `run_cv` with --n-jobs workers) with the automatic batch (`TrainSettings(batch_size=0)`: 16 up to
+400 training patients, see `lpmlib.train.batch_rule`), then one fold's epochs (`fit` for a few epochs,
+the median epoch after the first). Peak memory is the largest sum of the resident memory of the
+process and its workers during the 5-fold training, sampled every 0.1 s. R^2 is the held-out
+variance-weighted R^2 of the LPM with all inputs (Q0's `lpm_all`), the mean over folds, per target
+layer and over them. Each permutation row retrains 20 permutations of the knocked-out driver's column
+(5 folds each, on the default cohort) with `knockout_permutation_null`, for few epochs
+(--permutation-epochs, in the table): the fixed costs (anchors, held-out predictions, workers starting)
+then weigh more than in a real null, which makes the 2-worker ratio, if anything, pessimistic. Every
+measurement runs in a fresh process, so peaks and warm caches do not mix.
 
-    .venv/bin/python benchmarks/train_speed.py                       # 160, 1,600 and 16,000 patients
-    .venv/bin/python benchmarks/train_speed.py --sizes 160 --n-jobs 2
+    .venv/bin/python benchmarks/train_speed.py                  # the real measurement (about an hour)
+    .venv/bin/python benchmarks/train_speed.py --max-epochs 16000=10 --permutations 4   # a quick look
 
-Large cohorts can be capped in epochs (`--max-epochs SIZE=EPOCHS`, default 16000=10): the table says
-so, and their full time is then the time of the capped run.
+A capped size trains fewer epochs than the schedule (`--max-epochs SIZE=EPOCHS`): its row says so, and
+its 5-fold time is that of the capped run.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+SIZES = (160, 1600, 16000)
+EPOCH_SAMPLE = 4  # epochs of the one-fold run that times an epoch (the last evaluates the inner split)
+GENE = "FOXA1"  # the permuted driver (the book's default knockout)
+SCHEDULERS = {"loky": "", "dask": "local"}  # backend -> `scheduler` of lpmlib.tasks
+NULL_RUNS = (("loky", 1), ("loky", 2), ("dask", 1), ("dask", 2))
 
 
-def measure(n_patients: int, max_epochs: int, n_jobs: int) -> dict:
-    """Simulate, then train all folds with the default model; runs inside the child process."""
+@contextmanager
+def peak_memory_mb() -> Iterator[Callable[[], float]]:
+    """The peak, over the block, of the resident memory of this process and all its descendants (MB)."""
+    import psutil
+
+    me, peak, done = psutil.Process(), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.1):
+            total = 0
+            for process in [me, *me.children(recursive=True)]:
+                try:
+                    total += process.memory_info().rss
+                except psutil.Error:
+                    pass
+            peak[0] = max(peak[0], total / 2**20)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield lambda: peak[0]
+    finally:
+        done.set()
+        sampler.join()
+
+
+def seconds_per_epoch(cohort, settings) -> float:
+    """The median time of the epochs after the first of one fold's `fit`: an epoch's training steps, its
+    anchors and masks (the inner split's evaluation, at the last, is the slowest and not the median)."""
+    from sklearn.model_selection import train_test_split
+
+    from lpmlib.cv import fold_splits, model_config
+    from lpmlib.tensors import CohortTensors, LayerScaler
+    from lpmlib.train import fit
+
+    train_rows, _ = fold_splits(cohort.n_patients)[0]
+    inner, validation = train_test_split(train_rows, test_size=settings.validation_fraction, random_state=43)
+    scaler = LayerScaler.fit(cohort, train_rows)
+    ends: list[float] = []
+    fit(
+        model_config(cohort),
+        CohortTensors.build(cohort, inner, scaler),
+        CohortTensors.build(cohort, validation, scaler),
+        dataclasses.replace(settings, epochs=EPOCH_SAMPLE),
+        43,
+        lambda row: ends.append(time.perf_counter()),
+    )
+    return float(np.median(np.diff(ends)))
+
+
+def held_out_r2(folds) -> dict[str, float]:
+    """Q0's lpm_all R^2 (variance-weighted, held-out), the mean over folds, per target layer."""
+    from sklearn.metrics import r2_score
+
+    from lpmlib.performance import lpm_prediction
+    from lpmlib.perturb import observed_held_out
+
+    cohort = folds[0].cohort
+    return {
+        layer: float(
+            np.mean(
+                [
+                    r2_score(
+                        observed_held_out(fold, layer),
+                        lpm_prediction(fold.cohort, layer, fold, False),
+                        multioutput="variance_weighted",
+                    )
+                    for fold in folds
+                ]
+            )
+        )
+        for layer in cohort.target_names
+    }
+
+
+def measure_training(n_patients: int, epochs: int, n_jobs: int) -> dict:
+    """One training row; runs in its own process."""
     from lpmlib.cv import run_cv
     from lpmlib.simulate import SimulationConfig, simulate_cohort
     from lpmlib.train import TrainSettings
 
     cohort = simulate_cohort(SimulationConfig(n_patients=n_patients)).cohort
-    with tempfile.TemporaryDirectory() as run_dir:
+    settings = TrainSettings(epochs=epochs, batch_size=0)
+    batch, rate = settings.batch_and_rate(inner_patients(n_patients, settings))
+    with peak_memory_mb() as peak, tempfile.TemporaryDirectory() as run_dir:
         start = time.perf_counter()
-        folds = run_cv(cohort, run_dir, TrainSettings(epochs=max_epochs), n_jobs=n_jobs, log=None)
+        folds = run_cv(cohort, run_dir, settings, n_jobs=n_jobs, log=None)
         seconds = time.perf_counter() - start
-    epochs = sum(len(f.history) for f in folds)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if n_jobs > 1:
-        peak_mb = max(peak_mb, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    per_epoch = seconds_per_epoch(cohort, settings)  # after: its memory is not the training's
     return {
+        "what": "5-fold training",
         "patients": n_patients,
-        "max_epochs": max_epochs,
-        "epochs_run": epochs,
-        "seconds_per_epoch": seconds / epochs,
-        "five_fold_seconds": seconds,
-        "peak_memory_mb": peak_mb,
+        "backend": "loky",
+        "workers": n_jobs,
+        "epochs": epochs,
+        "batch": batch,
+        "rate": rate,
+        "s_per_epoch": per_epoch,
+        "seconds": seconds,
+        "peak_mb": peak(),
+        "r2": held_out_r2(folds),
     }
+
+
+def inner_patients(n_patients: int, settings) -> int:
+    """The patients a fold's network trains on (fold 1): its training patients less the inner split."""
+    from lpmlib.cv import fold_splits
+
+    n_train = len(fold_splits(n_patients)[0][0])
+    return n_train - int(np.ceil(n_train * settings.validation_fraction))
+
+
+def measure_null(backend: str, workers: int, n_permutations: int, epochs: int) -> dict:
+    """One permutation row; runs in its own process."""
+    from lpmlib.questions.permutation import knockout_permutation_null
+    from lpmlib.simulate import SimulationConfig, simulate_cohort
+    from lpmlib.train import TrainSettings
+
+    cohort = simulate_cohort(SimulationConfig()).cohort
+    settings = TrainSettings(epochs=epochs, batch_size=0)
+    with peak_memory_mb() as peak, tempfile.TemporaryDirectory() as run_dir:
+        start = time.perf_counter()
+        knockout_permutation_null(
+            cohort, GENE, run_dir, settings, n_permutations, n_jobs=workers, scheduler=SCHEDULERS[backend]
+        )
+        seconds = time.perf_counter() - start
+    return {
+        "what": f"{n_permutations} permutations",
+        "patients": cohort.n_patients,
+        "backend": backend,
+        "workers": workers,
+        "epochs": epochs,
+        **dict(zip(("batch", "rate"), settings.batch_and_rate(inner_patients(cohort.n_patients, settings)))),
+        "s_per_epoch": np.nan,
+        "seconds": seconds,
+        "peak_mb": peak(),
+        "r2": {},
+    }
+
+
+HEADER = (
+    f"{'measurement':<17} {'patients':>8} {'backend':>7} {'workers':>7} {'epochs':>6} {'batch':>5} "
+    f"{'lr':>7} {'s/epoch':>8} {'seconds':>8} {'x 1 wkr':>7} {'peak MB':>8}  held-out R^2 (lpm_all)"
+)
+
+
+def format_row(row: dict, one_worker: dict[tuple, float]) -> str:
+    """A table line; a permutation row on 2 workers also shows its time relative to 1 worker."""
+    key = (row["what"], row["backend"])
+    ratio = f"{row['seconds'] / one_worker[key]:.2f}" if row["workers"] > 1 and key in one_worker else ""
+    per_epoch = "" if np.isnan(row["s_per_epoch"]) else f"{row['s_per_epoch']:.3f}"
+    r2 = row["r2"]
+    r2_text = ", ".join(f"{layer} {value:.3f}" for layer, value in r2.items())
+    r2_text = f"mean {np.mean(list(r2.values())):.3f} ({r2_text})" if r2 else ""
+    return (
+        f"{row['what']:<17} {row['patients']:>8} {row['backend']:>7} {row['workers']:>7} {row['epochs']:>6} "
+        f"{row['batch']:>5} {row['rate']:>7.1e} {per_epoch:>8} {row['seconds']:>8.1f} "
+        f"{ratio:>7} {row['peak_mb']:>8.0f}  {r2_text}"
+    )
+
+
+def in_child(*arguments: str) -> dict:
+    """Run this script on one measurement in a fresh process and read its JSON line."""
+    command = [sys.executable, __file__, *arguments]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(output.splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=[160, 1600, 16000])
-    parser.add_argument("--max-epochs", nargs="*", default=["16000=10"], metavar="SIZE=EPOCHS")
-    parser.add_argument("--n-jobs", type=int, default=1)
-    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--epochs", type=int, default=100, help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
+    parser.add_argument("--max-epochs", nargs="*", default=[], metavar="SIZE=EPOCHS")
+    parser.add_argument("--n-jobs", type=int, default=2, help="workers of each 5-fold training")
+    parser.add_argument("--permutations", type=int, default=20, help="0: no permutation rows")
+    parser.add_argument("--permutation-epochs", type=int, default=10)
+    parser.add_argument("--training", nargs=3, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--null", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.one:
-        print(json.dumps(measure(args.one, args.epochs, args.n_jobs)))
+    if args.training:
+        print(json.dumps(measure_training(*args.training)))
         return
-    caps = {int(k): int(v) for k, v in (item.split("=") for item in args.max_epochs)}
-    print(f"{'patients':>9} {'max ep':>7} {'epochs run':>11} {'s/epoch':>9} {'5-fold s':>10} {'peak MB':>9}")
+    if args.null:
+        backend, workers = args.null
+        print(json.dumps(measure_null(backend, int(workers), args.permutations, args.permutation_epochs)))
+        return
+    caps = {int(size): int(epochs) for size, epochs in (item.split("=") for item in args.max_epochs)}
+    from lpmlib.train import TrainSettings
+
+    print(HEADER, flush=True)
+    one_worker: dict[tuple, float] = {}
     for size in args.sizes:
-        command = [
-            sys.executable,
-            __file__,
-            "--one",
-            str(size),
-            "--epochs",
-            str(caps.get(size, 100)),
-            "--n-jobs",
-            str(args.n_jobs),
-        ]
-        row = json.loads(
-            subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
-        )
+        epochs = caps.get(size, TrainSettings().epochs)
         print(
-            f"{row['patients']:>9} {row['max_epochs']:>7} {row['epochs_run']:>11} "
-            f"{row['seconds_per_epoch']:>9.3f} "
-            f"{row['five_fold_seconds']:>10.1f} {row['peak_memory_mb']:>9.0f}",
+            format_row(in_child("--training", str(size), str(epochs), str(args.n_jobs)), one_worker),
             flush=True,
         )
+    for backend, workers in NULL_RUNS if args.permutations else ():
+        options = [
+            "--permutations",
+            str(args.permutations),
+            "--permutation-epochs",
+            str(args.permutation_epochs),
+        ]
+        row = in_child("--null", backend, str(workers), *options)
+        if workers == 1:
+            one_worker[row["what"], backend] = row["seconds"]
+        print(format_row(row, one_worker), flush=True)
 
 
 if __name__ == "__main__":
