@@ -82,12 +82,13 @@ def batch_rule(n_train: int, batch_size: int, learning_rate: float) -> tuple[int
 class TrainSettings:
     """Optimisation settings; the defaults are those of the method's reference implementation.
 
-    `batch_size` 0 is automatic (`batch_rule`): 16 on cohorts up to 400 training patients, larger beyond,
-    with a learning rate that follows it; `learning_rate` is then the rate at a batch of 16.
+    `batch_size` 0 (the default) is automatic (`batch_rule`): the method's 16 on cohorts up to 400
+    training patients, larger beyond, with a learning rate that follows it; `learning_rate` is then the
+    rate at a batch of 16. A positive `batch_size` is used as given, at `learning_rate`.
     """
 
     epochs: int = 100
-    batch_size: int = 16  # 0: automatic (`batch_rule`)
+    batch_size: int = 0  # 0: automatic (`batch_rule`), 16 up to 400 training patients
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     grad_clip: float = 1.0

@@ -272,7 +272,7 @@ CATALOGUE = {
         ParameterError,
         ["learning_rate", "-1"],
     ),
-    "parameter: a batch of zero": (parameter("batch_size=0"), ParameterError, ["batch_size", "0"]),
+    "parameter: a negative batch": (parameter("batch_size=-1"), ParameterError, ["batch_size", "-1"]),
     "parameter: a device that does not exist": (parameter("device=tpu"), ParameterError, ["device", "'tpu'"]),
     "parameter: a knockout gene that is not a driver": (
         parameter("knockout_gene=ER"),

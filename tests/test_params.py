@@ -46,7 +46,7 @@ def test_file_then_overrides(tmp_path: Path) -> None:
         ({"n_jobs": 0}, "parameter 'n_jobs' must be an integer >= 1 or one of -1, got 0"),
         ({"n_seeds": 0}, "parameter 'n_seeds' must be an integer >= 1, got 0"),
         ({"learning_rate": -1}, "parameter 'learning_rate' must be a finite number > 0, got -1"),
-        ({"batch_size": 0}, "parameter 'batch_size' must be an integer >= 1, got 0"),
+        ({"batch_size": -1}, "parameter 'batch_size' must be an integer >= 0, got -1"),
         (
             {"device": "tpu"},
             "parameter 'device' must be 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps', got 'tpu'",

@@ -95,8 +95,11 @@ def test_batch_rule_is_16_up_to_400_patients_then_25_steps_an_epoch() -> None:
 def test_the_automatic_batch_trains_a_small_cohort_exactly_as_batch_16(
     cohort, trained, tmp_path: Path
 ) -> None:
-    automatic, _ = q0_csv(cohort, tmp_path, settings=TrainSettings(epochs=SETTINGS.epochs, batch_size=0))
-    assert automatic == trained[1]
+    assert SETTINGS.batch_size == 0  # the default, which `trained` used
+    given, _ = q0_csv(cohort, tmp_path, settings=TrainSettings(epochs=SETTINGS.epochs, batch_size=16))
+    assert given == trained[1]
+    larger, _ = q0_csv(cohort, tmp_path / "32", settings=TrainSettings(epochs=SETTINGS.epochs, batch_size=32))
+    assert larger != trained[1]  # the batch reaches the training
 
 
 def small_model(cohort) -> tuple[LatentPerturbationModel, CohortTensors]:
