@@ -1,14 +1,14 @@
 """Training speed, memory and held-out R^2 on simulated cohorts of growing size, and the time of Q1's
 permutation null on one and two workers (loky and a Dask LocalCluster): one table.
 
-Each training row simulates a cohort (untimed) and times its whole 5-fold training (one model per
-fold, `run_cv` with --n-jobs workers) with the automatic batch (`TrainSettings(batch_size=0)`: 16 up to
-400 training patients, see `lpmlib.train.batch_rule`), then one fold's epochs (`fit` for a few epochs,
-the median epoch after the first). Peak memory is the largest sum of the resident memory of the
-process and its workers during the 5-fold training, sampled every 0.1 s. R^2 is the held-out
-variance-weighted R^2 of the LPM with all inputs (Q0's `lpm_all`), the mean over folds, per target
-layer and over them. Each permutation row retrains 20 permutations of the knocked-out driver's column
-(5 folds each, on the default cohort) with `knockout_permutation_null`, for few epochs
+Each training row simulates a cohort (untimed, in another process), reads it back and times its whole
+5-fold training (one model per fold, `run_cv` with --n-jobs workers) with the automatic batch
+(`TrainSettings(batch_size=0)`: 16 up to 400 training patients, see `lpmlib.train.batch_rule`), then one
+fold's epochs (`fit` for a few epochs, the median epoch after the first). Peak memory is the largest sum
+of the resident memory of the process and its workers during the 5-fold training, sampled every 0.1 s.
+R^2 is the held-out variance-weighted R^2 of the LPM with all inputs (Q0's `lpm_all`), the mean over
+folds, per target layer and over them. Each permutation row retrains 20 permutations of the knocked-out
+driver's column (5 folds each, on the default cohort) with `knockout_permutation_null`, for few epochs
 (--permutation-epochs, in the table): the fixed costs (anchors, held-out predictions, workers starting)
 then weigh more than in a real null, which makes the 2-worker ratio, if anything, pessimistic. Every
 measurement runs in a fresh process, so peaks and warm caches do not mix.
@@ -119,17 +119,18 @@ def held_out_r2(folds) -> dict[str, float]:
 
 def measure_training(n_patients: int, epochs: int, n_jobs: int) -> dict:
     """One training row; runs in its own process."""
+    from lpmlib.cohort import read_seed_layout
     from lpmlib.cv import run_cv
-    from lpmlib.simulate import SimulationConfig, simulate_cohort
     from lpmlib.train import TrainSettings
 
-    cohort = simulate_cohort(SimulationConfig(n_patients=n_patients)).cohort
     settings = TrainSettings(epochs=epochs, batch_size=0)
     batch, rate = settings.batch_and_rate(inner_patients(n_patients, settings))
-    with peak_memory_mb() as peak, tempfile.TemporaryDirectory() as run_dir:
-        start = time.perf_counter()
-        folds = run_cv(cohort, run_dir, settings, n_jobs=n_jobs, log=None)
-        seconds = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as data_dir, tempfile.TemporaryDirectory() as run_dir:
+        cohort = read_seed_layout(simulated(n_patients, data_dir))
+        with peak_memory_mb() as peak:
+            start = time.perf_counter()
+            folds = run_cv(cohort, run_dir, settings, n_jobs=n_jobs, log=None)
+            seconds = time.perf_counter() - start
     per_epoch = seconds_per_epoch(cohort, settings)  # after: its memory is not the training's
     return {
         "what": "5-fold training",
@@ -144,6 +145,23 @@ def measure_training(n_patients: int, epochs: int, n_jobs: int) -> dict:
         "peak_mb": peak(),
         "r2": held_out_r2(folds),
     }
+
+
+def simulated(n_patients: int, folder: str) -> str:
+    """A simulated cohort written in `folder` by `lpm simulate` in another process, as a run's first
+    chapter writes it: the simulator's own peak (1.7 GB at 16,000 patients) is not the training's."""
+    command = [
+        sys.executable,
+        "-m",
+        "lpmlib.cli",
+        "simulate",
+        "--out",
+        folder,
+        "--n-patients",
+        str(n_patients),
+    ]
+    subprocess.run(command, check=True, capture_output=True)
+    return folder
 
 
 def inner_patients(n_patients: int, settings) -> int:
