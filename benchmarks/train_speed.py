@@ -3,15 +3,16 @@ permutation null on one and two workers (loky and a Dask LocalCluster): one tabl
 
 Each training row simulates a cohort (untimed, in another process), reads it back and times its whole
 5-fold training (one model per fold, `run_cv` with --n-jobs workers) with the automatic batch
-(`TrainSettings(batch_size=0)`: 16 up to 400 training patients, see `lpmlib.train.batch_rule`), then one
-fold's epochs (`fit` for a few epochs, the median epoch after the first). Peak memory is the largest sum
-of the resident memory of the process and its workers during the 5-fold training, sampled every 0.1 s.
-R^2 is the held-out variance-weighted R^2 of the LPM with all inputs (Q0's `lpm_all`), the mean over
-folds, per target layer and over them. Each permutation row retrains 20 permutations of the knocked-out
-driver's column (5 folds each, on the default cohort) with `knockout_permutation_null`, for few epochs
-(--permutation-epochs, in the table): the fixed costs (anchors, held-out predictions, workers starting)
-then weigh more than in a real null, which makes the 2-worker ratio, if anything, pessimistic. Every
-measurement runs in a fresh process, so peaks and warm caches do not mix.
+(`TrainSettings(batch_size=0)`: 16 up to 400 training patients, see `lpmlib.train.batch_rule`; or the
+--batch given), then one fold's epochs (`fit` for a few epochs, the median epoch after the first). Peak
+memory is the largest sum of the resident memory of the process and its workers during the 5-fold
+training, sampled every 0.1 s. R^2 is the held-out variance-weighted R^2 of the LPM with all inputs (Q0's
+`lpm_all`), the mean over folds, per target layer and over them. Each permutation row retrains 20
+permutations of the knocked-out driver's column (5 folds each, on the default cohort) with
+`knockout_permutation_null`, for few epochs (--permutation-epochs, in the table): the fixed costs
+(anchors, held-out predictions, workers starting) then weigh more than in a real null, which makes the
+2-worker ratio, if anything, pessimistic. Every measurement runs in a fresh process, so peaks and warm
+caches do not mix.
 
     .venv/bin/python benchmarks/train_speed.py                  # the real measurement (about an hour)
     .venv/bin/python benchmarks/train_speed.py --max-epochs 16000=10 --permutations 4   # a quick look
@@ -92,38 +93,28 @@ def seconds_per_epoch(cohort, settings) -> float:
     return float(np.median(np.diff(ends)))
 
 
-def held_out_r2(folds) -> dict[str, float]:
-    """Q0's lpm_all R^2 (variance-weighted, held-out), the mean over folds, per target layer."""
-    from sklearn.metrics import r2_score
-
-    from lpmlib.performance import lpm_prediction
-    from lpmlib.perturb import observed_held_out
-
-    cohort = folds[0].cohort
-    return {
-        layer: float(
-            np.mean(
-                [
-                    r2_score(
-                        observed_held_out(fold, layer),
-                        lpm_prediction(fold.cohort, layer, fold, False),
-                        multioutput="variance_weighted",
-                    )
-                    for fold in folds
-                ]
-            )
-        )
-        for layer in cohort.target_names
-    }
+R2_METHODS = {"lpm_all": "LPM", "reduced_rank_ridge_all": "reduced-rank ridge", "ridge_all": "ridge"}
 
 
-def measure_training(n_patients: int, epochs: int, n_jobs: int) -> dict:
+def held_out_r2(folds) -> dict[str, dict[str, float]]:
+    """Q0's held-out variance-weighted R^2 with all inputs, the mean over folds, per method and target
+    layer: the LPM beside its baselines on the same folds."""
+    from lpmlib.performance import q0_per_fold
+
+    per_fold = q0_per_fold(folds)
+    chosen = per_fold["method"].isin(R2_METHODS) & per_fold["layer"].isin(folds[0].cohort.target_names)
+    per_fold = per_fold[chosen & (per_fold["metric"] == "r2_variance_weighted")]
+    means = per_fold.groupby(["method", "layer"], sort=False)["value"].mean()
+    return {method: means[method].astype(float).to_dict() for method in R2_METHODS}
+
+
+def measure_training(n_patients: int, epochs: int, n_jobs: int, batch_size: int) -> dict:
     """One training row; runs in its own process."""
     from lpmlib.cohort import read_seed_layout
     from lpmlib.cv import run_cv
     from lpmlib.train import TrainSettings
 
-    settings = TrainSettings(epochs=epochs, batch_size=0)
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size)
     batch, rate = settings.batch_and_rate(inner_patients(n_patients, settings))
     with tempfile.TemporaryDirectory() as data_dir, tempfile.TemporaryDirectory() as run_dir:
         cohort = read_seed_layout(simulated(n_patients, data_dir))
@@ -202,7 +193,7 @@ def measure_null(backend: str, workers: int, n_permutations: int, epochs: int) -
 
 HEADER = (
     f"{'measurement':<17} {'patients':>8} {'backend':>7} {'workers':>7} {'epochs':>6} {'batch':>5} "
-    f"{'lr':>7} {'s/epoch':>8} {'seconds':>8} {'x 1 wkr':>7} {'peak MB':>8}  held-out R^2 (lpm_all)"
+    f"{'lr':>7} {'s/epoch':>8} {'seconds':>8} {'x 1 wkr':>7} {'peak MB':>8}  held-out R^2 (all inputs)"
 )
 
 
@@ -211,9 +202,12 @@ def format_row(row: dict, one_worker: dict[tuple, float]) -> str:
     key = (row["what"], row["backend"])
     ratio = f"{row['seconds'] / one_worker[key]:.2f}" if row["workers"] > 1 and key in one_worker else ""
     per_epoch = "" if np.isnan(row["s_per_epoch"]) else f"{row['s_per_epoch']:.3f}"
-    r2 = row["r2"]
-    r2_text = ", ".join(f"{layer} {value:.3f}" for layer, value in r2.items())
-    r2_text = f"mean {np.mean(list(r2.values())):.3f} ({r2_text})" if r2 else ""
+    r2_text = " | ".join(
+        f"{R2_METHODS[method]} {np.mean(list(r2.values())):.3f} ("
+        + ", ".join(f"{layer} {value:.3f}" for layer, value in r2.items())
+        + ")"
+        for method, r2 in row["r2"].items()
+    )
     return (
         f"{row['what']:<17} {row['patients']:>8} {row['backend']:>7} {row['workers']:>7} {row['epochs']:>6} "
         f"{row['batch']:>5} {row['rate']:>7.1e} {per_epoch:>8} {row['seconds']:>8.1f} "
@@ -237,7 +231,8 @@ def main() -> None:
     parser.add_argument("--n-jobs", type=int, default=2, help="workers of each 5-fold training")
     parser.add_argument("--permutations", type=int, default=20, help="0: no permutation rows")
     parser.add_argument("--permutation-epochs", type=int, default=10)
-    parser.add_argument("--training", nargs=3, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=0, help="batch of the training rows (0: automatic)")
+    parser.add_argument("--training", nargs=4, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--null", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.training:
@@ -255,7 +250,9 @@ def main() -> None:
     for size in args.sizes:
         epochs = caps.get(size, TrainSettings().epochs)
         print(
-            format_row(in_child("--training", str(size), str(epochs), str(args.n_jobs)), one_worker),
+            format_row(
+                in_child("--training", str(size), str(epochs), str(args.n_jobs), str(args.batch)), one_worker
+            ),
             flush=True,
         )
     for backend, workers in NULL_RUNS if args.permutations else ():
