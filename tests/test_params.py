@@ -126,6 +126,27 @@ def test_each_notebooks_parameters_are_run_parameters_at_their_defaults(notebook
         assert value == defaults[name] and type(value) is type(defaults[name]), (notebook.name, name, value)
 
 
+TRAINING_CALLS = ("workflow.train_folds", "workflow.knockout_null", "workflow.cohort_size_curve")
+TRAINING_CHAPTERS = [nb for nb in NOTEBOOKS if any(call in nb.read_text() for call in TRAINING_CALLS)]
+
+
+def test_three_chapters_train() -> None:
+    assert [nb.stem for nb in TRAINING_CHAPTERS] == [
+        "03_cv_training",
+        "04_q1_gene_knockout",
+        "12_cohort_size",
+    ]
+
+
+@pytest.mark.parametrize("notebook", TRAINING_CHAPTERS, ids=lambda path: path.stem)
+def test_each_chapter_that_trains_declares_every_parameter_of_a_training(notebook: Path) -> None:
+    """A chapter receives only the parameters it declares, so an undeclared one takes its default: a
+    permutation null would then train other models than the run it is the null of."""
+    every = {*TRAINING_FIELDS, *ModelConfig.HYPERPARAMETERS, "seed", "n_folds", "n_jobs", "scheduler"}
+    missing = every - set(papermill.inspect_notebook(str(notebook)))
+    assert not missing, f"{notebook.name} trains but does not declare {sorted(missing)}"
+
+
 def test_the_default_file_lists_every_parameter_at_its_default() -> None:
     listed = yaml.safe_load((Path(__file__).resolve().parents[1] / "params/default.yaml").read_text())
     assert listed == RunParams().as_dict()
