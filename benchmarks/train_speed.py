@@ -72,14 +72,11 @@ def peak_memory_mb() -> Iterator[Callable[[], float]]:
 def seconds_per_epoch(cohort, settings) -> float:
     """The median time of the epochs after the first of one fold's `fit`: an epoch's training steps, its
     anchors and masks (the inner split's evaluation, at the last, is the slowest and not the median)."""
-    from sklearn.model_selection import train_test_split
-
-    from lpmlib.cv import fold_splits, model_config
+    from lpmlib.cv import model_config
     from lpmlib.tensors import CohortTensors, LayerScaler
     from lpmlib.train import fit
 
-    train_rows, _ = fold_splits(cohort.n_patients)[0]
-    inner, validation = train_test_split(train_rows, test_size=settings.validation_fraction, random_state=43)
+    train_rows, (inner, validation), seed = first_fold(cohort.n_patients, settings)
     scaler = LayerScaler.fit(cohort, train_rows)
     ends: list[float] = []
     fit(
@@ -87,7 +84,7 @@ def seconds_per_epoch(cohort, settings) -> float:
         CohortTensors.build(cohort, inner, scaler),
         CohortTensors.build(cohort, validation, scaler),
         dataclasses.replace(settings, epochs=EPOCH_SAMPLE),
-        43,
+        seed,
         lambda row: ends.append(time.perf_counter()),
     )
     return float(np.median(np.diff(ends)))
@@ -155,12 +152,20 @@ def simulated(n_patients: int, folder: str) -> str:
     return folder
 
 
-def inner_patients(n_patients: int, settings) -> int:
-    """The patients a fold's network trains on (fold 1): its training patients less the inner split."""
-    from lpmlib.cv import fold_splits
+def first_fold(n_patients: int, settings) -> tuple:
+    """Fold 1's training rows, their split into the network's patients and the inner split, and the seed
+    of its first model, as `lpmlib.cv.run_cv` draws them at the default seed."""
+    from lpmlib.cv import fold_splits, inner_split, model_seed
 
-    n_train = len(fold_splits(n_patients)[0][0])
-    return n_train - int(np.ceil(n_train * settings.validation_fraction))
+    seed = model_seed(42, 1, 1)
+    train_rows, _ = fold_splits(n_patients)[0]
+    return train_rows, inner_split(train_rows, settings, seed), seed
+
+
+def inner_patients(n_patients: int, settings) -> int:
+    """The patients fold 1's network trains on: the rows the batch rule sees."""
+    _, (inner, _), _ = first_fold(n_patients, settings)
+    return len(inner)
 
 
 def measure_null(backend: str, workers: int, n_permutations: int, epochs: int) -> dict:

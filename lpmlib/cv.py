@@ -115,6 +115,14 @@ def model_seed(seed: int, fold: int, training_seed: int) -> int:
     return seed + fold + 1000 * (training_seed - 1)
 
 
+def inner_split(
+    train_rows: np.ndarray, settings: TrainSettings, own_seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A fold's training patients: those that train the network, and the inner split that chooses the
+    read-outs (`settings.validation_fraction` of them), drawn with the model's own seed."""
+    return train_test_split(train_rows, test_size=settings.validation_fraction, random_state=own_seed)
+
+
 def fold_models(n_folds: int, n_seeds: int) -> list[tuple[int, int]]:
     """(fold, training seed) of every model of a run, ordered by fold, then seed (both from 1)."""
     return [(k, s) for k in range(1, n_folds + 1) for s in range(1, n_seeds + 1)]
@@ -212,9 +220,7 @@ def train_fold(
         if log:
             log(f"fold {fold}: reusing the finished checkpoint")
     else:
-        inner_train, inner_validation = train_test_split(
-            train_rows, test_size=settings.validation_fraction, random_state=own_seed
-        )
+        inner_train, inner_validation = inner_split(train_rows, settings, own_seed)
         progress = None
         if log:
             progress = lambda row: _log_epoch(log, store.folder.name if training_seed > 1 else fold, row)  # noqa: E731

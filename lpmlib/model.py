@@ -469,9 +469,8 @@ class LatentPerturbationModel(nn.Module):
         `anchor`: the anchor paths of these rows under this mask (`anchor_paths`), when already computed
         (training computes a whole epoch's at once: the anchors are fixed while the network trains).
         """
-        self._check_inputs(drivers, ptms, ptm_mask)
+        visible = self._visible(drivers, ptms, ptm_mask)
         names = list(self.config.ptm_dims)
-        visible = [torch.where(ptm_mask[:, i : i + 1], ptms[name], 0.0) for i, name in enumerate(names)]
         mask_float = ptm_mask.to(drivers.dtype)
 
         g, attention = self.genomics(drivers, grade)
@@ -503,10 +502,12 @@ class LatentPerturbationModel(nn.Module):
         self, drivers: Tensor, grade: Tensor, ptms: dict[str, Tensor], ptm_mask: Tensor
     ) -> dict[str, Tensor]:
         """Every layer's anchor prediction (the "anchor" path of `forward`) of these rows and masks."""
+        return self._anchor_of_visible(drivers, grade, self._visible(drivers, ptms, ptm_mask), ptm_mask)
+
+    def _visible(self, drivers: Tensor, ptms: dict[str, Tensor], ptm_mask: Tensor) -> list[Tensor]:
+        """The checked inputs' PTM layers in model order, zero where masked."""
         self._check_inputs(drivers, ptms, ptm_mask)
-        names = list(self.config.ptm_dims)
-        visible = [torch.where(ptm_mask[:, i : i + 1], ptms[name], 0.0) for i, name in enumerate(names)]
-        return self._anchor_of_visible(drivers, grade, visible, ptm_mask)
+        return [torch.where(ptm_mask[:, i : i + 1], ptms[n], 0.0) for i, n in enumerate(self.config.ptm_dims)]
 
     def _anchor_of_visible(
         self, drivers: Tensor, grade: Tensor, visible: list[Tensor], ptm_mask: Tensor
