@@ -119,6 +119,7 @@ def measure_training(n_patients: int, epochs: int, n_jobs: int, batch_size: int)
             start = time.perf_counter()
             folds = run_cv(cohort, run_dir, settings, n_jobs=n_jobs, log=None)
             seconds = time.perf_counter() - start
+        r2 = held_out_r2(folds)  # while the run folder, which holds the folds' predictions, exists
     per_epoch = seconds_per_epoch(cohort, settings)  # after: its memory is not the training's
     return {
         "what": "5-fold training",
@@ -131,7 +132,7 @@ def measure_training(n_patients: int, epochs: int, n_jobs: int, batch_size: int)
         "s_per_epoch": per_epoch,
         "seconds": seconds,
         "peak_mb": peak(),
-        "r2": held_out_r2(folds),
+        "r2": r2,
     }
 
 

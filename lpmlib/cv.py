@@ -3,8 +3,10 @@
 Each fold trains `n_seeds` models on its training patients (each with its own seed and its own 20% of
 them held back as the inner split that chooses each layer's read-outs; see `lpmlib.train`), writes a
 checkpoint per model (weights + a JSON record) atomically, and stores the predictions of every layer for
-its held-out patients under every masking pattern the questions use. A finished model is reused when the
-data, configuration and split are unchanged and its weights are intact.
+its held-out patients under every masking pattern the questions use, beside the weights. A fold's result
+reads them from there when a question asks for a pattern (`StoredPredictions`): held in memory, those of
+five folds of 16,000 patients take 1.2 GB. A finished model is reused when the data, configuration and
+split are unchanged and its weights are intact.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import hashlib
 import inspect
 import json
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,7 +83,9 @@ class FoldResult:
     train_rows: np.ndarray
     test_rows: np.ndarray
     history: pd.DataFrame
-    predictions: dict[str, dict[str, np.ndarray]]  # pattern -> layer -> (n_test, n_features), original units
+    predictions: Mapping[
+        str, dict[str, np.ndarray]
+    ]  # pattern -> layer -> (n_test, n_features), original units
     read_out: pd.DataFrame = dataclasses.field(
         default_factory=pd.DataFrame
     )  # per layer, chosen on the inner split
@@ -139,6 +143,10 @@ class FoldStore:
         self.record = self.folder / "model.json"
         self.history = self.folder / "history.csv"
         self.predictions = self.folder / "predictions.npz"
+
+    def stored_predictions(self, weights_sha256: str) -> StoredPredictions:
+        """The held-out predictions of the model whose weights have this digest."""
+        return StoredPredictions(self.predictions, weights_sha256)
 
     def load_if_valid(self, key: str | None = None) -> tuple[LatentPerturbationModel, dict] | None:
         """The saved model when its weights are intact (and its key matches `key`, if given)."""
@@ -208,7 +216,8 @@ def train_fold(
     log: Log | None = None,
     training_seed: int = 1,
 ) -> FoldResult:
-    """Train (or reuse) one model of a fold and predict its held-out patients."""
+    """Train (or reuse) one model of a fold and write its held-out predictions beside it. The result reads
+    them from there, and carries no cohort: the caller holds it, so a worker sends back no copy."""
     store = FoldStore(run_dir, fold, training_seed)
     own_seed = model_seed(seed, fold, training_seed)
     key = _fold_key(fingerprint, config, settings, own_seed, train_rows)
@@ -243,25 +252,23 @@ def train_fold(
             "read_out": read_out.to_dict(orient="records"),
             "test_case_ids": list(cohort.case_ids[test_rows]),
         }
-        _save(store, model, history, record)
-    result = held_out_result(
-        FoldResult(fold, model, scaler, train_rows, test_rows, history, {}, read_out),
-        cohort,
-        training_seed,
-        reused=loaded is not None,
-    )
-    atomic_write(
-        store.predictions, lambda tmp: _save_npz(tmp, result.predictions, cohort.case_ids[test_rows])
-    )
-    return result
-
-
-def held_out_result(fold: FoldResult, view: Cohort, training_seed: int, reused: bool) -> FoldResult:
-    """A trained model's fold with its view, seed, and held-out predictions under every masking pattern."""
-    data = CohortTensors.build(view, fold.test_rows, fold.scaler)
-    predictions = predict_patterns(fold.model, data, fold.scaler, view.ptm_names)
-    return dataclasses.replace(
-        fold, predictions=predictions, reused=reused, cohort=view, training_seed=training_seed
+        record = _save(store, model, history, record)
+    data = CohortTensors.build(cohort, test_rows, scaler)
+    patterns = predict_patterns(model, data, scaler, cohort.ptm_names)
+    write = lambda tmp: _save_npz(tmp, cohort.case_ids[test_rows], record["weights_sha256"], patterns)  # noqa: E731
+    atomic_write(store.predictions, write)
+    predictions = store.stored_predictions(record["weights_sha256"])
+    return FoldResult(
+        fold,
+        model,
+        scaler,
+        train_rows,
+        test_rows,
+        history,
+        predictions,
+        read_out,
+        loaded is not None,
+        training_seed=training_seed,
     )
 
 
@@ -273,11 +280,14 @@ def _log_epoch(log: Log, fold: int, row: dict) -> None:
         )
 
 
-def _save(store: FoldStore, model, history: pd.DataFrame, record: dict) -> None:
+def _save(store: FoldStore, model, history: pd.DataFrame, record: dict) -> dict:
+    """Write the model's history, weights and record; the record as written (with the weights' digest)."""
     store.folder.mkdir(parents=True, exist_ok=True)
     write_table(store.history, history, index=False)
     atomic_write(store.weights, lambda tmp: _save_weights(model, tmp))
-    write_json(store.record, record | {"weights_sha256": sha256(store.weights)})
+    record = record | {"weights_sha256": sha256(store.weights)}
+    write_json(store.record, record)
+    return record
 
 
 def _save_weights(model, path: Path) -> None:
@@ -287,19 +297,71 @@ def _save_weights(model, path: Path) -> None:
         torch.save(model.state_dict(), handle)
 
 
-def _save_npz(path: Path, predictions: dict[str, dict[str, np.ndarray]], case_ids: pd.Index) -> None:
-    """An .npz that `np.load` reads, with a fixed date on every member (np.savez stamps the time), so the same
-    predictions give the same bytes on any worker."""
-    arrays = {"case_id": np.asarray(case_ids, dtype=str)} | {
-        f"{pattern}/{layer}": values
-        for pattern, layers in predictions.items()
-        for layer, values in layers.items()
-    }
+CASE_ID, WEIGHTS = "case_id", "weights_sha256"  # the predictions file's members beside `<pattern>/<layer>`
+
+
+def _save_npz(
+    path: Path, case_ids: pd.Index, weights_sha256: str, patterns: Iterator[tuple[str, dict[str, np.ndarray]]]
+) -> None:
+    """An .npz that `np.load` reads: the held-out case IDs, the digest of the weights that made the
+    predictions, and the predictions written one pattern at a time as they are made. Every member has a
+    fixed date (np.savez stamps the time), so the same predictions give the same bytes on any worker."""
     with zipfile.ZipFile(path, "w") as archive:
-        for name, values in arrays.items():
+
+        def add(name: str, values) -> None:
             member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             with archive.open(member, "w") as entry:
                 np.lib.format.write_array(entry, np.asarray(values), allow_pickle=False)
+
+        add(CASE_ID, np.asarray(case_ids, dtype=str))
+        add(WEIGHTS, np.asarray(weights_sha256))
+        for pattern, layers in patterns:
+            for layer, values in layers.items():
+                add(f"{pattern}/{layer}", values)
+
+
+class StoredPredictions(Mapping[str, dict[str, np.ndarray]]):
+    """A model's held-out predictions, pattern -> layer -> values, read from its predictions file one
+    pattern at a time, so that a run holds at most a pattern of each fold in memory. The file must carry
+    the digest of the model's weights, at every read: otherwise it holds another model's predictions (a
+    training stopped between writing the weights and the predictions, or run again since)."""
+
+    def __init__(self, path: Path, weights_sha256: str) -> None:
+        self.path, self.weights_sha256 = Path(path), weights_sha256
+        with self._open() as arrays:
+            self._members = [name for name in arrays.files if "/" in name]
+        self._patterns = list(dict.fromkeys(name.split("/", 1)[0] for name in self._members))
+
+    def _open(self) -> np.lib.npyio.NpzFile:
+        try:
+            arrays = np.load(self.path)
+        except (OSError, ValueError) as error:
+            raise self._stale() from error
+        if WEIGHTS not in arrays.files or str(arrays[WEIGHTS]) != self.weights_sha256:
+            arrays.close()
+            raise self._stale()
+        return arrays
+
+    def _stale(self) -> MissingTrainingError:
+        return MissingTrainingError(
+            f"'{self.path}' does not hold the held-out predictions of the model saved beside it: run the "
+            "training chapter (03_cv_training) again, which reuses the model and writes them"
+        )
+
+    def __getitem__(self, pattern: str) -> dict[str, np.ndarray]:
+        if pattern not in self._patterns:
+            raise KeyError(pattern)
+        with self._open() as arrays:
+            prefix = f"{pattern}/"
+            return {
+                name.removeprefix(prefix): arrays[name] for name in self._members if name.startswith(prefix)
+            }
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._patterns)
+
+    def __len__(self) -> int:
+        return len(self._patterns)
 
 
 DEEP = "deep:"  # prefix of the patterns' predictions by the deep path alone (the direct read-out)
@@ -308,21 +370,20 @@ DEEP = "deep:"  # prefix of the patterns' predictions by the deep path alone (th
 @torch.no_grad()
 def predict_patterns(
     model: LatentPerturbationModel, data: CohortTensors, scaler: LayerScaler, ptm_names: list[str]
-) -> dict[str, dict[str, np.ndarray]]:
-    """Predictions of every layer, in original units, under every named masking pattern (full batch);
-    also, under `deep:<pattern>`, those of the deep path alone."""
+) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+    """Predictions of every layer, in original units, under every named masking pattern (full batch),
+    one pattern at a time; after each, under `deep:<pattern>`, those of the deep path alone."""
     model.eval()
     ptms = {name: data.layers[name] for name in ptm_names}
-    out = {}
     for pattern, row in masking_patterns(ptm_names).items():
         output = model(data.drivers, data.grade, ptms, row.expand(len(data), -1))
-        out[pattern] = {
-            n: scaler.original_units(n, p.double().numpy()) for n, p in output.predictions.items()
-        }
+        yield (
+            pattern,
+            {n: scaler.original_units(n, p.double().numpy()) for n, p in output.predictions.items()},
+        )
         if output.paths:
             direct = output.paths["direct"]
-            out[DEEP + pattern] = {n: scaler.original_units(n, p.double().numpy()) for n, p in direct.items()}
-    return out
+            yield DEEP + pattern, {n: scaler.original_units(n, p.double().numpy()) for n, p in direct.items()}
 
 
 def run_cv(
@@ -427,6 +488,9 @@ def load_folds(
             pd.read_csv(store.history),
             record["read_out"],
         )
-        fold = FoldResult(k, model, scaler, train_rows, test_rows, history, {}, pd.DataFrame(read_out))
-        results.append(held_out_result(fold, view, s, reused=True))
+        predictions = store.stored_predictions(record["weights_sha256"])
+        fold = FoldResult(
+            k, model, scaler, train_rows, test_rows, history, predictions, pd.DataFrame(read_out)
+        )
+        results.append(dataclasses.replace(fold, reused=True, cohort=view, training_seed=s))
     return results

@@ -110,6 +110,6 @@ def known(small_sim):
     for fold in folds:
         fold.scaler = identity_scaler(cohort)
         data = CohortTensors.build(cohort, fold.test_rows, fold.scaler)
-        fold.predictions = predict_patterns(model, data, fold.scaler, cohort.ptm_names)
+        fold.predictions = dict(predict_patterns(model, data, fold.scaler, cohort.ptm_names))
     model.calls = 0
     return cohort, model, folds

@@ -221,3 +221,22 @@ def test_held_out_predictions_cover_every_pattern_and_patient(cohort, trained) -
     assert list(saved["case_id"]) == list(cohort.case_ids[fold.test_rows])
     np.testing.assert_array_equal(saved["genomics_only/rna"], fold.predictions["genomics_only"]["rna"])
     assert not np.allclose(fold.predictions["genomics_only"]["pY"], fold.predictions["all"]["pY"])
+
+
+def test_held_out_predictions_are_read_from_the_fold_folder_and_only_the_model_s_own(
+    cohort, trained, tmp_path: Path
+) -> None:
+    """A fold's predictions live in its folder, not in memory: with another model's file in their place,
+    both the folds of the run and the folds loaded again refuse them, naming the file."""
+    run_dir = copy_run(trained, tmp_path)
+    folds = load_folds(cohort, run_dir, N_FOLDS)
+    first = FoldStore(run_dir, 1).predictions
+    before = folds[0].predictions["all"]["rna"]
+    shutil.copyfile(FoldStore(run_dir, 2).predictions, first)
+    with pytest.raises(MissingTrainingError, match=f"'{first}' does not hold the held-out predictions"):
+        folds[0].predictions["all"]
+    with pytest.raises(MissingTrainingError, match="run the training chapter"):
+        load_folds(cohort, run_dir, N_FOLDS)
+    _, again = q0_csv(cohort, run_dir)  # training again reuses the model and writes its predictions
+    assert [f.reused for f in again] == [True] * N_FOLDS
+    np.testing.assert_array_equal(load_folds(cohort, run_dir, N_FOLDS)[0].predictions["all"]["rna"], before)
