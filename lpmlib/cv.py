@@ -83,9 +83,8 @@ class FoldResult:
     train_rows: np.ndarray
     test_rows: np.ndarray
     history: pd.DataFrame
-    predictions: Mapping[
-        str, dict[str, np.ndarray]
-    ]  # pattern -> layer -> (n_test, n_features), original units
+    # pattern -> layer -> (n_test, n_features), original units; training's are read from the run folder
+    predictions: Mapping[str, Mapping[str, np.ndarray]]
     read_out: pd.DataFrame = dataclasses.field(
         default_factory=pd.DataFrame
     )  # per layer, chosen on the inner split
@@ -258,18 +257,8 @@ def train_fold(
     write = lambda tmp: _save_npz(tmp, cohort.case_ids[test_rows], record["weights_sha256"], patterns)  # noqa: E731
     atomic_write(store.predictions, write)
     predictions = store.stored_predictions(record["weights_sha256"])
-    return FoldResult(
-        fold,
-        model,
-        scaler,
-        train_rows,
-        test_rows,
-        history,
-        predictions,
-        read_out,
-        loaded is not None,
-        training_seed=training_seed,
-    )
+    fold_result = FoldResult(fold, model, scaler, train_rows, test_rows, history, predictions, read_out)
+    return dataclasses.replace(fold_result, reused=loaded is not None, training_seed=training_seed)
 
 
 def _log_epoch(log: Log, fold: int, row: dict) -> None:
@@ -320,17 +309,23 @@ def _save_npz(
                 add(f"{pattern}/{layer}", values)
 
 
-class StoredPredictions(Mapping[str, dict[str, np.ndarray]]):
-    """A model's held-out predictions, pattern -> layer -> values, read from its predictions file one
-    pattern at a time, so that a run holds at most a pattern of each fold in memory. The file must carry
-    the digest of the model's weights, at every read: otherwise it holds another model's predictions (a
-    training stopped between writing the weights and the predictions, or run again since)."""
+class StoredPredictions(Mapping[str, Mapping[str, np.ndarray]]):
+    """A model's held-out predictions, pattern -> layer -> values, read from its predictions file when a
+    question asks for one, so that a run holds none of them in memory. The file must carry the digest of
+    the model's weights, checked at every read: otherwise it holds another model's predictions (a training
+    stopped between writing the weights and the predictions, or run again since)."""
 
     def __init__(self, path: Path, weights_sha256: str) -> None:
         self.path, self.weights_sha256 = Path(path), weights_sha256
         with self._open() as arrays:
-            self._members = [name for name in arrays.files if "/" in name]
-        self._patterns = list(dict.fromkeys(name.split("/", 1)[0] for name in self._members))
+            members = [name.split("/", 1) for name in arrays.files if "/" in name]
+        self._layers: dict[str, list[str]] = {}
+        for pattern, layer in members:
+            self._layers.setdefault(pattern, []).append(layer)
+
+    def read(self, pattern: str, layer: str) -> np.ndarray:
+        with self._open() as arrays:
+            return arrays[f"{pattern}/{layer}"]
 
     def _open(self) -> np.lib.npyio.NpzFile:
         try:
@@ -348,20 +343,34 @@ class StoredPredictions(Mapping[str, dict[str, np.ndarray]]):
             "training chapter (03_cv_training) again, which reuses the model and writes them"
         )
 
-    def __getitem__(self, pattern: str) -> dict[str, np.ndarray]:
-        if pattern not in self._patterns:
-            raise KeyError(pattern)
-        with self._open() as arrays:
-            prefix = f"{pattern}/"
-            return {
-                name.removeprefix(prefix): arrays[name] for name in self._members if name.startswith(prefix)
-            }
+    def __getitem__(self, pattern: str) -> Mapping[str, np.ndarray]:
+        return _StoredPattern(self, pattern, self._layers[pattern])
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._patterns)
+        return iter(self._layers)
 
     def __len__(self) -> int:
-        return len(self._patterns)
+        return len(self._layers)
+
+
+@dataclass(frozen=True)
+class _StoredPattern(Mapping[str, np.ndarray]):
+    """One pattern's layers of `StoredPredictions`, each read when asked for."""
+
+    store: StoredPredictions
+    pattern: str
+    layers: list[str]
+
+    def __getitem__(self, layer: str) -> np.ndarray:
+        if layer not in self.layers:
+            raise KeyError(layer)
+        return self.store.read(self.pattern, layer)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
 
 
 DEEP = "deep:"  # prefix of the patterns' predictions by the deep path alone (the direct read-out)

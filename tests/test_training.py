@@ -234,7 +234,7 @@ def test_held_out_predictions_are_read_from_the_fold_folder_and_only_the_model_s
     before = folds[0].predictions["all"]["rna"]
     shutil.copyfile(FoldStore(run_dir, 2).predictions, first)
     with pytest.raises(MissingTrainingError, match=f"'{first}' does not hold the held-out predictions"):
-        folds[0].predictions["all"]
+        folds[0].predictions["all"]["rna"]
     with pytest.raises(MissingTrainingError, match="run the training chapter"):
         load_folds(cohort, run_dir, N_FOLDS)
     _, again = q0_csv(cohort, run_dir)  # training again reuses the model and writes its predictions
