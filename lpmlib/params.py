@@ -8,6 +8,7 @@ only the names it declares.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,10 @@ SIMULATION_FIELDS = {"n_patients": "n_patients", "simulation_seed": "seed", "non
 
 class ParameterError(ValueError):
     """An unknown parameter name or a value of the wrong type."""
+
+
+class UndeclaredParameterError(ParameterError):
+    """A chapter read a parameter that its parameters cell does not declare."""
 
 
 @dataclass(frozen=True)
@@ -91,12 +96,11 @@ class RunParams:
         return params
 
     @classmethod
-    def from_namespace(cls, namespace: dict[str, Any]) -> RunParams:
-        """The parameters a notebook declared (its globals), the rest at their defaults."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls.from_mapping(
-            {k: v for k, v in namespace.items() if k in names}, source="notebook parameters"
-        )
+    def from_namespace(cls, namespace: dict[str, Any]) -> ChapterParams:
+        """The parameters a notebook declared (its globals); reading another is an error (`ChapterParams`)."""
+        declared = {k: v for k, v in namespace.items() if k in cls.__dataclass_fields__}
+        params = cls.from_mapping(declared, source="notebook parameters")
+        return ChapterParams.of(params, declared)
 
     def check(self) -> None:
         """Every value against its constraint (`constraints`), then what holds between values."""
@@ -158,6 +162,33 @@ class RunParams:
         """The parameters as YAML and JSON hold them (and papermill passes them): tuples as lists."""
         values = dataclasses.asdict(self)
         return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
+
+
+class ChapterParams(RunParams):
+    """The parameters of one chapter. `lpm run` hands a chapter only the parameters its parameters cell
+    declares, so any other would silently keep its default whatever the run says (`-p epochs=10` would
+    not reach a training the chapter starts): reading one is an error that names it."""
+
+    declared: frozenset[str]
+
+    @classmethod
+    def of(cls, params: RunParams, declared: Iterable[str]) -> ChapterParams:
+        chapter = cls(**{name: getattr(params, name) for name in RunParams.__dataclass_fields__})
+        object.__setattr__(chapter, "declared", frozenset(declared))
+        return chapter
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in RunParams.__dataclass_fields__ and name not in object.__getattribute__(self, "declared"):
+            raise UndeclaredParameterError(
+                f"this chapter reads the parameter '{name}', which its parameters cell does not declare: "
+                f"`lpm run` would leave it at its default whatever the run says. Add '{name}' to the "
+                "chapter's parameters cell."
+            )
+        return object.__getattribute__(self, name)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in sorted(self.declared))
+        return f"ChapterParams({shown})"
 
 
 TRAINING_FIELDS = tuple(

@@ -16,6 +16,7 @@ from lpmlib.params import (
     TRAINING_FIELDS,
     ParameterError,
     RunParams,
+    UndeclaredParameterError,
     load_params,
     parse_override,
 )
@@ -145,6 +146,23 @@ def test_each_chapter_that_trains_declares_every_parameter_of_a_training(noteboo
     every = {*TRAINING_FIELDS, *ModelConfig.HYPERPARAMETERS, "seed", "n_folds", "n_jobs", "scheduler"}
     missing = every - set(papermill.inspect_notebook(str(notebook)))
     assert not missing, f"{notebook.name} trains but does not declare {sorted(missing)}"
+
+
+def test_a_chapter_reads_only_the_parameters_it_declares() -> None:
+    """What a notebook declares is validated and read; reading any other run parameter is an error that
+    names it, since the run would not have handed it over (ModelConfig's hyperparameters read them all)."""
+    declared = {"seed": 7, "latent_dim": 32, "figure": "not a parameter"}
+    params = RunParams.from_namespace(declared)
+    assert (params.seed, params.latent_dim) == (7, 32)
+    assert repr(params) == "ChapterParams(latent_dim=32, seed=7)"
+    with pytest.raises(UndeclaredParameterError, match="parameter 'n_folds'.*Add 'n_folds'"):
+        params.n_folds
+    with pytest.raises(UndeclaredParameterError, match="'vae_latent_dim'"):
+        params.hyperparameters()
+    every = RunParams.from_namespace(dataclasses.asdict(RunParams()) | {"epochs": 3})
+    assert every.train_settings() == TrainSettings(epochs=3)
+    with pytest.raises(ParameterError, match="parameter 'seed' must be int"):
+        RunParams.from_namespace({"seed": "seven"})
 
 
 def test_the_default_file_lists_every_parameter_at_its_default() -> None:
