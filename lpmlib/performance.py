@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from lpmlib.cohort import Cohort
 from lpmlib.cv import DEEP, FoldResult
+from lpmlib.describe import counted, listed
 from lpmlib.linear import cohort_genomic_design, design, fit_reduced_rank_ridge, fit_ridge
 from lpmlib.model import INPUTS, evaluation_patterns
 from lpmlib.perturb import observed_held_out
@@ -295,11 +296,7 @@ def target_sentence(summary: pd.DataFrame, targets: list[str], metric: str = "r2
     numbers = headline(summary, metric)
     lpm = [f"{numbers[f'lpm_all_{layer}']:.2f} for {layer}" for layer in targets]
     ridge = [f"{numbers[f'ridge_all_{layer}']:.2f}" for layer in targets]
-    return f"{_enumerate(lpm)}; ridge regression on the same inputs reaches {_enumerate(ridge)}"
-
-
-def _enumerate(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+    return f"{listed(lpm)}; ridge regression on the same inputs reaches {listed(ridge)}"
 
 
 def q0_held_out_performance(folds: list[FoldResult], layer_truth: pd.DataFrame | None = None) -> Answer:
@@ -327,6 +324,6 @@ def q0_held_out_performance(folds: list[FoldResult], layer_truth: pd.DataFrame |
         "q0_versus": versus_sentence(versus),
         "n_deep_read_outs": int((read_outs["read_out"] != "anchor").sum()),
         "n_read_outs": len(read_outs),
-        "n_seeds": max(fold.training_seed for fold in folds),
+        "models_per_fold": counted(max(fold.training_seed for fold in folds), "model"),
     }
     return Answer(tables, headline(summary) | numbers)

@@ -127,6 +127,14 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]
     return float((a[keep] - b[keep]).mean()), float(stats.ttest_rel(a[keep], b[keep]).pvalue)
 
 
+def top_counts(per_fold: pd.DataFrame, item: str, score: str = "value") -> pd.Series:
+    """Number of folds in which each item has the highest finite `score` (the mean of the fold's models)."""
+    per_fold = seed_means(per_fold, [item, "fold"], score)
+    finite = per_fold[np.isfinite(per_fold[score].to_numpy(dtype=float))]
+    winners = finite.loc[finite.groupby("fold")[score].idxmax(), item]
+    return winners.value_counts().reindex(per_fold[item].unique(), fill_value=0)
+
+
 def rank_stability(per_fold: pd.DataFrame, item: str, score: str, top_k: int = 3) -> pd.Series:
     """Fraction of folds in which each item ranks among the top `top_k` by `score` (NaN scores never do)."""
     per_fold = seed_means(per_fold, [item, "fold"], score)

@@ -3,22 +3,11 @@ scale (shifts over each layer's held-out residual spread)."""
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-
 from lpmlib.cv import FoldResult
 from lpmlib.perturb import edit_drivers
 from lpmlib.questions import Answer, verdict_table
 from lpmlib.questions.shifts import SUMMARY_KEYS, per_fold_table, shift_units, summarise
-from lpmlib.stats import seed_means, separate_best
-
-
-def top_layer_counts(per_fold: pd.DataFrame) -> pd.Series:
-    """Number of folds in which each layer has the highest finite value (the mean of the fold's models)."""
-    per_fold = seed_means(per_fold, ["layer", "fold"])
-    finite = per_fold[np.isfinite(per_fold["value"].to_numpy(dtype=float))]
-    winners = finite.loc[finite.groupby("fold")["value"].idxmax(), "layer"]
-    return winners.value_counts().reindex(per_fold["layer"].unique(), fill_value=0)
+from lpmlib.stats import separate_best, top_counts
 
 
 def q2_fusion_deletion(folds: list[FoldResult], gene: str = "ERG") -> Answer:
@@ -38,7 +27,7 @@ def q2_fusion_deletion(folds: list[FoldResult], gene: str = "ERG") -> Answer:
     per_fold = per_fold.reset_index(drop=True)
     summary = summarise(per_fold, SUMMARY_KEYS)
     summary["rank"] = summary["mean"].rank(ascending=False, method="min")
-    summary["n_folds_top"] = summary["layer"].map(top_layer_counts(per_fold)).astype(int)
+    summary["n_folds_top"] = summary["layer"].map(top_counts(per_fold, "layer")).astype(int)
     units = shift_units(folds, edits, gene, cohort.ptm_names)
     separation = separate_best(per_fold, units, "layer", paired=True)
     verdict = verdict_table(separation, "PTM layer", {"driver": gene})

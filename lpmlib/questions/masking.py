@@ -30,10 +30,10 @@ from lpmlib.stats import (
     Separation,
     gain_tests,
     model_keys,
-    seed_means,
     separate_best,
     squared_errors,
     summarise_folds,
+    top_counts,
 )
 
 Scored = tuple[float, str]  # an R^2 and the reason it is NaN ("" when defined)
@@ -325,10 +325,6 @@ def leader_table(per_fold: pd.DataFrame, gains: pd.DataFrame, separation: Separa
     """Per PTM layer, best first: its gain over genomics (mean, 95% interval, test against zero), its
     R^2 with the layer kept, the folds where it is the top layer, its comparison with the best layer,
     and whether it is the leader (separated from every other layer)."""
-    ranked = seed_means(per_fold, ["ptm", "fold"], "r2_gain_over_genomics").dropna(
-        subset=["r2_gain_over_genomics"]
-    )
-    tops = ranked.loc[ranked.groupby("fold")["r2_gain_over_genomics"].idxmax(), "ptm"].value_counts()
     table = separation.table.rename(
         columns={
             "item": "ptm",
@@ -342,6 +338,7 @@ def leader_table(per_fold: pd.DataFrame, gains: pd.DataFrame, separation: Separa
     )
     table = table.merge(gain_tests(gains, ["ptm"]), on="ptm", how="left")
     table["mean_r2_only"] = table["ptm"].map(per_fold.groupby("ptm")["r2_only"].mean())
+    tops = top_counts(per_fold, "ptm", "r2_gain_over_genomics")
     table["n_folds_top"] = table["ptm"].map(tops).fillna(0).astype(int)
     table["fraction_folds_top"] = table["n_folds_top"] / per_fold["fold"].nunique()
     table["is_leader"] = table["ptm"] == separation.leader
