@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
@@ -101,8 +102,7 @@ class FoldResult:
 
     @property
     def label(self) -> str:
-        """'fold 2' for a fold's first model, 'fold 2, seed 3' for its others."""
-        return f"fold {self.fold}" + (f", seed {self.training_seed}" if self.training_seed > 1 else "")
+        return model_label(self.fold, self.training_seed)
 
 
 def fold_cohorts(source: Cohort | RawCohort, splits, pipeline: PipelineSettings | None) -> list[Cohort]:
@@ -110,6 +110,11 @@ def fold_cohorts(source: Cohort | RawCohort, splits, pipeline: PipelineSettings 
     the fold's training patients only (so held-out patients never inform the preprocessing), with
     `pipeline` for every layer or, when None, each layer's settings from the manifest."""
     return [source.fold_cohort(train, pipeline) for train, _ in splits]
+
+
+def model_label(fold: int, training_seed: int) -> str:
+    """'fold 2' for a fold's first model, 'fold 2, seed 3' for its others."""
+    return f"fold {fold}" + (f", seed {training_seed}" if training_seed > 1 else "")
 
 
 def model_seed(seed: int, fold: int, training_seed: int) -> int:
@@ -231,7 +236,7 @@ def train_fold(
         inner_train, inner_validation = inner_split(train_rows, settings, own_seed)
         progress = None
         if log:
-            progress = lambda row: _log_epoch(log, store.folder.name if training_seed > 1 else fold, row)  # noqa: E731
+            progress = functools.partial(_log_epoch, log, model_label(fold, training_seed))
         result = fit(
             config,
             CohortTensors.build(cohort, inner_train, scaler),
@@ -261,10 +266,11 @@ def train_fold(
     return dataclasses.replace(fold_result, reused=loaded is not None, training_seed=training_seed)
 
 
-def _log_epoch(log: Log, fold: int, row: dict) -> None:
-    if row["epoch"] == 1 or row["epoch"] % 10 == 0:
+def _log_epoch(log: Log, label: str, row: dict) -> None:
+    """A line for each epoch at which the inner split was evaluated (`train.READ_OUT_EVERY`, the last)."""
+    if not np.isnan(row["validation_loss"]):
         log(
-            f"fold {fold} epoch {row['epoch']:3d}: train {row['train_loss']:.4f}  "
+            f"{label} epoch {row['epoch']:3d}: train {row['train_loss']:.4f}  "
             f"validation {row['validation_loss']:.4f}"
         )
 
