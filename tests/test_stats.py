@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lpmlib.stats import gain_tests, separate_best, separation_sentence, summarise_folds
+from lpmlib.stats import gain_tests, separate_best, separation_sentence, summarise_folds, top_counts
 
 N_FOLDS, N_PER_FOLD = 5, 30
 
@@ -122,3 +122,22 @@ def test_gain_tests_count_each_patient_once_however_many_models() -> None:
     one = gain_tests(units, ["item"])
     two = gain_tests(with_two_seeds(units, 0.1), ["item"])
     pd.testing.assert_frame_equal(one, two)
+
+
+def test_top_counts_average_a_fold_s_models_and_skip_missing_scores() -> None:
+    """Fold 1: b wins on the mean of its two models although a has the single best model; fold 2: a's
+    score is missing, so b wins; fold 3: a wins. c never wins and is counted with zero."""
+    scores = {
+        1: {"a": (0.9, 0.1), "b": (0.6, 0.6), "c": (0.0, 0.0)},
+        2: {"a": (np.nan, np.nan), "b": (0.2, 0.2), "c": (0.1, 0.1)},
+        3: {"a": (0.5, 0.5), "b": (0.4, 0.4), "c": (0.3, 0.3)},
+    }
+    per_fold = pd.DataFrame(
+        [
+            {"fold": fold, "training_seed": seed, "layer": layer, "value": value}
+            for fold, layers in scores.items()
+            for layer, values in layers.items()
+            for seed, value in enumerate(values, start=1)
+        ]
+    )
+    assert top_counts(per_fold, "layer").to_dict() == {"a": 1, "b": 2, "c": 0}
