@@ -4,8 +4,8 @@ Each fold trains `n_seeds` models on its training patients (each with its own se
 them held back as the inner split that chooses each layer's read-outs; see `lpmlib.train`), writes a
 checkpoint per model (weights + a JSON record) atomically, and stores the predictions of every layer for
 its held-out patients under every masking pattern the questions use, beside the weights. A fold's result
-reads them from there when a question asks for a pattern (`StoredPredictions`): held in memory, those of
-five folds of 16,000 patients take 1.2 GB. A finished model is reused when the data, configuration and
+reads each from there when a question asks for it (`StoredPredictions`): held in memory, those of five
+folds of 16,000 patients take 1.2 GB. A finished model is reused when the data, configuration and
 split are unchanged and its weights are intact.
 """
 
@@ -259,9 +259,12 @@ def train_fold(
         record = _save(store, model, history, record)
     data = CohortTensors.build(cohort, test_rows, scaler)
     patterns = predict_patterns(model, data, scaler, cohort.ptm_names)
-    write = lambda tmp: _save_npz(tmp, cohort.case_ids[test_rows], record["weights_sha256"], patterns)  # noqa: E731
-    atomic_write(store.predictions, write)
-    predictions = store.stored_predictions(record["weights_sha256"])
+    case_ids, weights = cohort.case_ids[test_rows], record["weights_sha256"]
+    atomic_write(
+        store.predictions,
+        functools.partial(_save_npz, case_ids=case_ids, weights_sha256=weights, patterns=patterns),
+    )
+    predictions = store.stored_predictions(weights)
     fold_result = FoldResult(fold, model, scaler, train_rows, test_rows, history, predictions, read_out)
     return dataclasses.replace(fold_result, reused=loaded is not None, training_seed=training_seed)
 
