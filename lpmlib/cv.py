@@ -391,10 +391,8 @@ def predict_patterns(
 ) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
     """Predictions of every layer, in original units, under every named masking pattern (full batch),
     one pattern at a time; after each, under `deep:<pattern>`, those of the deep path alone."""
-    model.eval()
     ptms = {name: data.layers[name] for name in ptm_names}
-    for pattern, row in masking_patterns(ptm_names).items():
-        output = model(data.drivers, data.grade, ptms, row.expand(len(data), -1))
+    for pattern, output in model.under_masks(data.drivers, data.grade, ptms, masking_patterns(ptm_names)):
         yield (
             pattern,
             {n: scaler.original_units(n, p.double().numpy()) for n, p in output.predictions.items()},

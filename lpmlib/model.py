@@ -21,6 +21,7 @@ genomics alone, on which the counterfactual answers rest and where depth has the
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -463,17 +464,20 @@ class LatentPerturbationModel(nn.Module):
         ptms: dict[str, Tensor],
         ptm_mask: Tensor,
         anchor: dict[str, Tensor] | None = None,
+        genomic: tuple[Tensor, Tensor] | None = None,
     ) -> LPMOutput:
         """One pass; `ptm_mask[:, i]` is True where PTM layer i is observed, False where it is masked.
 
         `anchor`: the anchor paths of these rows under this mask (`anchor_paths`), when already computed
         (training computes a whole epoch's at once: the anchors are fixed while the network trains).
+        `genomic`: `self.genomics(drivers, grade)` of these rows, when already computed (in evaluation it
+        does not depend on the mask: see `under_masks`).
         """
         visible = self._visible(drivers, ptms, ptm_mask)
         names = list(self.config.ptm_dims)
         mask_float = ptm_mask.to(drivers.dtype)
 
-        g, attention = self.genomics(drivers, grade)
+        g, attention = self.genomics(drivers, grade) if genomic is None else genomic
         z_seed = _run_mlp(self.seed_head, g, self.training)
         ptm_mu, ptm_logvar = self._encode_ptms(visible)
         ptm_z = torch.where(ptm_mask.T.unsqueeze(-1), self._sample(ptm_mu, ptm_logvar), 0.0)  # (n_ptm, B, v)
@@ -497,6 +501,18 @@ class LatentPerturbationModel(nn.Module):
             attention,
             paths,
         )
+
+    @torch.no_grad()
+    def under_masks(
+        self, drivers: Tensor, grade: Tensor, ptms: dict[str, Tensor], masks: dict[str, Tensor]
+    ) -> Iterator[tuple[str, LPMOutput]]:
+        """Evaluation passes over the same rows, one per named mask (a pattern (n_ptm,) or a mask per
+        row), in order. The genomic embedding, the same under every mask, is computed once: it is half
+        the arithmetic of a pass."""
+        self.eval()
+        genomic = self.genomics(drivers, grade)
+        for name, mask in masks.items():
+            yield name, self(drivers, grade, ptms, mask.expand(len(drivers), -1), genomic=genomic)
 
     def anchor_paths(
         self, drivers: Tensor, grade: Tensor, ptms: dict[str, Tensor], ptm_mask: Tensor

@@ -266,16 +266,11 @@ def layer_paths(
     model: LatentPerturbationModel, data: CohortTensors
 ) -> dict[str, dict[str, dict[str, torch.Tensor]]]:
     """Layer -> evaluation pattern -> path ("anchor", "residual", "direct") -> predictions of `data`."""
-    model.eval()
     names = list(model.config.ptm_dims)
     ptms = {name: data.layers[name] for name in names}
     patterns = masking_patterns(names)
-    outputs = {}
-    for layer in model.output_dims:
-        for pattern in evaluation_patterns(layer, names):
-            if pattern not in outputs:
-                mask = patterns[pattern].expand(len(data), -1)
-                outputs[pattern] = model(data.drivers, data.grade, ptms, mask).paths
+    wanted = {p: patterns[p] for layer in model.output_dims for p in evaluation_patterns(layer, names)}
+    outputs = {p: output.paths for p, output in model.under_masks(data.drivers, data.grade, ptms, wanted)}
     return {
         layer: {
             pattern: {path: outputs[pattern][path][layer] for path in outputs[pattern]}

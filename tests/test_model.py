@@ -278,6 +278,18 @@ def test_protein_is_decoded_from_the_rna_anchor_and_the_direct_rna() -> None:
     assert torch.equal(before.predictions["met"], after.predictions["met"])
 
 
+def test_passes_under_several_masks_equal_one_pass_per_mask() -> None:
+    """`under_masks` computes the genomic embedding once for every mask: nothing else may change."""
+    model = make_model().eval()
+    drivers, grade, ptms, _ = make_batch()
+    masks = {"per row": mask_rows([True, False, True]), **masking_patterns(list(PTMS))}
+    for name, together in model.under_masks(drivers, grade, ptms, masks):
+        alone = model(drivers, grade, ptms, masks[name].expand(10, -1))
+        for key, value in output_tensors(alone).items():
+            assert torch.equal(output_tensors(together)[key], value), (name, key)
+    assert [name for name, _ in model.under_masks(drivers, grade, ptms, masks)] == list(masks)
+
+
 def test_a_new_model_is_its_anchor_and_gate_zero_gives_exactly_the_anchor() -> None:
     fresh = make_model(read_out=False).eval()
     drivers, grade, ptms, _ = make_batch()
