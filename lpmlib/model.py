@@ -254,28 +254,62 @@ class GenomicsEncoder(nn.Module):
     def forward(self, drivers: Tensor, grade: Tensor) -> tuple[Tensor, Tensor]:
         """Genomic embedding (B, dim) and head-averaged attention weights (B, n_tokens, n_tokens).
 
-        `nn.MultiheadAttention`'s computation (its parameters, its dropout of the attention weights),
-        with the input projection moved onto the embedding tables: a driver token is its embedding times
-        the driver's presence, so its query, key and value are the projected embedding times the
-        presence. Projecting the (n_drivers + n_grades) embeddings once per pass instead of every
-        patient's tokens saves most of the model's arithmetic at large batches.
+        `nn.MultiheadAttention` over a patient's tokens (its parameters, its dropout of the attention
+        weights), computed from the embedding tables. Every token a patient can have is a row of the table
+        (each driver's, each grade's) times a scale (the driver's presence; 1 for its grade), so its query,
+        key and value are the row's projections times the scale plus the biases. The scores and the
+        projected values then come from products of the small table with the patients' scales, never from
+        per-patient tokens, queries, keys and values: at 410 patients a pass took 30 ms, not 53. The keys
+        are every row, the grades a patient does not have weighted 0.
         """
         attention, dim = self.attention, self.driver_embedding.shape[1]
-        heads, n_drivers = attention.num_heads, drivers.shape[1]
-        table = torch.cat([self.driver_embedding, self.grade_embedding.weight])
-        table = torch.cat([table, table @ attention.in_proj_weight.T], dim=1)  # embeddings, projections
-        driver_rows, grade_rows = table.split([n_drivers, len(table) - n_drivers])
-        both = torch.cat([drivers.unsqueeze(-1) * driver_rows, grade_rows[grade].unsqueeze(1)], dim=1)
-        both = both + torch.cat([attention.in_proj_bias.new_zeros(dim), attention.in_proj_bias])
-        tokens, q, k, v = both.split(dim, dim=-1)  # split, not sliced: no zero-filled gradients
-        batch, n_tokens = tokens.shape[:2]
-        q, k, v = (x.view(batch, n_tokens, heads, dim // heads).transpose(1, 2) for x in (q, k, v))
-        scores = (q * (dim // heads) ** -0.5) @ k.transpose(-2, -1)  # (B, heads, n_tokens, n_tokens)
-        weights = F.dropout(torch.softmax(scores, dim=-1), attention.dropout, self.training)
-        attended = (weights @ v).transpose(1, 2).reshape(batch, n_tokens, dim)
-        attended = F.linear(attended, attention.out_proj.weight, attention.out_proj.bias)
-        embedded = F.layer_norm(tokens + attended, (dim,), self.norm.weight, self.norm.bias, self.norm.eps)
-        return embedded.mean(dim=1), weights.mean(dim=1)
+        heads, n_drivers, batch = attention.num_heads, drivers.shape[1], len(drivers)
+        head_dim = dim // heads
+        table = torch.cat([self.driver_embedding, self.grade_embedding.weight])  # (rows, dim)
+        n_rows, n_grades = len(table), len(table) - n_drivers
+        q, k, v = (  # (heads, rows, head_dim), and the biases (heads, 1, head_dim)
+            x.view(n_rows, heads, head_dim).transpose(0, 1)
+            for x in (table @ attention.in_proj_weight.T).split(dim, dim=1)
+        )
+        bq, bk, bv = (b.view(heads, 1, head_dim) for b in attention.in_proj_bias.split(dim))
+        q, bq = q * head_dim**-0.5, bq * head_dim**-0.5  # the scores' scaling
+        scale = torch.cat([drivers, drivers.new_ones(batch, n_grades)], dim=1)  # (B, rows)
+        is_key = torch.cat(
+            [torch.ones_like(drivers, dtype=torch.bool), F.one_hot(grade, n_grades).bool()], dim=1
+        )
+        own = torch.arange(n_drivers, device=drivers.device).expand(batch, -1)
+        tokens_rows = torch.cat([own, n_drivers + grade.unsqueeze(1)], dim=1)  # (B, n_tokens)
+        token_scale = torch.cat([drivers, drivers.new_ones(batch, 1)], dim=1)  # (B, n_tokens)
+
+        # (s_i q_i + bq).(s_j k_j + bk) = s_i s_j q_i.k_j + s_j bq.k_j + terms without j, which the
+        # softmax over the keys j cancels
+        by_pair = (q @ k.transpose(1, 2))[:, tokens_rows].transpose(0, 1)  # (B, heads, n_tokens, rows)
+        by_key = torch.where(is_key.unsqueeze(1), scale.unsqueeze(1) * (k * bq).sum(-1), float("-inf"))
+        scores = token_scale[:, None, :, None] * by_pair * scale[:, None, None, :] + by_key.unsqueeze(2)
+        weights = torch.softmax(scores, dim=-1)  # (B, heads, n_tokens, rows)
+        weights = F.dropout(weights, attention.dropout, self.training)
+
+        # out_proj(sum_j w_ij (s_j v_j + bv)) = sum over heads and j of w_ij s_j out_proj_h(v_j), plus
+        # (sum_j w_ij) out_proj_h(bv), plus out_proj's bias: one product with the projected value rows
+        out_weight = attention.out_proj.weight.view(dim, heads, head_dim).permute(1, 2, 0)
+        values = (torch.cat([v, bv], dim=1) @ out_weight).reshape(-1, dim)  # (heads x (rows + 1), dim)
+        mixed = torch.cat([weights * scale[:, None, None, :], weights.sum(-1, keepdim=True)], dim=-1)
+        n_tokens = n_drivers + 1
+        attended = torch.addmm(
+            attention.out_proj.bias, mixed.transpose(1, 2).reshape(batch * n_tokens, len(values)), values
+        )
+        tokens = torch.cat(
+            [drivers.unsqueeze(-1) * self.driver_embedding, table[n_drivers + grade].unsqueeze(1)], dim=1
+        )
+        embedded = F.layer_norm(
+            tokens + attended.view(batch, n_tokens, dim),
+            (dim,),
+            self.norm.weight,
+            self.norm.bias,
+            self.norm.eps,
+        )
+        token_weights = weights.mean(dim=1).gather(2, tokens_rows.unsqueeze(1).expand(-1, n_tokens, -1))
+        return embedded.mean(dim=1), token_weights
 
 
 def _zero_last_layer(decoder: nn.Sequential) -> nn.Sequential:

@@ -99,6 +99,11 @@ class KnownModel(nn.Module):
             predictions, drivers.clone(), drivers.clone(), {}, {}, nothing, nothing, torch.zeros(n, 1, 1)
         )
 
+    def under_masks(self, drivers, grade, ptms, masks):
+        """`LatentPerturbationModel.under_masks`: a pass per named mask."""
+        for name, mask in masks.items():
+            yield name, self(drivers, grade, ptms, mask.expand(len(drivers), -1))
+
 
 @pytest.fixture
 def known(small_sim):

@@ -251,6 +251,28 @@ def test_each_driver_is_a_token_that_matters() -> None:
         assert not torch.allclose(changed.attention, out.attention), j
 
 
+@pytest.mark.parametrize("binary", [True, False])
+def test_genomic_attention_is_multihead_attention_over_each_patient_s_tokens(binary: bool) -> None:
+    """The encoder computes attention from its tables; it must equal torch's own over explicit tokens
+    (each driver's embedding times its value, then the grade's), biases included."""
+    genomics = make_model(make_config(n_grades=4)).genomics.eval()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for parameter in genomics.parameters():
+            parameter.normal_(std=0.5)
+    drivers = torch.rand(12, 5)
+    drivers = (drivers < 0.5).float() if binary else drivers
+    grade = torch.arange(12) % 4
+    tokens = torch.cat(
+        [drivers.unsqueeze(-1) * genomics.driver_embedding, genomics.grade_embedding(grade)[:, None]], 1
+    )
+    attended, expected_weights = genomics.attention(tokens, tokens, tokens)
+    embedded, weights = genomics(drivers, grade)
+    assert torch.allclose(embedded, genomics.norm(tokens + attended).mean(dim=1), atol=1e-5)
+    assert torch.allclose(weights, expected_weights, atol=1e-6)
+    assert [x.shape for x in genomics(drivers[:0], grade[:0])] == [(0, 16), (0, 6, 6)]  # no patients
+
+
 @pytest.mark.parametrize("latent_dim", [16, 128])
 def test_grade_and_driver_tokens_start_on_one_scale(latent_dim: int) -> None:
     """A grade token far larger than the driver tokens would drown the drivers' effects."""
