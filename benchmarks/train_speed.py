@@ -14,7 +14,7 @@ permutations of the knocked-out driver's column (5 folds each, on the default co
 2-worker ratio, if anything, pessimistic. Every measurement runs in a fresh process, so peaks and warm
 caches do not mix.
 
-    .venv/bin/python benchmarks/train_speed.py                  # the real measurement (37 minutes here)
+    .venv/bin/python benchmarks/train_speed.py                  # the real measurement (35 minutes here)
     .venv/bin/python benchmarks/train_speed.py --max-epochs 16000=10 --permutations 4   # a quick look
 
 A capped size trains fewer epochs than the schedule (`--max-epochs SIZE=EPOCHS`): its row says so, and
