@@ -7,7 +7,9 @@ Each training row simulates a cohort (untimed, in another process), reads it bac
 --batch given), then one fold's epochs (`fit` for a few epochs, the median epoch after the first). Peak
 memory is the largest sum of the resident memory of the process and its workers during the 5-fold
 training, sampled every 0.1 s. R^2 is the held-out variance-weighted R^2 of the LPM with all inputs (Q0's
-`lpm_all`), the mean over folds, per target layer and over them. Each permutation row retrains 20
+`lpm_all`), the mean over folds, per target layer and over them, beside reduced-rank ridge and ridge;
+`deep` counts the read-outs the inner splits chose deep, of all layers, inputs and folds (at 0 the LPM is
+its anchors, and its R^2 cannot show what training changed). Each permutation row retrains 20
 permutations of the knocked-out driver's column (5 folds each, on the default cohort) with
 `knockout_permutation_null`, for few epochs (--permutation-epochs, in the table): the fixed costs
 (anchors, held-out predictions, workers starting) then weigh more than in a real null, which makes the
@@ -93,16 +95,25 @@ def seconds_per_epoch(cohort, settings) -> float:
 R2_METHODS = {"lpm_all": "LPM", "reduced_rank_ridge_all": "reduced-rank ridge", "ridge_all": "ridge"}
 
 
-def held_out_r2(folds) -> dict[str, dict[str, float]]:
-    """Q0's held-out variance-weighted R^2 with all inputs, the mean over folds, per method and target
-    layer: the LPM beside its baselines on the same folds."""
+def held_out_r2(folds, methods=R2_METHODS) -> dict[str, dict[str, float]]:
+    """Q0's held-out variance-weighted R^2, the mean over folds, per method (of Q0's, such as `lpm_all`)
+    and target layer: the LPM beside its baselines on the same folds."""
     from lpmlib.performance import q0_per_fold
 
     per_fold = q0_per_fold(folds)
-    chosen = per_fold["method"].isin(R2_METHODS) & per_fold["layer"].isin(folds[0].cohort.target_names)
+    chosen = per_fold["method"].isin(methods) & per_fold["layer"].isin(folds[0].cohort.target_names)
     per_fold = per_fold[chosen & (per_fold["metric"] == "r2_variance_weighted")]
     means = per_fold.groupby(["method", "layer"], sort=False)["value"].mean()
-    return {method: means[method].astype(float).to_dict() for method in R2_METHODS}
+    return {method: means[method].astype(float).to_dict() for method in methods}
+
+
+def deep_read_outs(folds) -> str:
+    """How many of the read-outs the folds' inner splits chose are deep (residual or blend), of all
+    (layers x inputs x folds): at 0 the LPM predicts with its anchors alone."""
+    from lpmlib.performance import read_out_table
+
+    chosen = read_out_table(folds)["read_out"]
+    return f"{int((chosen != 'anchor').sum())}/{len(chosen)}"
 
 
 def measure_training(n_patients: int, epochs: int, n_jobs: int, batch_size: int) -> dict:
@@ -120,6 +131,7 @@ def measure_training(n_patients: int, epochs: int, n_jobs: int, batch_size: int)
             folds = run_cv(cohort, run_dir, settings, n_jobs=n_jobs, log=None)
             seconds = time.perf_counter() - start
         r2 = held_out_r2(folds)  # while the run folder, which holds the folds' predictions, exists
+        deep = deep_read_outs(folds)
     per_epoch = seconds_per_epoch(cohort, settings)  # after: its memory is not the training's
     return {
         "what": "5-fold training",
@@ -132,6 +144,7 @@ def measure_training(n_patients: int, epochs: int, n_jobs: int, batch_size: int)
         "s_per_epoch": per_epoch,
         "seconds": seconds,
         "peak_mb": peak(),
+        "deep": deep,
         "r2": r2,
     }
 
@@ -193,13 +206,15 @@ def measure_null(backend: str, workers: int, n_permutations: int, epochs: int) -
         "s_per_epoch": np.nan,
         "seconds": seconds,
         "peak_mb": peak(),
+        "deep": "",
         "r2": {},
     }
 
 
 HEADER = (
     f"{'measurement':<17} {'patients':>8} {'backend':>7} {'workers':>7} {'epochs':>6} {'batch':>5} "
-    f"{'lr':>7} {'s/epoch':>8} {'seconds':>8} {'x 1 wkr':>7} {'peak MB':>8}  held-out R^2 (all inputs)"
+    f"{'lr':>7} {'s/epoch':>8} {'seconds':>8} {'x 1 wkr':>7} {'peak MB':>8} {'deep':>6}  "
+    "held-out R^2 (all inputs)"
 )
 
 
@@ -217,7 +232,7 @@ def format_row(row: dict, one_worker: dict[tuple, float]) -> str:
     return (
         f"{row['what']:<17} {row['patients']:>8} {row['backend']:>7} {row['workers']:>7} {row['epochs']:>6} "
         f"{row['batch']:>5} {row['rate']:>7.1e} {per_epoch:>8} {row['seconds']:>8.1f} "
-        f"{ratio:>7} {row['peak_mb']:>8.0f}  {r2_text}"
+        f"{ratio:>7} {row['peak_mb']:>8.0f} {row['deep']:>6}  {r2_text}"
     )
 
 
