@@ -17,7 +17,7 @@ The cohorts are the default simulated cohort drawn with three simulation seeds, 
 the automatic batch's square-root rule (`lpmlib.train.batch_rule`). Every measurement runs in a fresh
 process.
 
-    .venv/bin/python benchmarks/train_settings.py           # every cohort and setting (8 minutes here)
+    .venv/bin/python benchmarks/train_settings.py           # every cohort and setting (9 minutes here)
     .venv/bin/python benchmarks/train_settings.py --cohorts 42 --settings 100:16 30:16
 """
 
