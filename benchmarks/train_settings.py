@@ -27,13 +27,11 @@ import argparse
 import dataclasses
 import json
 import math
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from train_speed import deep_read_outs, held_out_r2
+from train_speed import deep_read_outs, held_out_r2, in_child
 
 PROJECT = Path(__file__).resolve().parents[1]
 UCEC = "ucec"
@@ -123,13 +121,6 @@ def format_row(row: dict) -> str:
     )
 
 
-def in_child(*arguments: str) -> dict:
-    """Run this script on one measurement in a fresh process and read its JSON line."""
-    command = [sys.executable, __file__, *arguments]
-    output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=PROJECT).stdout
-    return json.loads(output.splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -150,7 +141,10 @@ def main() -> None:
     for cohort in cohorts:
         for setting in args.settings:
             epochs, batch = setting.split(":")
-            print(format_row(in_child("--row", cohort, epochs, batch, str(args.n_jobs))), flush=True)
+            print(
+                format_row(in_child("--row", cohort, epochs, batch, str(args.n_jobs), script=__file__)),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -236,10 +237,12 @@ def format_row(row: dict, one_worker: dict[tuple, float]) -> str:
     )
 
 
-def in_child(*arguments: str) -> dict:
-    """Run this script on one measurement in a fresh process and read its JSON line."""
-    command = [sys.executable, __file__, *arguments]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+def in_child(*arguments: str, script: str = __file__) -> dict:
+    """Run a benchmark script (this one by default) on one measurement in a fresh process, from the
+    project's root (where the run parameters' relative paths start), and read its JSON line."""
+    command = [sys.executable, script, *arguments]
+    root = Path(__file__).resolve().parents[1]
+    output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=root).stdout
     return json.loads(output.splitlines()[-1])
 
 
