@@ -12,7 +12,14 @@ from sklearn.linear_model import Ridge, RidgeCV
 
 from lpmlib.cohort import N_GRADES, Cohort, Layer
 from lpmlib.cv import fold_splits, model_config, run_cv
-from lpmlib.linear import RIDGE_ALPHAS, ReducedRankRidgeCV, fit_fixed, fit_reduced_rank_ridge, fit_ridge
+from lpmlib.linear import (
+    RIDGE_ALPHAS,
+    ReducedRankRidgeCV,
+    fit_fixed,
+    fit_reduced_rank_ridge,
+    fit_ridge,
+    thin_svd,
+)
 from lpmlib.model import INPUTS, LatentPerturbationModel, masking_patterns
 from lpmlib.performance import held_out_errors, lpm_versus_ridge, q0_per_fold, q0_summary, r2_table
 from lpmlib.tensors import CohortTensors, LayerScaler
@@ -91,6 +98,22 @@ def test_full_rank_is_plain_ridge_and_a_full_rank_map_is_kept() -> None:
     np.testing.assert_allclose(fit.predict(x), ridge.predict(x), atol=1e-8)
     same = fit_fixed(x, y, fit)
     np.testing.assert_allclose(same.coef, fit.coef, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_rows", [500, 6], ids=["tall", "wide"])
+def test_thin_svd_of_a_centred_design_with_one_hot_grades(n_rows: int) -> None:
+    """Centred one-hot columns sum to zero: the decomposition keeps the other directions, as numpy's."""
+    rng = np.random.default_rng(0)
+    x = np.hstack([rng.normal(size=(n_rows, 6)), np.eye(3)[np.arange(n_rows) % 3]])
+    x -= x.mean(axis=0)
+    u, s, vt = thin_svd(x)
+    expected = np.linalg.svd(x, compute_uv=False)
+    rank = int(np.sum(expected > expected[0] * 1e-10))
+    np.testing.assert_allclose(s[:rank], expected[:rank], rtol=1e-10)
+    assert np.all(s[rank:] < expected[0] * 1e-10)
+    np.testing.assert_allclose((u * s) @ vt, x, atol=1e-10)
+    np.testing.assert_allclose(u[:, :rank].T @ u[:, :rank], np.eye(rank), atol=1e-10)
+    np.testing.assert_allclose(vt @ vt.T, np.eye(len(s)), atol=1e-10)
 
 
 def test_a_few_patients_are_cross_validated_one_left_out_at_a_time() -> None:
