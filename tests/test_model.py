@@ -14,6 +14,7 @@ from lpmlib.model import (
     LPMOutput,
     ModelConfig,
     count_parameters,
+    dropout,
     lpm_loss,
     masking_patterns,
     sample_ptm_mask,
@@ -146,6 +147,20 @@ def test_masked_values_change_no_output(row: list[bool], training: bool) -> None
     torch.manual_seed(5)
     second = output_tensors(model(drivers, grade, changed, mask))
     assert [k for k in first if not torch.equal(first[k], second[k])] == []
+
+
+def test_dropout_zeroes_a_fraction_p_scales_the_rest_and_passes_gradients_through_its_mask() -> None:
+    x = (torch.rand(200_000) + 1).requires_grad_()
+    torch.manual_seed(3)
+    out = dropout(x, 0.1, training=True)
+    torch.manual_seed(3)
+    assert torch.equal(dropout(x, 0.1, training=True), out)
+    dropped = out == 0
+    assert abs(dropped.double().mean().item() - 0.1) < 0.004  # 6 binomial standard deviations
+    torch.testing.assert_close(out[~dropped], x[~dropped] / 0.9)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, torch.where(dropped, 0.0, 1 / 0.9))
+    assert dropout(x, 0.1, training=False) is x and dropout(x, 0.0, training=True) is x
 
 
 def test_observed_layer_values_change_outputs() -> None:
