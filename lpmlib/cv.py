@@ -165,10 +165,11 @@ class FoldStore:
             return None
 
 
+@functools.cache
 def training_code_hash() -> str:
     """SHA-256 of the model's, the anchors' and the training's code: a checkpoint trained by other code is
     stale. The code is read as its syntax tree without docstrings, so that formatting, comments and
-    documentation leave checkpoints valid."""
+    documentation leave checkpoints valid. Computed once per process (0.14 s: two per fold otherwise)."""
     trees = [
         _without_docstrings(ast.parse(inspect.getsource(m)))
         for m in (model_module, linear_module, train_module)

@@ -88,17 +88,19 @@ class Inputs:
 
 
 def thin_svd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """U, s, V' of `x`. A design with more rows than columns is decomposed through the eigenvectors of
-    x'x, keeping the directions whose eigenvalues stand above its rounding: at 10,240 x 274, a third of
-    the time of LAPACK's SVD, for ridge fits equal to 1e-12. Others by numpy's SVD."""
+    """U, s, V' of `x` through the eigenvectors of its smaller Gram matrix (x'x or xx'), keeping the
+    directions whose eigenvalues stand above the Gram's rounding (a centred design's null directions are
+    dropped). Ridge fits equal LAPACK's SVD's to 1e-12, in a third of the time at 10,240 x 274 and less
+    than half at 102 x 274 (a default fold)."""
     n_rows, n_columns = x.shape
-    if n_rows <= n_columns:
-        return np.linalg.svd(x, full_matrices=False)
-    eigenvalues, v = np.linalg.eigh(x.T @ x)
-    eigenvalues, v = eigenvalues[::-1], v[:, ::-1]
-    kept = eigenvalues > eigenvalues[0] * n_rows * np.finfo(float).eps  # above the rounding of x'x
-    s = np.sqrt(eigenvalues[kept])
-    return x @ v[:, kept] / s, s, v[:, kept].T
+    tall = n_rows > n_columns
+    eigenvalues, vectors = np.linalg.eigh(x.T @ x if tall else x @ x.T)
+    eigenvalues, vectors = eigenvalues[::-1], vectors[:, ::-1]
+    kept = eigenvalues > eigenvalues[0] * max(x.shape) * np.finfo(float).eps  # above the Gram's rounding
+    s, vectors = np.sqrt(eigenvalues[kept]), vectors[:, kept]
+    if tall:
+        return x @ vectors / s, s, vectors.T
+    return vectors, s, vectors.T @ x / s[:, None]
 
 
 def as_inputs(x: np.ndarray | Inputs) -> Inputs:
@@ -118,7 +120,7 @@ def _ridge_coef(s: np.ndarray, vt: np.ndarray, uty: np.ndarray, alpha: float) ->
 def _output_directions(s: np.ndarray, uty: np.ndarray, alpha: float) -> np.ndarray:
     """Right singular vectors of ridge's fitted values on its training inputs, (q, q') leading first."""
     fitted = (s**2 / (s**2 + alpha))[:, None] * uty  # U' (fitted values): same right singular vectors
-    return np.linalg.svd(fitted, full_matrices=False)[2].T
+    return np.linalg.eigh(fitted.T @ fitted)[1][:, ::-1]  # its Gram's eigenvectors, largest first
 
 
 def candidate_ranks(n_outputs: int, n_samples: int) -> list[int | None]:
