@@ -14,7 +14,7 @@ that decision. For each cohort and setting, it prints:
 
 The cohorts are the default simulated cohort drawn with three simulation seeds, and CPTAC UCEC (the book's
 `params/ucec.yaml`) when `../shared/data/cptac-ucec` exists. The learning rate of a larger batch follows
-the automatic batch's square-root rule (`lpmlib.train.batch_rule`). Every measurement runs in a fresh
+the automatic batch's square-root rule (`lpmlib.train.scaled_rate`). Every measurement runs in a fresh
 process.
 
     .venv/bin/python benchmarks/train_settings.py           # every cohort and setting (9 minutes here)
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -66,13 +65,13 @@ def measure(cohort_name: str, epochs: int, batch: int, n_jobs: int) -> dict:
     from lpmlib.cv import run_cv
     from lpmlib.describe import posterior_snr_table
     from lpmlib.sources import cohort_source
-    from lpmlib.train import BASE_BATCH
+    from lpmlib.train import scaled_rate
 
     with tempfile.TemporaryDirectory() as run_dir, tempfile.TemporaryDirectory() as data_dir:
         params = run_params(cohort_name, run_dir, data_dir)
         source = cohort_source(params)
         cohort = source.cohort()
-        rate = params.learning_rate * math.sqrt(batch / BASE_BATCH)
+        rate = scaled_rate(batch, params.learning_rate)
         settings = dataclasses.replace(
             params.train_settings(), epochs=epochs, batch_size=batch, learning_rate=rate
         )

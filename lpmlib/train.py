@@ -75,7 +75,13 @@ def batch_rule(n_train: int, batch_size: int, learning_rate: float) -> tuple[int
     if batch_size:
         return batch_size, learning_rate
     batch = max(BASE_BATCH, math.ceil(n_train / STEPS_PER_EPOCH))
-    return batch, learning_rate * min(math.sqrt(batch / BASE_BATCH), MAX_RATE_SCALE)
+    return batch, scaled_rate(batch, learning_rate)
+
+
+def scaled_rate(batch: int, learning_rate: float) -> float:
+    """The automatic batch's learning rate at `batch`: `learning_rate` (the rate at a batch of 16) times
+    sqrt(batch / 16), at most `MAX_RATE_SCALE` times."""
+    return learning_rate * min(math.sqrt(batch / BASE_BATCH), MAX_RATE_SCALE)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from lpmlib.model import LatentPerturbationModel, lpm_loss, sample_ptm_mask
 from lpmlib.performance import q0_per_fold
 from lpmlib.simulate import SimulationConfig, simulate_cohort
 from lpmlib.tensors import CohortTensors, LayerScaler
-from lpmlib.train import READ_OUT_EVERY, FlatAdamW, FlatParameters, TrainSettings, batch_rule
+from lpmlib.train import READ_OUT_EVERY, FlatAdamW, FlatParameters, TrainSettings, batch_rule, scaled_rate
 
 SETTINGS = TrainSettings(epochs=4)  # the mechanics of training, not its quality
 SMALL = {"latent_dim": 16, "vae_latent_dim": 8}
@@ -86,6 +86,7 @@ def test_batch_rule_is_16_up_to_400_patients_then_25_steps_an_epoch() -> None:
         batch, _ = batch_rule(n_train, 0, 1e-3)
         assert math.ceil(n_train / batch) <= 25 < math.ceil(n_train / (batch - 1))
     assert batch_rule(10_240, 0, 1e-3) == (410, pytest.approx(4e-3))  # the rate's growth is capped
+    assert scaled_rate(64, 1e-3) == pytest.approx(2e-3) and scaled_rate(1024, 1e-3) == pytest.approx(4e-3)
     assert batch_rule(10_240, 16, 1e-3) == (16, 1e-3)  # a batch size given is used as given
     assert TrainSettings(batch_size=0).batch_and_rate(102) == (16, 1e-3)
     with pytest.raises(ValueError, match="batch_size"):
