@@ -112,6 +112,14 @@ class IPCKernelManager(AsyncKernelManager):
         if not restart:
             shutil.rmtree(self._folder, ignore_errors=True)
 
+    async def _async_interrupt_kernel(self) -> None:
+        """No interrupt while shutting down. jupyter_client sends SIGINT to the kernel's process group (its
+        training workers too) before it asks the kernel to shut down; a kernel that has finished its
+        notebook needs none, and one caught in a message handler wrote "KeyboardInterrupt caught in
+        kernel" as an ERROR line of a run that succeeded."""
+        if not self.shutting_down:
+            await super()._async_interrupt_kernel()
+
 
 def declared_parameters(notebook: Path) -> set[str]:
     """Names assigned in the notebook's `parameters` cell."""

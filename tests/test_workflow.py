@@ -3,9 +3,11 @@ questions, and the chapters and table of contents of its book."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +28,10 @@ from lpmlib.questions import attribution, knockout, masking, resistance
 from lpmlib.runner import (
     CHAPTERS_RECORD,
     GENERATED,
+    IPCKernelManager,
     chapter_metadata,
     check_inputs,
+    ensure_kernel,
     find_notebooks,
     producers,
     record_chapter,
@@ -352,3 +356,26 @@ def test_a_seed_layout_cohort_read_back_through_a_manifest_is_the_same_cohort(tm
         for name, layer in cohort.layers.items():
             assert layer.role == expected.layers[name].role and layer.loadings is None
             pd.testing.assert_frame_equal(layer.values, expected.layers[name].values, check_exact=True)
+
+
+def test_a_chapter_kernel_is_interrupted_when_asked_but_not_when_shut_down(monkeypatch) -> None:
+    """jupyter_client sends SIGINT before a shutdown: a kernel caught in a handler logged an ERROR line."""
+    sent: list[int] = []
+    send = IPCKernelManager._async_signal_kernel
+
+    async def recording(self, signum: int) -> None:
+        sent.append(signum)
+        await send(self, signum)
+
+    monkeypatch.setattr(IPCKernelManager, "_async_signal_kernel", recording)
+
+    async def start_interrupt_and_shut_down() -> bool:
+        manager = IPCKernelManager(kernel_name=ensure_kernel())
+        await manager.start_kernel()
+        await manager.interrupt_kernel()
+        interrupted = list(sent)
+        await manager.shutdown_kernel()
+        return interrupted == [signal.SIGINT] and not await manager.is_alive()
+
+    assert asyncio.run(start_interrupt_and_shut_down())
+    assert sent.count(signal.SIGINT) == 1  # the interrupt asked for, none at the shutdown
