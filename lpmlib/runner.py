@@ -11,10 +11,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import nbformat
 import papermill
@@ -44,6 +45,7 @@ GENERATED = Path("book") / "_generated"
 BUILD = "_build"  # the project's book build; never left holding another run's book
 KEPT_BOOK = "book"  # in the run folder: a copy of the last book built from it
 LOCK_FILE = ".lock"  # in the run folder: held by the run writing into it
+BOOK_LOCK = ".book.lock"  # in the project: held by the run staging, building or clearing the book
 
 # errors whose message is all a user needs (it names the file, column or value, and what to do)
 USER_ERRORS = (
@@ -516,21 +518,37 @@ def last_book(run_dir: Path) -> Path | None:
 
 
 @contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the run folder's lock (`LOCK_FILE`, with the holder's PID) while a run writes into it; a second
-    run into the same folder stops at once instead of retraining what the first is training."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / LOCK_FILE, "a+") as handle:
+def exclusive(path: Path, busy: Callable[[IO[str]], None]) -> Iterator[IO[str]]:
+    """Hold the exclusive lock of the file `path` (created if missing) for the block. When another process
+    holds it, `busy(handle)` is called first: it raises to give up, or returns to wait for the lock."""
+    with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip()
-            who = f"another lpm run (PID {holder})" if holder.isdigit() else "another lpm run"
-            raise RunFolderLockedError(
-                f"run folder '{run_dir}' is locked: {who} is writing into it. Wait for that run to end, or "
-                "give this run another folder (-p run_dir=...)."
-            ) from None
+            busy(handle)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's lock (`LOCK_FILE`, with the holder's PID) while a run writes into it; a second
+    run into the same folder stops at once instead of retraining what the first is training."""
+
+    def locked(handle: IO[str]) -> None:
+        handle.seek(0)
+        holder = handle.read().strip()
+        who = f"another lpm run (PID {holder})" if holder.isdigit() else "another lpm run"
+        raise RunFolderLockedError(
+            f"run folder '{run_dir}' is locked: {who} is writing into it. Wait for that run to end, or "
+            "give this run another folder (-p run_dir=...)."
+        ) from None
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive(run_dir / LOCK_FILE, locked) as handle:
         try:
             handle.truncate(0)
             handle.write(f"{os.getpid()}\n")
@@ -538,7 +556,15 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             yield
         finally:
             handle.truncate(0)
-            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def book_lock(project: Path, log=print) -> Iterator[None]:
+    """Hold the project's book lock (`BOOK_LOCK`) while a run clears, stages, builds or keeps the book:
+    the staged chapters and `_build` are the project's, so runs into different folders at the same time
+    build one after the other, each its own book, never a mix of two runs' chapters."""
+    with exclusive(project / BOOK_LOCK, lambda _: log("[lpm] waiting for another run's book build ...")):
+        yield
 
 
 def run(
@@ -582,7 +608,8 @@ def _run_chapters(params: RunParams, project: Path, selected: list[Path], book: 
     A run that builds a book first removes the project's built book, so that whatever stops the run, the
     project never shows another run's book."""
     if book:
-        clear_book(project)
+        with book_lock(project, log):
+            clear_book(project)
     cohort_source(params).check(project)
     check_inputs(selected, params, project)
     if book:
@@ -592,6 +619,7 @@ def _run_chapters(params: RunParams, project: Path, selected: list[Path], book: 
     for _ in execute_chapters(selected, params, project, log):
         pass
     if book:
-        stage_run(params, project)
-        build_book(project, log)
-        keep_book(project, project / params.run_dir, log)
+        with book_lock(project, log):
+            stage_run(params, project)
+            build_book(project, log)
+            keep_book(project, project / params.run_dir, log)

@@ -8,6 +8,8 @@ import fcntl
 import os
 import shutil
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,16 @@ from lpmlib.cli import main
 from lpmlib.cohort import METADATA_FILE
 from lpmlib.errors import ForeignTruthError
 from lpmlib.params import RunParams
-from lpmlib.runner import KEPT_BOOK, LOCK_FILE, keep_book, record_chapter, run, run_lock, same_python
+from lpmlib.runner import (
+    KEPT_BOOK,
+    LOCK_FILE,
+    book_lock,
+    keep_book,
+    record_chapter,
+    run,
+    run_lock,
+    same_python,
+)
 from lpmlib.simulate import (
     KNOCKOUT_TRUTH_FILE,
     read_truth,
@@ -251,6 +262,25 @@ def test_a_run_folder_is_locked_while_a_run_writes_into_it(capsys, project: Path
     with run_lock(run_dir):
         assert (run_dir / LOCK_FILE).read_text() == f"{os.getpid()}\n"
     assert (run_dir / LOCK_FILE).read_text() == ""
+
+
+def test_a_run_waits_for_another_run_s_book_build_then_builds_its_own(tmp_path: Path) -> None:
+    """Staged chapters and `_build` are the project's: two runs into different folders must not mix."""
+    lines: list[str] = []
+    entered = threading.Event()
+
+    def second_run() -> None:
+        with book_lock(tmp_path, lines.append):
+            entered.set()
+
+    with book_lock(tmp_path):  # another run stages and builds its book
+        waiting = threading.Thread(target=second_run)
+        waiting.start()
+        time.sleep(0.5)
+        assert not entered.is_set()
+        assert lines == ["[lpm] waiting for another run's book build ..."]
+    waiting.join(timeout=10)
+    assert entered.is_set() and len(lines) == 1
 
 
 # ---------------------------------------------------------------------------------------------
